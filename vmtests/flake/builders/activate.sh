@@ -1,0 +1,32 @@
+#!@tools@/bin/sh
+# The activation script of the test system (run by stage 2 as sysinit):
+# /etc from the toplevel, /run/current-system, host keys, network; then the
+# boot marker on the console.
+systemConfig=@out@
+export PATH=@tools@/bin
+
+ln -sfn "$systemConfig" /run/current-system
+[ -e /run/booted-system ] || ln -sfn "$systemConfig" /run/booted-system
+mkdir -p /bin /usr/bin /root /var/empty /var/log /etc/ssh/authorized_keys.d /run/sshd /nix/var/nix/gcroots
+ln -sfn /run/current-system/sw/bin/sh /bin/sh
+ln -sfn /run/current-system/sw/bin/env /usr/bin/env
+ln -sfn "$systemConfig/etc" /etc/static
+for f in passwd group shadow nsswitch.conf os-release hostname ssh/sshd_config ssh/authorized_keys.d/root; do
+	rm -f "/etc/$f"
+	ln -s "/etc/static/$f" "/etc/$f"
+done
+hostname -F /etc/hostname
+
+# Like NixOS's sshd-keygen: keep installed host keys, create missing ones.
+[ -e /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key
+chmod 0600 /etc/ssh/ssh_host_*_key
+
+ip link set lo up
+for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+	[ -e /sys/class/net/eth0 ] && break
+	sleep 0.2
+done
+ip link set eth0 up
+udhcpc -i eth0 -n -q -t 10 -T 1 -s "$systemConfig/sw/share/udhcpc.script" || echo "udhcpc on eth0 failed"
+
+echo "<<< NixOS test system booted: $systemConfig >>>"

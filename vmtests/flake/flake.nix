@@ -1,0 +1,69 @@
+{
+  description = "nixos-via test systems: NixOS stand-ins built from this Debian host's binaries, without nixpkgs";
+
+  # No inputs: Debian's Nix 2.8 builds this with the sandbox off; the builders
+  # are small shell scripts that pack host binaries (busybox, OpenSSH, Nix,
+  # cryptsetup, lvm, mdadm, the cloud kernel, systemd-boot) into the store.
+  outputs = { self }:
+    let
+      system = "x86_64-linux";
+      release = "25.05";
+      nixosVersion = "${release}.19700101.nixos-via-test";
+
+      # Each builder file is its own store path, so editing one rebuilds
+      # only what uses it (not everything whenever the repository changes).
+      file = name: builtins.path { path = ./builders + "/${name}"; name = "nixos-via-${name}"; };
+      build = name: builder: attrs: derivation ({
+        inherit name system;
+        builder = "/bin/sh";
+        args = [ (file builder) ];
+      } // attrs);
+
+      tools = build "nixos-via-test-tools" "tools.sh" { udhcpcScript = file "udhcpc.script"; };
+      kernel = build "linux-debian-cloud" "kernel.sh" { };
+      initrd = build "nixos-via-test-initrd" "initrd.sh" {
+        inherit kernel;
+        init = file "stage-1-init.sh";
+      };
+
+      layouts = import ./layouts.nix;
+      byPartlabel = "/dev/disk/by-partlabel";
+      luksParam = "luks=${byPartlabel}/disk-main-luks:crypted:/tmp/secret.key";
+      efiExt4 = { layout = layouts.efi-ext4; params = [ "root=${byPartlabel}/disk-main-root" ]; };
+
+      scenarios = {
+        demo = efiExt4;
+        efi-ext4 = efiExt4;
+        luks-keyfile = { layout = layouts.luks-keyfile; params = [ luksParam "root=/dev/mapper/crypted" ]; };
+        lvm-on-luks = { layout = layouts.lvm-on-luks; params = [ luksParam "lvm=1" "root=/dev/mapper/vtpool-root" ]; };
+        raid1 = { layout = layouts.raid1; params = [ "md=1" "root=/dev/md/raid1" ]; };
+        rescue = efiExt4;
+        small-ram = efiExt4;
+        resume = efiExt4;
+        sudo-user = efiExt4;
+        extras = efiExt4;
+      };
+
+      toplevel = hostName: s: build "nixos-system-${hostName}-${nixosVersion}" "toplevel.sh" {
+        inherit tools kernel initrd hostName nixosVersion release;
+        kernelParams = builtins.concatStringsSep " " ([ "console=ttyS0" "loglevel=4" ] ++ s.params);
+        stage2 = file "stage-2-init.sh";
+        activate = file "activate.sh";
+        switch = file "switch-to-configuration.sh";
+        authorizedKeys = builtins.path { path = ./keys/snakeoil_ed25519.pub; name = "nixos-via-test-authorized-key"; };
+      };
+
+      nixosSystem = hostName: s: {
+        config = {
+          system.build.toplevel = toplevel hostName s;
+          disko.devices = s.layout;
+          networking.hostName = hostName;
+          boot.kernelParams = [ "console=ttyS0" "loglevel=4" ] ++ s.params;
+        };
+      };
+    in
+    {
+      nixosConfigurations = builtins.mapAttrs nixosSystem scenarios;
+      packages.${system} = { inherit tools kernel initrd; };
+    };
+}
