@@ -208,6 +208,28 @@ func (t *Tree) CharDev(p string, perm, major, minor uint32) error {
 	return t.put(p, &Entry{Kind: CharDev, Perm: perm, Major: major, Minor: minor}, true)
 }
 
+// Remove deletes the entry at p (parents resolved). Removing a directory
+// that still has children is an error; removing nothing is not.
+func (t *Tree) Remove(p string) error {
+	r, err := t.Resolve(p)
+	if err != nil {
+		return err
+	}
+	e, ok := t.entries[r]
+	if !ok {
+		return nil
+	}
+	if e.Kind == Dir {
+		for q := range t.entries {
+			if strings.HasPrefix(q, r+"/") {
+				return fmt.Errorf("fstree: remove %s: directory not empty", r)
+			}
+		}
+	}
+	delete(t.entries, r)
+	return nil
+}
+
 // Get returns the entry at p (parents resolved), or nil.
 func (t *Tree) Get(p string) *Entry {
 	r, err := t.Resolve(p)

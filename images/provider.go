@@ -1,0 +1,286 @@
+package images
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/nixos-via/nixos-via/internal/event"
+)
+
+// ProviderOptions configure the "generic Linux host" image.
+type ProviderOptions struct {
+	// Kernel to boot; zero means HostKernel("").
+	Kernel Kernel
+	// HostKeys are the SSH host keys (at least one; parse with ParseHostKey).
+	HostKeys []HostKey
+	// RootAuthorizedKeys are written to /root/.ssh/authorized_keys.
+	RootAuthorizedKeys []string
+	// User, when set, is a non-root login (uid 1000) in group sudo.
+	User string
+	// UserPassword is the user's password, asked by sudo. Empty means the
+	// account has no password and sudo needs none (NOPASSWD).
+	UserPassword string
+	// UserAuthorizedKeys are the user's keys; nil means RootAuthorizedKeys.
+	UserAuthorizedKeys []string
+	// Cmdline is appended to the default kernel command line
+	// ("console=ttyS0 panic=-1"), e.g. "sysctl.kernel.kexec_load_disabled=1".
+	Cmdline string
+	// Hostname defaults to "provider".
+	Hostname string
+	// NoKexecTools leaves kexec-tools out of the image.
+	NoKexecTools bool
+	// Compression of the initramfs; "" means gzip.
+	Compression Compression
+	// Events receives progress; nil discards.
+	Events event.Sink
+}
+
+// Provider is a built provider image.
+type Provider struct {
+	Kernel  string // DIR/bzImage
+	Initrd  string // DIR/initrd
+	Cmdline string // kernel command line to boot with (also in DIR/cmdline)
+	// InitrdBytes is the compressed size of the initrd.
+	InitrdBytes int64
+	// UnpackedBytes is the size of all files in the initrd.
+	UnpackedBytes int64
+}
+
+var userNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+
+// providerModules are loaded at boot, in dependency order, so that QEMU's
+// virtio disks, network and RNG work.
+func providerModules() []string {
+	return []string{"virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "virtio_console"}
+}
+
+// DefaultCmdline is the kernel command line both images boot with.
+const DefaultCmdline = "console=ttyS0 panic=-1"
+
+const inittab = `::sysinit:/etc/rc
+::ctrlaltdel:/usr/sbin/reboot -f
+::shutdown:/usr/bin/sync
+`
+
+// rcHead brings up the kernel file systems and loads the modules.
+const rcHead = `#!/bin/sh
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /run
+mkdir -p /run/sshd /run/cryptsetup /run/lock /var/log /var/tmp
+echo "[init] $(. /etc/os-release; echo "$PRETTY_NAME") starting on $(uname -r)"
+while read -r m; do
+	insmod "$m" 2>/dev/null || echo "[init] insmod $m failed"
+done < /etc/modules-load
+hostname -F /etc/hostname
+ip link set lo up
+`
+
+// rcDHCP waits for network interfaces and runs DHCP on each one.
+const rcDHCP = `for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+	[ -n "$(ls /sys/class/net | grep -v '^lo$')" ] && break
+	sleep 0.1
+done
+for dev in $(ls /sys/class/net); do
+	[ "$dev" = lo ] && continue
+	ip link set "$dev" up
+	udhcpc -i "$dev" -n -q -t 10 -T 1 -s /usr/share/udhcpc/default.script || echo "[init] dhcp on $dev failed"
+done
+`
+
+const rcTail = `/usr/sbin/sshd -E /run/sshd.log || echo "[init] sshd failed: $(cat /run/sshd.log)"
+echo "[init] sshd started: $(cat /etc/ssh/ssh_host_*_key.pub | cut -d' ' -f1,2 | tr '\n' ' ')"
+`
+
+// BuildProvider writes DIR/bzImage, DIR/initrd and DIR/cmdline: a busybox +
+// OpenSSH + sudo (+ kexec-tools) system that gets its address by DHCP,
+// standing for the Debian/Ubuntu VPS a user starts from. It has no Nix.
+func BuildProvider(ctx context.Context, dir string, opts ProviderOptions) (*Provider, error) {
+	sink := opts.Events
+	if sink == nil {
+		sink = event.Discard{}
+	}
+	if dir == "" {
+		return nil, fmt.Errorf("provider image: no output directory given")
+	}
+	if len(opts.HostKeys) == 0 {
+		return nil, fmt.Errorf("provider image: at least one host key is needed")
+	}
+	if err := checkAuthorizedKeys(opts.RootAuthorizedKeys); err != nil {
+		return nil, fmt.Errorf("provider image: root %w", err)
+	}
+	if opts.User != "" {
+		if !userNameRE.MatchString(opts.User) || opts.User == "root" || opts.User == "sshd" || opts.User == "nobody" {
+			return nil, fmt.Errorf("provider image: invalid user name %q", opts.User)
+		}
+		if err := checkAuthorizedKeys(opts.UserAuthorizedKeys); err != nil {
+			return nil, fmt.Errorf("provider image: user %w", err)
+		}
+	} else if opts.UserPassword != "" || opts.UserAuthorizedKeys != nil {
+		return nil, fmt.Errorf("provider image: a user password or keys were given without a user name")
+	}
+	comp, err := ParseCompression(string(opts.Compression))
+	if err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
+	k := opts.Kernel
+	if k.Version == "" {
+		if k, err = HostKernel(""); err != nil {
+			return nil, fmt.Errorf("provider image: %w", err)
+		}
+	}
+	hostname := opts.Hostname
+	if hostname == "" {
+		hostname = "provider"
+	}
+	sink.Emit(event.Event{Phase: "image", Kind: event.Step, Msg: "building provider initramfs with kernel " + k.Version})
+
+	b, err := newBuilder(k)
+	if err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
+	if err := b.busybox(ctx); err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
+	if err := b.sshd(opts.HostKeys); err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
+	// iproute2: the kexec tarball's run script and the facts probe use
+	// `ip --json`, which busybox's ip lacks. A real host has it.
+	if err := b.exec("/usr/bin/ip"); err != nil {
+		return nil, fmt.Errorf("provider image: %w (install iproute2)", err)
+	}
+	if !opts.NoKexecTools {
+		if err := b.exec("/usr/sbin/kexec"); err != nil {
+			return nil, fmt.Errorf("provider image: %w (install kexec-tools)", err)
+		}
+	}
+	if err := b.modules(ctx, providerModules()...); err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
+	if err := b.finishModules(ctx); err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
+
+	var users []user
+	rcUsers := ""
+	if opts.User != "" {
+		u := user{name: opts.User, uid: 1000}
+		if opts.UserPassword != "" {
+			if u.hash, err = hashPassword(ctx, opts.UserPassword); err != nil {
+				return nil, fmt.Errorf("provider image: %w", err)
+			}
+		}
+		users = append(users, u)
+		home := "/home/" + opts.User
+		keys := opts.UserAuthorizedKeys
+		if keys == nil {
+			keys = opts.RootAuthorizedKeys
+		}
+		if err := b.t.File(home+"/.ssh/authorized_keys", []byte(joinLines(keys)), 0o600); err != nil {
+			return nil, fmt.Errorf("provider image: %w", err)
+		}
+		if err := b.sudo(opts.UserPassword == ""); err != nil {
+			return nil, fmt.Errorf("provider image: %w", err)
+		}
+		rcUsers = fmt.Sprintf("chown -R %[1]s:%[1]s %[2]s\nchmod 700 %[2]s %[2]s/.ssh\n", opts.User, home)
+	}
+	osRelease := `PRETTY_NAME="nixos-via test provider (Debian 12 parts)"
+NAME="nixos-via test provider"
+ID=debian
+VERSION_ID="12"
+VARIANT_ID=nixos-via-provider
+`
+	if err := b.basicFiles(hostname, osRelease, users); err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
+	if err := b.t.File("/root/.ssh/authorized_keys", []byte(joinLines(opts.RootAuthorizedKeys)), 0o600); err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
+	if err := b.t.Dir("/root/.ssh", 0o700); err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
+	rc := rcHead + rcDHCP + rcUsers + rcTail
+	for _, f := range []struct {
+		p, data string
+		perm    uint32
+	}{{"/etc/inittab", inittab, 0o644}, {"/etc/rc", rc, 0o755}} {
+		if err := b.t.File(f.p, []byte(f.data), f.perm); err != nil {
+			return nil, fmt.Errorf("provider image: %w", err)
+		}
+	}
+	if err := b.t.Symlink("/init", "/usr/bin/busybox"); err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
+
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
+	p := &Provider{
+		Kernel:  filepath.Join(dir, "bzImage"),
+		Initrd:  filepath.Join(dir, "initrd"),
+		Cmdline: strings.TrimSpace(DefaultCmdline + " " + opts.Cmdline),
+	}
+	if err := copyFile(p.Kernel, k.Image, 0o644); err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
+	if err := writeInitramfs(b.t, p.Initrd, comp); err != nil {
+		return nil, fmt.Errorf("provider image: write %s: %w", p.Initrd, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cmdline"), []byte(p.Cmdline+"\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
+	if st, err := os.Stat(p.Initrd); err == nil {
+		p.InitrdBytes = st.Size()
+	}
+	p.UnpackedBytes, _ = b.t.Size()
+	sink.Emit(event.Event{Phase: "image", Kind: event.Done, Msg: fmt.Sprintf("provider initrd %s: %d bytes (%d unpacked)", p.Initrd, p.InitrdBytes, p.UnpackedBytes)})
+	return p, nil
+}
+
+func joinLines(lines []string) string {
+	var s strings.Builder
+	for _, l := range lines {
+		s.WriteString(strings.TrimSpace(l) + "\n")
+	}
+	return s.String()
+}
+
+// sudo adds Debian's sudo with a minimal PAM stack (pam_unix) so that a
+// member of group sudo can become root, with or without a password.
+func (b *builder) sudo(noPassword bool) error {
+	pamDir := "/usr/lib/x86_64-linux-gnu/security/"
+	if err := b.exec("/usr/bin/sudo", "/usr/libexec/sudo/sudoers.so",
+		pamDir+"pam_unix.so", pamDir+"pam_permit.so", pamDir+"pam_deny.so"); err != nil {
+		return fmt.Errorf("sudo: %w (install sudo)", err)
+	}
+	rule := "%sudo ALL=(ALL:ALL) ALL\n"
+	if noPassword {
+		rule = "%sudo ALL=(ALL:ALL) NOPASSWD: ALL\n"
+	}
+	sudoers := "Defaults !fqdn, !lecture, !syslog, env_reset\n" +
+		"Defaults secure_path=\"/usr/sbin:/usr/bin:/sbin:/bin\"\n" +
+		"root ALL=(ALL:ALL) ALL\n" + rule
+	pam := "auth required pam_unix.so\naccount required pam_unix.so\nsession required pam_permit.so\n"
+	for _, f := range []struct {
+		p, data string
+		perm    uint32
+	}{
+		{"/etc/sudoers", sudoers, 0o440},
+		{"/etc/pam.d/sudo", pam, 0o644},
+		{"/etc/pam.d/other", "auth required pam_deny.so\naccount required pam_deny.so\nsession required pam_deny.so\npassword required pam_deny.so\n", 0o644},
+	} {
+		if err := b.t.File(f.p, []byte(f.data), f.perm); err != nil {
+			return err
+		}
+	}
+	return nil
+}
