@@ -1,0 +1,339 @@
+package target
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+)
+
+// AuthError says the host answered but refused every credential we have.
+type AuthError struct {
+	User, Host string
+	Tried      []string
+	Err        error
+}
+
+func (e *AuthError) Error() string {
+	return fmt.Sprintf("ssh %s@%s: authentication failed (tried %s): %v", e.User, e.Host, strings.Join(e.Tried, ", "), e.Err)
+}
+
+func (e *AuthError) Unwrap() error { return e.Err }
+
+// ConnectError says the host could not be reached (refused, timed out, no route).
+type ConnectError struct {
+	Addr string
+	Err  error
+}
+
+func (e *ConnectError) Error() string { return fmt.Sprintf("connect %s: %v", e.Addr, e.Err) }
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// Conn is one SSH connection to one host (through any ProxyJump hops).
+type Conn struct {
+	client  *ssh.Client
+	hops    []*ssh.Client // jump hosts, closed after client
+	res     *Resolved
+	hostKey ssh.PublicKey
+	agent   net.Conn
+
+	mu           sync.Mutex
+	escalate     Escalation // how to become root, set by SetEscalation
+	sudoPassword bool       // sudo needs Options.SudoPassword on stdin
+	stopKA       chan struct{}
+	closed       bool
+}
+
+// Resolved says where the connection goes.
+func (c *Conn) Resolved() *Resolved { return c.res }
+
+// HostKey is the key the host presented.
+func (c *Conn) HostKey() ssh.PublicKey { return c.hostKey }
+
+// Client exposes the underlying SSH client (for SFTP and channels).
+func (c *Conn) Client() *ssh.Client { return c.client }
+
+// Close ends the connection and every hop.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	if c.stopKA != nil {
+		close(c.stopKA)
+	}
+	c.mu.Unlock()
+	err := c.client.Close()
+	for i := len(c.hops) - 1; i >= 0; i-- {
+		c.hops[i].Close()
+	}
+	if c.agent != nil {
+		c.agent.Close()
+	}
+	return err
+}
+
+// Dial resolves opts (ssh_config, -o options) and connects, through every
+// ProxyJump hop. home is the user's home directory (for ~/.ssh).
+func Dial(ctx context.Context, opts Options, home string) (*Conn, error) {
+	res, err := opts.Resolve(home)
+	if err != nil {
+		return nil, err
+	}
+	return DialResolved(ctx, res, home)
+}
+
+// DialResolved connects to an already resolved destination.
+func DialResolved(ctx context.Context, res *Resolved, home string) (*Conn, error) {
+	auth, agentConn, tried, err := authMethods(res)
+	if err != nil {
+		return nil, err
+	}
+	c := &Conn{res: res, agent: agentConn}
+	var via *ssh.Client
+	if res.ProxyJump != "" {
+		for _, hop := range strings.Split(res.ProxyJump, ",") {
+			hopOpts := res.Options
+			hopOpts.Destination = strings.TrimSpace(hop)
+			hopOpts.User, hopOpts.Port, hopOpts.ProxyJump = "", 0, "none"
+			hopOpts.SSHOptions = filterOptions(res.SSHOptions, "port", "user", "hostname", "proxyjump")
+			hopRes, err := hopOpts.Resolve(home)
+			if err != nil {
+				c.closeHops()
+				return nil, fmt.Errorf("ProxyJump %s: %w", hop, err)
+			}
+			hopAuth, hopAgent, hopTried, err := authMethods(hopRes)
+			if err != nil {
+				c.closeHops()
+				return nil, fmt.Errorf("ProxyJump %s: %w", hop, err)
+			}
+			if hopAgent != nil {
+				defer hopAgent.Close()
+			}
+			cl, _, err := dialOne(ctx, via, hopRes, hopAuth, hopTried)
+			if err != nil {
+				c.closeHops()
+				return nil, fmt.Errorf("ProxyJump %s: %w", hop, err)
+			}
+			c.hops = append(c.hops, cl)
+			via = cl
+		}
+	}
+	cl, key, err := dialOne(ctx, via, res, auth, tried)
+	if err != nil {
+		c.closeHops()
+		if agentConn != nil {
+			agentConn.Close()
+		}
+		return nil, err
+	}
+	c.client, c.hostKey = cl, key
+	if res.ServerAliveInterval > 0 {
+		c.stopKA = make(chan struct{})
+		go c.keepalive(res.ServerAliveInterval)
+	}
+	return c, nil
+}
+
+func filterOptions(opts []string, drop ...string) []string {
+	var out []string
+	for _, o := range opts {
+		k, _, err := ParseSSHOption(o)
+		if err == nil && contains(drop, strings.ToLower(k)) {
+			continue
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+func (c *Conn) closeHops() {
+	for i := len(c.hops) - 1; i >= 0; i-- {
+		c.hops[i].Close()
+	}
+	c.hops = nil
+}
+
+func (c *Conn) keepalive(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stopKA:
+			return
+		case <-t.C:
+			if _, _, err := c.client.SendRequest("keepalive@openssh.com", true, nil); err != nil {
+				c.client.Close()
+				return
+			}
+		}
+	}
+}
+
+// dialOne does the TCP connect (directly or through via) and the SSH
+// handshake of one hop, both bounded by the hop's ConnectTimeout and ctx.
+func dialOne(ctx context.Context, via *ssh.Client, res *Resolved, auth []ssh.AuthMethod, tried []string) (*ssh.Client, ssh.PublicKey, error) {
+	addr := res.Addr()
+	checker := &hostKeyChecker{files: res.KnownHostsFiles, strict: res.StrictHostKeyChecking, pin: res.HostKeyPin, warn: res.Warn}
+	cfg := &ssh.ClientConfig{
+		User:            res.User,
+		Auth:            auth,
+		HostKeyCallback: checker.check,
+		Timeout:         res.ConnectTimeout,
+	}
+	if res.HostKeyPin == "" && res.StrictHostKeyChecking != StrictNo {
+		cfg.HostKeyAlgorithms = checker.knownKeyAlgorithms(addr)
+	}
+	dctx, cancel := context.WithTimeout(ctx, res.ConnectTimeout)
+	defer cancel()
+	var nc net.Conn
+	var err error
+	if via != nil {
+		nc, err = via.DialContext(dctx, "tcp", addr)
+	} else {
+		var d net.Dialer
+		nc, err = d.DialContext(dctx, "tcp", addr)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		return nil, nil, &ConnectError{Addr: addr, Err: err}
+	}
+	// The handshake has no context: bound it by a deadline and by ctx.
+	deadline, _ := dctx.Deadline()
+	nc.SetDeadline(deadline)
+	stop := context.AfterFunc(dctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	sc, chans, reqs, err := ssh.NewClientConn(nc, addr, cfg)
+	stop()
+	if err != nil {
+		nc.Close()
+		return nil, nil, classifyHandshake(ctx, res, addr, checker, tried, cfg.HostKeyAlgorithms, err)
+	}
+	nc.SetDeadline(time.Time{})
+	return ssh.NewClient(sc, chans, reqs), checker.Seen(), nil
+}
+
+func classifyHandshake(ctx context.Context, res *Resolved, addr string, checker *hostKeyChecker, tried, algos []string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var mm *HostKeyMismatchError
+	var unk *UnknownHostKeyError
+	if errors.As(err, &mm) || errors.As(err, &unk) {
+		return err
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "no common algorithm for host key"):
+		return &HostKeyMismatchError{Host: addr, Got: "a key of another type", Want: []string{strings.Join(algos, "/") + " key(s)"},
+			Source: strings.Join(res.KnownHostsFiles, " or ")}
+	case strings.Contains(msg, "unable to authenticate") || strings.Contains(msg, "no supported methods remain"):
+		return &AuthError{User: res.User, Host: addr, Tried: tried, Err: err}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return &ConnectError{Addr: addr, Err: fmt.Errorf("ssh handshake timed out after %s (the port accepts connections but no SSH server answers)", res.ConnectTimeout)}
+	}
+	if checker.Seen() == nil {
+		return &ConnectError{Addr: addr, Err: fmt.Errorf("ssh handshake: %w", err)}
+	}
+	return fmt.Errorf("ssh %s: %w", addr, err)
+}
+
+// authMethods builds the auth list in OpenSSH's order: public keys (agent,
+// then identity files), keyboard-interactive, password.
+func authMethods(res *Resolved) ([]ssh.AuthMethod, net.Conn, []string, error) {
+	var signers []ssh.Signer
+	var tried []string
+	var agentConn net.Conn
+	if res.AgentSocket != "" {
+		if c, err := net.Dial("unix", res.AgentSocket); err == nil {
+			agentConn = c
+			if s, err := agent.NewClient(c).Signers(); err == nil && len(s) > 0 {
+				signers = append(signers, s...)
+				tried = append(tried, fmt.Sprintf("%d agent key(s)", len(s)))
+			}
+		} else if res.Warn != nil {
+			res.Warn(fmt.Sprintf("ssh-agent at %s: %v (continuing without it)", res.AgentSocket, err))
+		}
+	}
+	for _, f := range res.IdentityFiles {
+		s, err := loadSigner(f, res.Prompt)
+		if err != nil {
+			if agentConn != nil {
+				agentConn.Close()
+			}
+			return nil, nil, nil, err
+		}
+		signers = append(signers, s)
+		tried = append(tried, "key "+filepath.Base(f))
+	}
+	var auth []ssh.AuthMethod
+	if len(signers) > 0 {
+		auth = append(auth, ssh.PublicKeys(signers...))
+	}
+	if res.Password != "" {
+		pw := res.Password
+		auth = append(auth, ssh.Password(pw))
+		auth = append(auth, ssh.KeyboardInteractive(func(name, instr string, questions []string, echos []bool) ([]string, error) {
+			answers := make([]string, len(questions))
+			for i := range questions {
+				answers[i] = pw
+			}
+			return answers, nil
+		}))
+		tried = append(tried, "password")
+	} else if res.Prompt != nil {
+		prompt := res.Prompt
+		auth = append(auth, ssh.KeyboardInteractive(func(name, instr string, questions []string, echos []bool) ([]string, error) {
+			answers := make([]string, len(questions))
+			for i, q := range questions {
+				a, err := prompt(fmt.Sprintf("%s@%s %s", res.User, res.HostName, q), echos[i])
+				if err != nil {
+					return nil, err
+				}
+				answers[i] = a
+			}
+			return answers, nil
+		}))
+		tried = append(tried, "keyboard-interactive")
+	}
+	if len(auth) == 0 {
+		return nil, nil, nil, fmt.Errorf("ssh %s@%s: no credentials: give -i KEY, run an ssh-agent, or use --env-password with SSHPASS", res.User, res.HostName)
+	}
+	return auth, agentConn, tried, nil
+}
+
+func loadSigner(file string, prompt func(string, bool) (string, error)) (ssh.Signer, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read identity file: %w", err)
+	}
+	s, err := ssh.ParsePrivateKey(data)
+	var pm *ssh.PassphraseMissingError
+	if errors.As(err, &pm) {
+		if prompt == nil {
+			return nil, fmt.Errorf("identity file %s is passphrase-protected and there is no terminal to ask for it; load it into ssh-agent instead", file)
+		}
+		pass, perr := prompt(fmt.Sprintf("Enter passphrase for key '%s': ", file), false)
+		if perr != nil {
+			return nil, fmt.Errorf("identity file %s: %w", file, perr)
+		}
+		s, err = ssh.ParsePrivateKeyWithPassphrase(data, []byte(pass))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("identity file %s: %w", file, err)
+	}
+	return s, nil
+}
