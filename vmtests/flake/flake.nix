@@ -26,6 +26,14 @@
         init = file "stage-1-init.sh";
       };
 
+      # Tests boot this with blank disks to partition and fill them (the
+      # host kernel may lack GPT, vfat, dm-crypt and md); not part of a system.
+      prep-initrd = build "nixos-via-test-prep-initrd" "initrd.sh" {
+        inherit kernel;
+        init = file "prep-init.sh";
+        extraBins = "/usr/sbin/sgdisk /usr/sbin/mke2fs /usr/sbin/mkfs.fat";
+      };
+
       layouts = import ./layouts.nix;
       byPartlabel = "/dev/disk/by-partlabel";
       luksParam = "luks=${byPartlabel}/disk-main-luks:crypted:/tmp/secret.key";
@@ -64,6 +72,6 @@
     in
     {
       nixosConfigurations = builtins.mapAttrs nixosSystem scenarios;
-      packages.${system} = { inherit tools kernel initrd; };
+      packages.${system} = { inherit tools kernel initrd prep-initrd; };
     };
 }

@@ -1,6 +1,7 @@
 # Builder of the "initrd" store path: a busybox initramfs (NixOS stage 1
 # stand-in) with cryptsetup, lvm and mdadm from this host and the kernel
-# modules the test layouts need. $init is the stage-1 script.
+# modules the test layouts need. $init is the stage-1 script; $extraBins
+# names more host binaries to copy (the disk-preparation initrd uses it).
 set -eu
 export PATH=/usr/bin:/bin:/usr/sbin:/sbin
 kver=$(cat "$kernel/version")
@@ -16,6 +17,7 @@ ln -s bin "$root/sbin"
 
 # copy_exec BIN: the binary at /bin/NAME, its libraries where ldd finds them.
 copy_exec() {
+	rm -f "$root/bin/$(basename "$1")" # replace a busybox applet of that name
 	cp -L "$1" "$root/bin/$(basename "$1")"
 	ldd "$1" | awk '/=> \// { print $3 } /^\t\/.*ld-linux/ { print $1 }' | while read -r lib; do
 		mkdir -p "$root$(dirname "$lib")"
@@ -25,9 +27,12 @@ copy_exec() {
 copy_exec /usr/sbin/cryptsetup
 copy_exec /usr/sbin/lvm
 copy_exec /usr/sbin/mdadm
+for bin in ${extraBins:-}; do copy_exec "$bin"; done
+if [ ! -L "$root/bin/mke2fs" ]; then ln -s mke2fs "$root/bin/mkfs.ext4"; cp /etc/mke2fs.conf "$root/etc/"; fi
+if [ -e "$root/bin/mkfs.fat" ]; then ln -s mkfs.fat "$root/bin/mkfs.vfat"; fi
 
 # Modules in load order (each with its dependencies), then depmod for busybox modprobe.
-modules="virtio_pci virtio_blk virtio_net virtio_rng dm_mod dm_crypt xts af_alg algif_skcipher md_mod raid1 vfat nls_cp437 nls_iso8859_1"
+modules="virtio_pci virtio_blk virtio_net virtio_rng dm_mod dm_crypt xts af_alg algif_skcipher md_mod raid1 vfat nls_cp437 nls_iso8859_1 nls_ascii nls_utf8"
 for m in $modules; do
 	modprobe -S "$kver" --show-depends "$m" | awk '$1 == "insmod" { print $2 }' | while read -r ko; do
 		mkdir -p "$root$(dirname "$ko")"

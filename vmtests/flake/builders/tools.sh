@@ -27,8 +27,18 @@ copy_dyn /usr/sbin/sshd "$out/bin/sshd"
 copy_dyn /usr/bin/ssh-keygen "$out/bin/ssh-keygen"
 copy_dyn /usr/lib/openssh/sftp-server "$out/libexec/sftp-server"
 copy_dyn /usr/bin/nix "$out/bin/nix"
-# Nix picks its personality from argv[0], like busybox.
-ln -s nix "$out/bin/nix-store"
+# Nix picks its personality from argv[0], like busybox. The wrapper lets it
+# run in a chroot of a root that has no /etc/passwd yet (a fresh install),
+# where Nix cannot otherwise tell the user name.
+ln -s ../bin/nix "$out/libexec/nix-store"
+cat > "$out/bin/nix-store" <<EOT
+#!$out/bin/sh
+[ -n "\${USER:-}" ] || USER=\$($out/bin/id -un 2>/dev/null) || USER=root
+[ -n "\${HOME:-}" ] || HOME=/root
+export USER HOME
+exec $out/libexec/nix-store "\$@"
+EOT
+chmod 0755 "$out/bin/nix-store"
 
 for f in "$out/bin/sshd" "$out/bin/ssh-keygen" "$out/libexec/sftp-server" "$out/bin/nix"; do
 	patchelf --set-interpreter "$out/lib/ld-linux-x86-64.so.2" --set-rpath "$out/lib" "$f"
