@@ -106,3 +106,48 @@ func diffJSON(t *testing.T, path string, got, want any) {
 		t.Errorf("%s: got %v, want %v", path, got, want)
 	}
 }
+
+// expectSection returns the body of a "## Title" section of an expect.md.
+func expectSection(md, title string) string {
+	i := strings.Index(md, "\n## "+title)
+	if i < 0 {
+		return ""
+	}
+	rest := md[i+4+len(title):]
+	if j := strings.Index(rest, "\n## "); j >= 0 {
+		rest = rest[:j]
+	}
+	return rest
+}
+
+// expectBlock returns the first fenced code block of a section.
+func expectBlock(md, title string) string {
+	s := expectSection(md, title)
+	i := strings.Index(s, "```")
+	if i < 0 {
+		return ""
+	}
+	s = s[i+3:]
+	s = s[strings.Index(s, "\n")+1:]
+	return s[:strings.Index(s, "```")]
+}
+
+func TestNixOSConfigMatchesDisko(t *testing.T) {
+	for _, c := range loadCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			l, err := Parse(c.raw)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			got, err := l.NixOSJSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := normJSON(t, []byte(expectBlock(c.expect, "NixOS configuration")))
+			if g := normJSON(t, got); !reflect.DeepEqual(g, want) {
+				t.Logf("got:\n%s", got)
+				diffJSON(t, "", g, want)
+			}
+		})
+	}
+}

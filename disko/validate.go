@@ -218,14 +218,14 @@ func (l *Layout) validate(errs *issues) {
 	if len(errs.list) > 0 {
 		return
 	}
-	order, err := toposortDevices(l.devices(), func(a, b Device) bool {
+	order, err := toposort(l.devices(), func(a, b Device) bool {
 		for _, k := range l.deps[b.Key()] {
 			if k == a.Key() {
 				return true
 			}
 		}
 		return false
-	})
+	}, Device.Key)
 	if err != nil {
 		errs.add("", "%v", err)
 		return
@@ -380,41 +380,35 @@ func (l *Layout) validateVG(v *VG, errs *issues) {
 	}
 }
 
-// toposortDevices orders devices so that every device comes after those
-// it depends on, exactly as nixpkgs lib.toposort (depth-first) does.
-func toposortDevices(list []Device, before func(a, b Device) bool) ([]Device, error) {
-	var out []Device
+// toposort orders list so that every element comes after those that
+// must precede it, exactly as nixpkgs lib.toposort (depth-first) does.
+func toposort[T any](list []T, before func(a, b T) bool, name func(T) string) ([]T, error) {
+	var out []T
 	for len(list) > 1 {
-		minimal, rest, err := toposortDFS(list[0], nil, list[1:], before)
-		if err != nil {
-			return nil, err
+		us, visited, rest := list[0], []T(nil), list[1:]
+		for {
+			for _, x := range visited {
+				if before(x, us) {
+					return nil, fmt.Errorf("dependency cycle between %s and %s", name(x), name(us))
+				}
+			}
+			var preds, others []T
+			for _, x := range rest {
+				if before(x, us) {
+					preds = append(preds, x)
+				} else {
+					others = append(others, x)
+				}
+			}
+			if len(preds) == 0 {
+				break
+			}
+			visited = append([]T{us}, visited...)
+			rest = append(append([]T{}, preds[1:]...), others...)
+			us = preds[0]
 		}
-		out = append(out, minimal)
-		list = rest
+		out = append(out, us)
+		list = append(append([]T{}, visited...), rest...)
 	}
 	return append(out, list...), nil
-}
-
-func toposortDFS(us Device, visited, rest []Device, before func(a, b Device) bool) (Device, []Device, error) {
-	for {
-		for _, x := range visited {
-			if before(x, us) {
-				return nil, nil, fmt.Errorf("dependency cycle between %s and %s", x.Key(), us.Key())
-			}
-		}
-		var preds, others []Device
-		for _, x := range rest {
-			if before(x, us) {
-				preds = append(preds, x)
-			} else {
-				others = append(others, x)
-			}
-		}
-		if len(preds) == 0 {
-			return us, append(append([]Device{}, visited...), rest...), nil
-		}
-		visited = append([]Device{us}, visited...)
-		rest = append(append([]Device{}, preds[1:]...), others...)
-		us = preds[0]
-	}
 }
