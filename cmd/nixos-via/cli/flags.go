@@ -1,0 +1,522 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nixos-via/nixos-via/internal/target"
+)
+
+// Pair is the value of a two-argument flag (--chown PATH OWNER, ...).
+type Pair struct{ A, B string }
+
+// Options is the parsed drop-in command line.
+type Options struct {
+	Host          string
+	Flake         string // as given, REF#NAME
+	FlakeRef      string // REF
+	FlakeAttr     string // expanded attribute: nixosConfigurations."NAME".config
+	StorePaths    *Pair  // disko script, system toplevel
+	IdentityFile  string
+	Port          int
+	SSHOptions    []string
+	PrintBuildLog bool
+	EnvPassword   bool
+
+	Kexec           string
+	KexecSHA256     string
+	ForceKexec      bool
+	KexecExtraFlags string
+	PostKexecPort   int
+
+	SSHStoreSettings  []Pair
+	CopyHostKeys      bool
+	ExtraFiles        string
+	Chown             []Pair
+	DiskEncryptionKey []Pair // remote path, local path
+	NoSubstitute      bool
+	NoMachineSubst    bool
+	Debug             bool
+	ShowTrace         bool
+	NixOptions        []Pair
+	From              string
+	BuildOn           string
+	VMTest            bool
+	GenerateHWConfig  *Pair // backend, path
+	Phases            []string
+	DiskoMode         string
+	NoDiskoDeps       bool
+	CopyJobs          int
+
+	HostKey         string
+	SudoPasswordEnv string
+	JSON            bool
+	Yes             bool
+
+	TimeoutConnect time.Duration
+	TimeoutKexec   time.Duration
+	TimeoutReboot  time.Duration
+
+	Deprecated []string // warnings for deprecated flags that were used
+}
+
+// AllPhases in their order.
+var allPhases = []string{"kexec", "disko", "install", "reboot"}
+
+// flagSpec describes one flag for parsing and for --help.
+type flagSpec struct {
+	name, short string
+	group       string
+	arg         string // "" for a switch; "A B" for two arguments
+	help        string
+	hidden      bool
+}
+
+const (
+	gTarget = "Target and SSH"
+	gBuild  = "What to install (build)"
+	gKexec  = "Phase kexec"
+	gDisko  = "Phase disko"
+	gInst   = "Phase install"
+	gFlow   = "Phases and safety"
+	gOut    = "Output and deadlines"
+	gDep    = "Deprecated (still accepted)"
+)
+
+var groups = []string{gTarget, gBuild, gKexec, gDisko, gInst, gFlow, gOut, gDep}
+
+// specs is every flag of the drop-in command line.
+func specs() []flagSpec {
+	return []flagSpec{
+		{name: "target-host", group: gTarget, arg: "HOST", help: "the host to install, as [user@]host[:port] (same as the positional HOST)"},
+		{name: "i", group: gTarget, arg: "KEY", help: "private key file for SSH (asks for its passphrase on a terminal)"},
+		{name: "ssh-port", short: "p", group: gTarget, arg: "PORT", help: "SSH port (default 22 or ssh_config's)"},
+		{name: "ssh-option", group: gTarget, arg: "OPT", help: "an OpenSSH -o option, e.g. ProxyJump=bastion (repeatable)"},
+		{name: "env-password", group: gTarget, help: "authenticate with the password in $SSHPASS"},
+		{name: "host-key", group: gTarget, arg: "SHA256:FP", help: "accept only this host key fingerprint (before and after kexec)"},
+		{name: "sudo-password-env", group: gTarget, arg: "VAR", help: "read the sudo password of a non-root login from $VAR (else asked on a terminal)"},
+		{name: "post-kexec-ssh-port", group: gTarget, arg: "PORT", help: "SSH port of the installer after kexec (default 22, with or without -p)"},
+
+		{name: "flake", short: "f", group: gBuild, arg: "REF#NAME", help: "flake to install: nixosConfigurations.NAME of REF"},
+		{name: "store-paths", short: "s", group: gBuild, arg: "DISKO SYSTEM", help: "install prebuilt paths: a disko script and a system toplevel"},
+		{name: "print-build-logs", short: "L", group: gBuild, help: "print full build logs"},
+		{name: "option", group: gBuild, arg: "KEY VALUE", help: "a Nix option for every nix call (repeatable)"},
+		{name: "show-trace", group: gBuild, help: "show Nix evaluation traces"},
+		{name: "build-on", group: gBuild, arg: "WHERE", help: "where to build: auto, local or remote (default auto)"},
+		{name: "from", group: gBuild, arg: "STORE", help: "copy the closure from this store instead of the local one (not implemented yet)"},
+		{name: "no-substitute-on-destination", group: gBuild, help: "never let the target fetch paths from binary caches (nixos-via always streams everything for now)"},
+		{name: "no-use-machine-substituters", group: gBuild, help: "do not pass the configuration's substituters to the installer"},
+		{name: "ssh-store-setting", group: gBuild, arg: "KEY VALUE", help: "a setting of nix's ssh store (accepted for compatibility; nixos-via streams without it)"},
+		{name: "vm-test", group: gBuild, help: "only build and run the flake's disko VM install test, locally"},
+		{name: "generate-hardware-config", group: gBuild, arg: "TOOL PATH", help: "write nixos-facter or nixos-generate-config output of the target to PATH"},
+
+		{name: "kexec", group: gKexec, arg: "URL|FILE", help: "installer tarball (default: the nixos-images release for the target's arch)"},
+		{name: "kexec-sha256", group: gKexec, arg: "HEX", help: "refuse a tarball whose sha256 differs"},
+		{name: "force-kexec", group: gKexec, help: "kexec even when the target already runs an installer"},
+		{name: "kexec-extra-flags", group: gKexec, arg: "FLAGS", help: "extra flags for kexec --load and kexec -e (e.g. --no-sync)"},
+
+		{name: "disk-encryption-keys", group: gDisko, arg: "REMOTE LOCAL", help: "copy the LOCAL key file to REMOTE in the installer's RAM before disko (repeatable)"},
+		{name: "disko-mode", group: gDisko, arg: "MODE", help: "disko (wipe, format, mount; default), format, or mount"},
+		{name: "no-disko-deps", group: gDisko, help: "accepted for compatibility: the rendered script never uploads tool dependencies"},
+
+		{name: "extra-files", group: gInst, arg: "DIR", help: "copy DIR's contents into the installed root, modes kept, owned by root"},
+		{name: "chown", group: gInst, arg: "PATH OWNER", help: "chown -R OWNER PATH in the installed root after --extra-files (repeatable)"},
+		{name: "copy-host-keys", group: gInst, help: "give the installed system the host's current SSH host keys"},
+		{name: "copy-jobs", group: gInst, arg: "N", help: "parallel streams for the closure copy (default 2)"},
+
+		{name: "phases", group: gFlow, arg: "LIST", help: "comma list of kexec,disko,install,reboot (default all)"},
+		{name: "yes", short: "y", group: gFlow, help: "do not ask before wiping the disks the layout names"},
+
+		{name: "json", group: gOut, help: "print one JSON event per line on stdout instead of progress text"},
+		{name: "debug", group: gOut, help: "print every remote command and more detail"},
+		{name: "timeout-connect", group: gOut, arg: "DUR", help: "deadline for the first SSH connection (default 2m)"},
+		{name: "timeout-kexec", group: gOut, arg: "DUR", help: "deadline for the host to go down and the installer to answer (default 10m)"},
+		{name: "timeout-reboot", group: gOut, arg: "DUR", help: "deadline for the installed system to answer after reboot (default 15m)"},
+		{name: "help", short: "h", group: gOut, help: "show this help"},
+
+		{name: "no-reboot", group: gDep, help: "= --phases kexec,disko,install"},
+		{name: "stop-after-disko", group: gDep, help: "= --phases kexec,disko"},
+		{name: "build-on-remote", group: gDep, help: "= --build-on remote"},
+		{name: "tty", short: "t", group: gDep, help: "ignored: terminals are detected"},
+	}
+}
+
+func twoArgs(s flagSpec) bool { return strings.Contains(s.arg, " ") }
+
+// UsageError is a bad command line: exit 2 with the reason.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+func usagef(format string, a ...any) error { return &UsageError{Msg: fmt.Sprintf(format, a...)} }
+
+// newFlagSet registers every one-argument flag and switch with pflag.
+// Two-argument flags are taken out before pflag sees the arguments.
+func newFlagSet() (*pflag.FlagSet, map[string]flagSpec) {
+	fs := pflag.NewFlagSet("nixos-via", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.SetInterspersed(true)
+	byName := map[string]flagSpec{}
+	for _, s := range specs() {
+		byName["--"+s.name] = s
+		if len(s.name) == 1 {
+			byName["-"+s.name] = s
+		}
+		if s.short != "" {
+			byName["-"+s.short] = s
+		}
+		if twoArgs(s) {
+			continue
+		}
+		name, short := s.name, s.short
+		if len(name) == 1 { // -i: pflag wants single letters as shorthands
+			name, short = "identity-file", s.name
+		}
+		switch {
+		case s.arg == "":
+			fs.BoolP(name, short, false, s.help)
+		case s.name == "ssh-option":
+			fs.StringArrayP(name, short, nil, s.help)
+		default:
+			fs.StringP(name, short, "", s.help)
+		}
+	}
+	return fs, byName
+}
+
+// splitTwoArgFlags takes the two-argument flags out of args, because pflag
+// knows only flags of one argument. It knows which other flags take a value,
+// so a value that looks like a flag is never misread.
+func splitTwoArgFlags(args []string, byName map[string]flagSpec) (rest []string, pairs map[string][]Pair, err error) {
+	pairs = map[string][]Pair{}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			rest = append(rest, args[i:]...)
+			break
+		}
+		name, _, hasValue := strings.Cut(a, "=")
+		s, known := byName[name]
+		if !known || !strings.HasPrefix(a, "-") {
+			rest = append(rest, a)
+			continue
+		}
+		if twoArgs(s) {
+			if hasValue {
+				return nil, nil, usagef("%s takes two arguments (%s), not %s=...", name, s.arg, name)
+			}
+			if i+2 >= len(args) {
+				return nil, nil, usagef("%s needs two arguments: %s %s", name, name, s.arg)
+			}
+			pairs[s.name] = append(pairs[s.name], Pair{args[i+1], args[i+2]})
+			i += 2
+			continue
+		}
+		rest = append(rest, a)
+		if s.arg != "" && !hasValue && i+1 < len(args) {
+			// The next argument is this flag's value, whatever it looks like.
+			i++
+			rest = append(rest, args[i])
+		}
+	}
+	return rest, pairs, nil
+}
+
+// ParseArgs parses the drop-in command line. It reports usage errors as
+// *UsageError and wants help when the result's second value is true.
+func ParseArgs(args []string) (*Options, bool, error) {
+	fs, byName := newFlagSet()
+	rest, pairs, err := splitTwoArgFlags(args, byName)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := fs.Parse(rest); err != nil {
+		return nil, false, usagef("%v", err)
+	}
+	if b, _ := fs.GetBool("help"); b {
+		return nil, true, nil
+	}
+	o := &Options{}
+	str := func(n string) string { v, _ := fs.GetString(n); return v }
+	boolean := func(n string) bool { v, _ := fs.GetBool(n); return v }
+	changed := fs.Changed
+
+	o.Host = str("target-host")
+	switch pos := fs.Args(); len(pos) {
+	case 0:
+	case 1:
+		if o.Host != "" && o.Host != pos[0] {
+			return nil, false, usagef("two hosts given: --target-host %s and %s", o.Host, pos[0])
+		}
+		o.Host = pos[0]
+	default:
+		return nil, false, usagef("only one host may be given, got %q", pos)
+	}
+	o.IdentityFile = str("identity-file")
+	if changed("ssh-port") {
+		p, err := parsePort(str("ssh-port"))
+		if err != nil {
+			return nil, false, usagef("-p/--ssh-port: %v", err)
+		}
+		o.Port = p
+	}
+	o.SSHOptions, _ = fs.GetStringArray("ssh-option")
+	if err := target.CheckSSHOptions(o.SSHOptions); err != nil {
+		return nil, false, usagef("--ssh-option: %v", err)
+	}
+	o.EnvPassword = boolean("env-password")
+	o.HostKey = str("host-key")
+	if o.HostKey != "" && !strings.HasPrefix(o.HostKey, "SHA256:") {
+		return nil, false, usagef("--host-key %q: want a SHA256:... fingerprint as ssh-keygen -lf prints it", o.HostKey)
+	}
+	o.SudoPasswordEnv = str("sudo-password-env")
+	if changed("post-kexec-ssh-port") {
+		p, err := parsePort(str("post-kexec-ssh-port"))
+		if err != nil {
+			return nil, false, usagef("--post-kexec-ssh-port: %v", err)
+		}
+		o.PostKexecPort = p
+	}
+
+	o.Flake = str("flake")
+	if o.Flake != "" {
+		ref, attr, err := expandFlake(o.Flake)
+		if err != nil {
+			return nil, false, err
+		}
+		o.FlakeRef, o.FlakeAttr = ref, attr
+	}
+	if ps := pairs["store-paths"]; len(ps) > 0 {
+		if len(ps) > 1 {
+			return nil, false, usagef("-s/--store-paths given twice")
+		}
+		o.StorePaths = &ps[0]
+	}
+	o.PrintBuildLog = boolean("print-build-logs")
+	o.NixOptions = pairs["option"]
+	o.ShowTrace = boolean("show-trace")
+	o.BuildOn = str("build-on")
+	o.From = str("from")
+	o.NoSubstitute = boolean("no-substitute-on-destination")
+	o.NoMachineSubst = boolean("no-use-machine-substituters") || o.NoSubstitute
+	o.SSHStoreSettings = pairs["ssh-store-setting"]
+	o.VMTest = boolean("vm-test")
+	if g := pairs["generate-hardware-config"]; len(g) > 0 {
+		if g[0].A != "nixos-facter" && g[0].A != "nixos-generate-config" {
+			return nil, false, usagef("--generate-hardware-config %q: want nixos-facter or nixos-generate-config", g[0].A)
+		}
+		o.GenerateHWConfig = &g[len(g)-1]
+	}
+
+	o.Kexec = str("kexec")
+	o.KexecSHA256 = strings.ToLower(str("kexec-sha256"))
+	o.ForceKexec = boolean("force-kexec")
+	o.KexecExtraFlags = str("kexec-extra-flags")
+	o.DiskEncryptionKey = pairs["disk-encryption-keys"]
+	for _, k := range o.DiskEncryptionKey {
+		if !strings.HasPrefix(k.A, "/") {
+			return nil, false, usagef("--disk-encryption-keys %s %s: the remote path must be absolute", k.A, k.B)
+		}
+	}
+	o.DiskoMode = str("disko-mode")
+	o.NoDiskoDeps = boolean("no-disko-deps")
+	o.ExtraFiles = str("extra-files")
+	o.Chown = pairs["chown"]
+	o.CopyHostKeys = boolean("copy-host-keys")
+	o.CopyJobs = 2
+	if changed("copy-jobs") {
+		n, err := strconv.Atoi(str("copy-jobs"))
+		if err != nil || n < 1 || n > 64 {
+			return nil, false, usagef("--copy-jobs %q: want a number from 1 to 64", str("copy-jobs"))
+		}
+		o.CopyJobs = n
+	}
+	o.Yes = boolean("yes")
+	o.JSON = boolean("json")
+	o.Debug = boolean("debug")
+	if o.Debug {
+		o.PrintBuildLog = true
+	}
+	for _, d := range []struct {
+		flag string
+		dst  *time.Duration
+		def  time.Duration
+	}{
+		{"timeout-connect", &o.TimeoutConnect, 2 * time.Minute},
+		{"timeout-kexec", &o.TimeoutKexec, 10 * time.Minute},
+		{"timeout-reboot", &o.TimeoutReboot, 15 * time.Minute},
+	} {
+		*d.dst = d.def
+		if changed(d.flag) {
+			v, err := time.ParseDuration(str(d.flag))
+			if err != nil || v <= 0 {
+				return nil, false, usagef("--%s %q: want a duration like 90s or 5m", d.flag, str(d.flag))
+			}
+			*d.dst = v
+		}
+	}
+
+	// Phases, with the deprecated shorthands.
+	o.Phases = append([]string(nil), allPhases...)
+	if changed("phases") {
+		o.Phases = nil
+		for _, p := range strings.Split(str("phases"), ",") {
+			p = strings.TrimSpace(p)
+			if p == "" {
+				continue
+			}
+			if !contains(allPhases, p) {
+				return nil, false, usagef("--phases: unknown phase %q (want kexec, disko, install, reboot)", p)
+			}
+			if !contains(o.Phases, p) {
+				o.Phases = append(o.Phases, p)
+			}
+		}
+		if len(o.Phases) == 0 {
+			return nil, false, usagef("--phases: no phase given")
+		}
+	}
+	if boolean("no-reboot") {
+		o.Deprecated = append(o.Deprecated, "--no-reboot is deprecated: use --phases kexec,disko,install")
+		o.Phases = []string{"kexec", "disko", "install"}
+	}
+	if boolean("stop-after-disko") {
+		o.Deprecated = append(o.Deprecated, "--stop-after-disko is deprecated: use --phases kexec,disko")
+		o.Phases = []string{"kexec", "disko"}
+	}
+	if boolean("build-on-remote") {
+		o.Deprecated = append(o.Deprecated, "--build-on-remote is deprecated: use --build-on remote")
+		if o.BuildOn == "local" {
+			return nil, false, usagef("--build-on-remote conflicts with --build-on local")
+		}
+		o.BuildOn = "remote"
+	}
+	if boolean("tty") {
+		o.Deprecated = append(o.Deprecated, "-t/--tty is deprecated and ignored: terminals are detected")
+	}
+	if o.BuildOn == "" {
+		o.BuildOn = "auto"
+	}
+	if !contains([]string{"auto", "local", "remote"}, o.BuildOn) {
+		return nil, false, usagef("--build-on %q: want auto, local or remote", o.BuildOn)
+	}
+	if o.DiskoMode == "" {
+		o.DiskoMode = "disko"
+	}
+	if !contains([]string{"disko", "format", "mount"}, o.DiskoMode) {
+		return nil, false, usagef("--disko-mode %q: want disko, format or mount", o.DiskoMode)
+	}
+
+	// Combinations, as upstream checks them.
+	if o.StorePaths != nil && o.Flake != "" {
+		return nil, false, usagef("--flake and --store-paths exclude each other")
+	}
+	if o.StorePaths != nil && (changed("disko-mode") || o.VMTest) {
+		return nil, false, usagef("--store-paths cannot be combined with --disko-mode or --vm-test")
+	}
+	if o.VMTest {
+		if o.Flake == "" {
+			return nil, false, usagef("--vm-test needs --flake")
+		}
+		if o.BuildOn == "remote" || o.ExtraFiles != "" || len(o.DiskEncryptionKey) > 0 || o.GenerateHWConfig != nil {
+			return nil, false, usagef("--vm-test cannot be combined with remote builds, --extra-files, --disk-encryption-keys or --generate-hardware-config")
+		}
+		return o, false, nil
+	}
+	if o.Flake == "" && o.StorePaths == nil {
+		return nil, false, usagef("give --flake REF#NAME or --store-paths DISKO SYSTEM")
+	}
+	if o.Host == "" {
+		return nil, false, usagef("no host given: nixos-via [flags] [user@]host")
+	}
+	if _, _, _, err := target.SplitDestination(o.Host); err != nil {
+		return nil, false, usagef("host: %v", err)
+	}
+	return o, false, nil
+}
+
+// expandFlake splits REF#NAME and expands NAME as nixos-anywhere does.
+func expandFlake(flake string) (ref, attr string, err error) {
+	i := strings.LastIndex(flake, "#")
+	if i < 0 || i == len(flake)-1 {
+		return "", "", usagef("--flake %q: missing #NAME: please specify the configuration, e.g. .#myhost", flake)
+	}
+	ref, name := flake[:i], flake[i+1:]
+	if ref == "" {
+		ref = "."
+	}
+	if strings.HasPrefix(name, "nixosConfigurations.") {
+		return ref, name, nil
+	}
+	return ref, fmt.Sprintf("nixosConfigurations.%q.config", name), nil
+}
+
+func parsePort(s string) (int, error) {
+	p, err := strconv.Atoi(s)
+	if err != nil || p < 1 || p > 65535 {
+		return 0, fmt.Errorf("invalid port %q", s)
+	}
+	return p, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// writeHelp prints the grouped flag list.
+func writeHelp(w io.Writer) {
+	fmt.Fprint(w, `nixos-via installs NixOS on a machine you reach over SSH: it builds the
+configuration locally, kexecs the host into an installer, partitions its disks
+from the disko layout, streams the system closure and reboots into it.
+
+Usage:
+  nixos-via [flags] [user@]HOST         install (drop-in for nixos-anywhere)
+  nixos-via facts [--json] [user@]HOST  show what the host is (arch, RAM, firmware, disks ...)
+  nixos-via disko --layout FILE ...     validate or render a disko layout
+  nixos-via image installer|provider    build installer or test images
+  nixos-via version                     print the version
+
+A first word that is a subcommand name is the subcommand; to install onto a
+host that is literally named like one, write user@name or --target-host name.
+`)
+	byGroup := map[string][]flagSpec{}
+	for _, s := range specs() {
+		if !s.hidden {
+			byGroup[s.group] = append(byGroup[s.group], s)
+		}
+	}
+	for _, g := range groups {
+		fmt.Fprintf(w, "\n%s:\n", g)
+		for _, s := range byGroup[g] {
+			var left string
+			switch {
+			case s.short != "":
+				left = fmt.Sprintf("-%s, --%s", s.short, s.name)
+			case len(s.name) == 1:
+				left = "-" + s.name
+			default:
+				left = "    --" + s.name
+			}
+			if s.arg != "" {
+				left += " " + s.arg
+			}
+			fmt.Fprintf(w, "  %-40s %s\n", left, s.help)
+		}
+	}
+	fmt.Fprint(w, `
+Environment: SSHPASS (with --env-password), SSH_AUTH_SOCK (ssh-agent).
+Exit codes: 0 ok, 1 failure, 2 usage, 3 unreachable, 4 host key mismatch,
+5 pre-flight refused, 6 kexec failed, 7 disko failed, 8 install failed,
+9 reboot not confirmed, 130 interrupted.
+`)
+}
