@@ -19,6 +19,9 @@ switch | test | dry-activate) die "action $1 is not supported by the test system
 *) die "usage: switch-to-configuration boot" ;;
 esac
 
+[ -L "$profiles/system" ] || die "$profiles/system does not exist"
+current=$(readlink "$profiles/system")
+current=${current##*/}
 [ -d /boot ] || die "/boot does not exist"
 [ "$(stat -c %d /boot)" != "$(stat -c %d /)" ] || die "/boot is not a mount point (the ESP must be mounted there)"
 fstype=$(stat -f -c %T /boot)
@@ -26,9 +29,6 @@ case "$fstype" in
 msdos | vfat) ;;
 *) die "/boot is a $fstype file system, not a FAT EFI system partition" ;;
 esac
-[ -L "$profiles/system" ] || die "$profiles/system does not exist"
-current=$(readlink "$profiles/system")
-current=${current##*/}
 
 if [ "${NIXOS_INSTALL_BOOTLOADER:-}" = 1 ]; then
 	mkdir -p /boot/EFI/systemd /boot/EFI/BOOT
