@@ -22,16 +22,16 @@ func TestClosureOfRealBuild(t *testing.T) {
 		name := info.Path[len("/nix/store/")+33:]
 		byName[name] = info
 	}
-	for _, name := range []string{"via-top-nix-closure", "via-mid-nix-closure", "via-leaf-nix-closure", "via-single-nix-closure", "note-nix-closure.txt"} {
+	for _, name := range []string{"via-top-nix-closure", "via-mid-nix-closure", "via-leaf-nix-closure", "via-single-nix-closure", "note-nix-closure.txt", "via-blob-a-nix-closure", "via-blob-b-nix-closure"} {
 		if _, ok := byName[name]; !ok {
 			t.Errorf("closure of %s lacks %s; got %d paths", top, name, len(infos))
 		}
 	}
-	if len(infos) != 5 {
-		t.Errorf("closure has %d paths, want 5", len(infos))
+	if len(infos) != 7 {
+		t.Errorf("closure has %d paths, want 7", len(infos))
 	}
-	if refs := byName["via-top-nix-closure"].References; len(refs) != 4 {
-		t.Errorf("top references %v, want mid, leaf, note and single", refs)
+	if refs := byName["via-top-nix-closure"].References; len(refs) != 6 {
+		t.Errorf("top references %v, want mid, leaf, note, single and the blobs", refs)
 	}
 	if d := byName["via-mid-nix-closure"].Deriver; !strings.HasSuffix(d, "-via-mid-nix-closure.drv") {
 		t.Errorf("mid deriver = %q, want its .drv", d)

@@ -38,8 +38,9 @@ func System() string {
 }
 
 // flakeTemplate: leaf (executable, symlink, empty dir, data), a
-// content-addressed text file, mid (refers to leaf and the text), top (refers
-// to all). @SALT@ makes distinct store paths per salt.
+// content-addressed text file, mid (refers to leaf and the text), a single
+// file, two blobs of random bytes (2 MiB and 1 MiB, incompressible), top
+// (refers to all). @SALT@ makes distinct store paths per salt.
 const flakeTemplate = `{
   outputs = { self }: let
     sh = "/bin/sh";
@@ -59,8 +60,11 @@ const flakeTemplate = `{
     '';
     mid = drv "via-mid-@SALT@" "mkdir $out; echo ${leaf} > $out/uses; ln -s ${leaf}/bin/leaf $out/tool; cp ${note} $out/note";
     single = drv "via-single-@SALT@" "echo single file ${mid} > $out";
-    top = drv "via-top-@SALT@" "mkdir $out; echo ${mid} ${leaf} ${note} ${single} > $out/refs; ln -s ${single} $out/single";
-  in { packages."@SYSTEM@" = { inherit leaf mid single top; default = top; }; };
+    blob = n: kib: drv "via-blob-${n}-@SALT@" "mkdir $out; head -c ${toString kib}K /dev/urandom > $out/random";
+    blobA = blob "a" 2048;
+    blobB = blob "b" 1024;
+    top = drv "via-top-@SALT@" "mkdir $out; echo ${mid} ${leaf} ${note} ${single} ${blobA} ${blobB} > $out/refs; ln -s ${single} $out/single";
+  in { packages."@SYSTEM@" = { inherit leaf mid single blobA blobB top; default = top; }; };
 }
 `
 
@@ -77,8 +81,8 @@ func Flake(t testing.TB, salt string) string {
 }
 
 // Closure builds the test closure for salt into the local store and returns
-// the top path and the closure's path infos (5 paths: top, mid, single, leaf,
-// note; top and mid refer to others).
+// the top path and the closure's path infos (7 paths: top, mid, single, leaf,
+// note, blob-a, blob-b; top and mid refer to others).
 func Closure(t testing.TB, salt string) (top string, infos []nix.PathInfo) {
 	t.Helper()
 	Require(t)

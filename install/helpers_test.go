@@ -1,0 +1,215 @@
+package install
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nixos-via/nixos-via/internal/nar"
+	"github.com/nixos-via/nixos-via/internal/nix"
+)
+
+// agentBin is the agent binary built once in TestMain.
+var agentBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "install-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	agentBin = filepath.Join(dir, "nixos-via")
+	build := exec.Command("go", "build", "-o", agentBin, "./internal/testagent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build testagent: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// localRunner runs commands as a real subprocess via sh -c, standing in for
+// an SSH session to the target.
+type localRunner struct {
+	sessions atomic.Int64
+}
+
+func (l *localRunner) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) error {
+	l.sessions.Add(1)
+	c := exec.CommandContext(ctx, "sh", "-c", cmd)
+	c.Stdin, c.Stdout, c.Stderr = stdin, stdout, stderr
+	c.WaitDelay = 5 * time.Second
+	if err := c.Run(); err != nil {
+		return fmt.Errorf("sh -c %q: %w", cmd, err)
+	}
+	return nil
+}
+
+// cuttingRunner cuts the first `agent receive` once cutAfter bytes of its
+// stdin have passed: with kill, the agent is killed outright (SIGKILL);
+// without, its stdin ends as when sshd drops a session.
+type cuttingRunner struct {
+	localRunner
+	cutAfter int64
+	kill     bool
+	once     sync.Once
+	cut      atomic.Bool
+}
+
+func (c *cuttingRunner) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if !strings.Contains(cmd, " receive ") {
+		return c.localRunner.Run(ctx, cmd, stdin, stdout, stderr)
+	}
+	armed := false
+	c.once.Do(func() { armed = true })
+	if !armed {
+		return c.localRunner.Run(ctx, cmd, stdin, stdout, stderr)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r := &cutReader{r: stdin, left: c.cutAfter, cut: func() {
+		c.cut.Store(true)
+		if c.kill {
+			cancel()
+		}
+	}}
+	return c.localRunner.Run(ctx, cmd, r, stdout, stderr)
+}
+
+type cutReader struct {
+	r    io.Reader
+	left int64
+	cut  func()
+}
+
+func (c *cutReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		c.cut()
+		return 0, io.EOF
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
+}
+
+type entry struct {
+	kind    string
+	mode    fs.FileMode
+	content string
+}
+
+func snapshot(t *testing.T, root string) map[string]entry {
+	t.Helper()
+	out := map[string]entry{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			target, _ := os.Readlink(p)
+			out[rel] = entry{kind: "symlink", content: target}
+		case fi.IsDir():
+			out[rel] = entry{kind: "dir", mode: fi.Mode().Perm()}
+		default:
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			out[rel] = entry{kind: "file", mode: fi.Mode().Perm(), content: string(b)}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// checkReceived compares every path of infos under root with the local store,
+// file by file and by NAR hash, and checks its record.
+func checkReceived(t *testing.T, root string, infos []nix.PathInfo) {
+	t.Helper()
+	for _, info := range infos {
+		dst := filepath.Join(root, info.Path)
+		want, got := snapshot(t, info.Path), snapshot(t, dst)
+		if len(want) != len(got) {
+			t.Errorf("%s: %d entries on the target, want %d", info.Path, len(got), len(want))
+		}
+		for p, w := range want {
+			if g := got[p]; g != w {
+				t.Errorf("%s/%s: target has %+v, want %+v", info.Path, p, g, w)
+			}
+		}
+		res, err := nar.HashPath(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Hash != info.NarHash || res.Size != info.NarSize {
+			t.Errorf("%s: target NAR %s/%d, want %s/%d", info.Path, res.Hash, res.Size, info.NarHash, info.NarSize)
+		}
+		rec, err := os.ReadFile(filepath.Join(root, ValidDir, filepath.Base(info.Path)))
+		if err != nil {
+			t.Errorf("%s: no record: %v", info.Path, err)
+			continue
+		}
+		if want, _ := nix.Registration([]nix.PathInfo{info}); string(rec) != want {
+			t.Errorf("%s: record %q, want %q", info.Path, rec, want)
+		}
+	}
+}
+
+// checkNoPartial asserts the store under root holds only complete, recorded
+// paths whose content matches their record, and no temporaries unless
+// allowTemps (a killed agent leaves its temporaries to the next query).
+func checkNoPartial(t *testing.T, root string, allowTemps bool) (complete int) {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(root, "nix/store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), tmpPrefix) {
+			if !allowTemps {
+				t.Errorf("temporary %s left in the store", e.Name())
+			}
+			continue
+		}
+		rec, err := os.ReadFile(filepath.Join(root, ValidDir, e.Name()))
+		if err != nil {
+			t.Errorf("%s in the store has no record: %v", e.Name(), err)
+			continue
+		}
+		infos, err := nix.ParseRegistration(bytes.NewReader(rec))
+		if err != nil || len(infos) != 1 {
+			t.Errorf("%s: bad record: %v", e.Name(), err)
+			continue
+		}
+		res, err := nar.HashPath(filepath.Join(root, "nix/store", e.Name()))
+		if err != nil || res.Hash != infos[0].NarHash {
+			t.Errorf("%s: content %s (%v) does not match its record %s", e.Name(), res.Hash, err, infos[0].NarHash)
+		}
+		complete++
+	}
+	return complete
+}

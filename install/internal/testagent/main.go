@@ -1,0 +1,33 @@
+// Command testagent is a minimal `nixos-via agent` for the install tests, so
+// they do not depend on the full CLI: testagent agent query|receive --root DIR.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/nixos-via/nixos-via/install"
+)
+
+func main() {
+	a := os.Args[1:]
+	if len(a) != 4 || a[0] != "agent" || a[2] != "--root" {
+		fmt.Fprintln(os.Stderr, "usage: testagent agent query|receive --root DIR")
+		os.Exit(2)
+	}
+	ctx := context.Background()
+	var err error
+	switch a[1] {
+	case "query":
+		err = install.AnswerQuery(ctx, os.Stdin, os.Stdout, a[3])
+	case "receive":
+		err = install.ServeReceive(ctx, os.Stdin, os.Stdout, a[3])
+	default:
+		err = fmt.Errorf("unknown verb %q", a[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "agent:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,312 @@
+package install
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/nixos-via/nixos-via/internal/nar"
+	"github.com/nixos-via/nixos-via/internal/nix"
+)
+
+// ReceiveOptions tune Receive.
+type ReceiveOptions struct {
+	// BatchBytes and BatchPaths bound what is received before one filesystem
+	// sync and the renames into place (group commit). 0 means 64 MiB and 1024
+	// paths. A cut stream loses at most the path in flight: verified paths of
+	// the open batch are committed before Receive returns the error.
+	BatchBytes uint64
+	BatchPaths int
+	// BatchAge commits a batch once its first path has waited this long, so
+	// an agent killed outright (no chance to commit) loses little. 0 means 1s.
+	BatchAge time.Duration
+}
+
+// ReceiveStats says what Receive committed.
+type ReceiveStats struct {
+	Paths    int
+	NarBytes uint64
+}
+
+type pendingPath struct {
+	info nix.PathInfo
+	tmp  string
+}
+
+type receiver struct {
+	l            layout
+	opts         ReceiveOptions
+	pending      []pendingPath
+	pendingBytes uint64
+	batchStart   time.Time
+	stats        ReceiveStats
+}
+
+// Receive reads a closure stream (see the package comment) from r and installs
+// each path under root/nix/store. Each path is restored under a temporary
+// name, checked against the header's narSize and narHash, synced to disk and
+// renamed into place, then recorded in root/nix/var/nixos-via/valid. A path is
+// either complete or absent; a corrupt or cut stream leaves no partial path.
+func Receive(ctx context.Context, r io.Reader, root string, opts ReceiveOptions) (ReceiveStats, error) {
+	l, err := newLayout(root)
+	if err != nil {
+		return ReceiveStats{}, err
+	}
+	if opts.BatchBytes == 0 {
+		opts.BatchBytes = 64 << 20
+	}
+	if opts.BatchPaths == 0 {
+		opts.BatchPaths = 1024
+	}
+	if opts.BatchAge == 0 {
+		opts.BatchAge = time.Second
+	}
+	if err := l.mkdirs(); err != nil {
+		return ReceiveStats{}, fmt.Errorf("receive: %w", err)
+	}
+	dec, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(64<<20))
+	if err != nil {
+		return ReceiveStats{}, fmt.Errorf("receive: zstd: %w", err)
+	}
+	defer dec.Close()
+	rc := &receiver{l: l, opts: opts}
+	err = rc.run(ctx, &frameReader{r: bufio.NewReaderSize(dec, 256<<10)})
+	if cerr := rc.commit(); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	return rc.stats, err
+}
+
+func (rc *receiver) run(ctx context.Context, fr *frameReader) error {
+	if err := fr.magic(); err != nil {
+		return fmt.Errorf("receive: %w", err)
+	}
+	paths, narBytes := 0, uint64(0)
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("receive: %w", err)
+		}
+		kind, err := fr.item()
+		if err != nil {
+			return fmt.Errorf("receive: %w", err)
+		}
+		if kind == itemTrailer {
+			return rc.trailer(fr, paths, narBytes)
+		}
+		info, err := fr.pathHeader()
+		if err != nil {
+			return fmt.Errorf("receive: %w", err)
+		}
+		if err := rc.receivePath(fr, info); err != nil {
+			return err
+		}
+		paths++
+		narBytes += info.NarSize
+		if rc.pendingBytes >= rc.opts.BatchBytes || len(rc.pending) >= rc.opts.BatchPaths || time.Since(rc.batchStart) >= rc.opts.BatchAge {
+			if err := rc.commit(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (rc *receiver) trailer(fr *frameReader, paths int, narBytes uint64) error {
+	wantPaths, err := fr.uint("trailer path count")
+	if err != nil {
+		return fmt.Errorf("receive: %w", err)
+	}
+	wantBytes, err := fr.uint("trailer byte count")
+	if err != nil {
+		return fmt.Errorf("receive: %w", err)
+	}
+	if wantPaths != uint64(paths) || wantBytes != narBytes {
+		return fmt.Errorf("receive: %w", streamErr("trailer says %d paths / %d bytes, stream had %d / %d", wantPaths, wantBytes, paths, narBytes))
+	}
+	if _, err := fr.r.ReadByte(); err != io.EOF {
+		if err == nil {
+			return fmt.Errorf("receive: %w", streamErr("data after the trailer"))
+		}
+		return fmt.Errorf("receive: after the trailer: %w", err)
+	}
+	return nil
+}
+
+func (rc *receiver) receivePath(fr *frameReader, info nix.PathInfo) error {
+	tmp, err := rc.l.temp(info.Path)
+	if err != nil {
+		return fmt.Errorf("receive %s: %w", info.Path, err)
+	}
+	lr := &io.LimitedReader{R: fr.r, N: int64(info.NarSize)}
+	res, err := nar.Restore(lr, tmp, nar.RestoreOptions{Canonical: true, Fsync: perFileSync})
+	if err != nil {
+		if lr.N == 0 && errors.Is(err, nar.ErrFormat) {
+			return fmt.Errorf("receive %s: NAR is longer than the header's narSize %d: %w", info.Path, info.NarSize, err)
+		}
+		return fmt.Errorf("receive %s: %w", info.Path, err)
+	}
+	if lr.N != 0 {
+		return errors.Join(fmt.Errorf("receive %s: %w", info.Path,
+			streamErr("NAR is %d bytes, header says %d", res.Size, info.NarSize)), nar.RemoveAll(tmp))
+	}
+	if res.Hash != info.NarHash {
+		return errors.Join(fmt.Errorf("receive %s: NAR hash mismatch: got %s, header says %s", info.Path, res.Hash, info.NarHash),
+			nar.RemoveAll(tmp))
+	}
+	if len(rc.pending) == 0 {
+		rc.batchStart = time.Now()
+	}
+	rc.pending = append(rc.pending, pendingPath{info: info, tmp: tmp})
+	rc.pendingBytes += info.NarSize
+	return nil
+}
+
+// commit makes the pending paths durable and visible: write their records
+// under temporary names, sync the filesystem(s), rename each path into place,
+// sync the store directory, then rename the records into place.
+func (rc *receiver) commit() (err error) {
+	pending := rc.pending
+	rc.pending, rc.pendingBytes = nil, 0
+	if len(pending) == 0 {
+		return nil
+	}
+	var recTmps []string
+	defer func() {
+		if err == nil {
+			return
+		}
+		var errs []error
+		for _, p := range pending {
+			errs = append(errs, nar.RemoveAll(p.tmp))
+		}
+		for _, t := range recTmps {
+			if rmErr := os.Remove(t); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
+				errs = append(errs, rmErr)
+			}
+		}
+		err = errors.Join(append([]error{err}, errs...)...)
+	}()
+	for _, p := range pending {
+		t := filepath.Join(rc.l.validDir(), tmpPrefix+filepath.Base(p.info.Path))
+		if err := writeRecord(t, p.info); err != nil {
+			return err
+		}
+		recTmps = append(recTmps, t)
+	}
+	if err := syncFS(rc.l.storeDir()); err != nil {
+		return fmt.Errorf("receive: %w", err)
+	}
+	if err := syncFS(rc.l.validDir()); err != nil {
+		return fmt.Errorf("receive: %w", err)
+	}
+	for i, p := range pending {
+		final := rc.l.final(p.info.Path)
+		if err := os.Remove(rc.l.record(p.info.Path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("receive %s: remove old record: %w", p.info.Path, err)
+		}
+		if err := nar.RemoveAll(final); err != nil {
+			return fmt.Errorf("receive %s: replace unrecorded copy: %w", p.info.Path, err)
+		}
+		if err := os.Rename(p.tmp, final); err != nil {
+			return fmt.Errorf("receive %s: %w", p.info.Path, err)
+		}
+		pending[i].tmp = "" // in place now; nothing to clean up
+	}
+	if err := fsyncDir(rc.l.storeDir()); err != nil {
+		return fmt.Errorf("receive: %w", err)
+	}
+	for i, p := range pending {
+		if err := os.Rename(recTmps[i], rc.l.record(p.info.Path)); err != nil {
+			return fmt.Errorf("receive %s: record: %w", p.info.Path, err)
+		}
+	}
+	if err := fsyncDir(rc.l.validDir()); err != nil {
+		return fmt.Errorf("receive: %w", err)
+	}
+	for _, p := range pending {
+		rc.stats.Paths++
+		rc.stats.NarBytes += p.info.NarSize
+	}
+	return nil
+}
+
+func writeRecord(path string, info nix.PathInfo) error {
+	var sb strings.Builder
+	if err := nix.WriteRegistration(&sb, []nix.PathInfo{info}); err != nil {
+		return fmt.Errorf("receive %s: %w", info.Path, err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("receive: %w", err)
+	}
+	if _, err := f.WriteString(sb.String()); err != nil {
+		f.Close()
+		return fmt.Errorf("receive: write %s: %w", path, err)
+	}
+	if perFileSync {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return fmt.Errorf("receive: fsync %s: %w", path, err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("receive: %w", err)
+	}
+	return nil
+}
+
+func fsyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// ServeReceive is the agent side of `agent receive`: it receives a closure
+// stream from stdin into root and, on success, answers "ok <paths> <bytes>"
+// on stdout.
+func ServeReceive(ctx context.Context, stdin io.Reader, stdout io.Writer, root string) error {
+	stats, err := Receive(ctx, stdin, root, ReceiveOptions{})
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "ok %d %d\n", stats.Paths, stats.NarBytes)
+	return err
+}
+
+// ReadRecords returns the records of every path received under root, sorted
+// by path: together, the registration of what is there.
+func ReadRecords(root string) ([]nix.PathInfo, error) {
+	l, err := newLayout(root)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(l.validDir())
+	if err != nil {
+		return nil, fmt.Errorf("read records: %w", err)
+	}
+	var infos []nix.PathInfo
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), tmpPrefix) {
+			continue
+		}
+		rec, ok := l.validRecord(nix.StoreDir + "/" + e.Name())
+		if !ok {
+			return nil, fmt.Errorf("read records: %s: record unreadable or its path is missing", e.Name())
+		}
+		infos = append(infos, rec)
+	}
+	return infos, nil
+}

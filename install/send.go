@@ -1,0 +1,410 @@
+package install
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/nixos-via/nixos-via/internal/event"
+	"github.com/nixos-via/nixos-via/internal/nar"
+	"github.com/nixos-via/nixos-via/internal/nix"
+)
+
+// Runner runs commands on the target; internal/target.Conn satisfies it.
+type Runner interface {
+	// Run runs cmd (a shell command line) on the target with stdin/stdout/stderr attached,
+	// returning an error (wrapping the exit status) when it fails.
+	Run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) error
+}
+
+// SendOptions tune Send.
+type SendOptions struct {
+	// Agent is the command line that starts the agent binary on the target,
+	// e.g. "/run/nixos-via/nixos-via"; " agent query|receive --root ROOT" is appended.
+	Agent string
+	// Root is the target root the closure goes under, e.g. "/mnt".
+	Root string
+	// Jobs is the number of parallel channels (--copy-jobs); 0 means 1.
+	Jobs int
+	// LocalRoot, when set, is the root of a local chroot store to read paths
+	// from (LocalRoot + "/nix/store/..."); "" reads /nix/store.
+	LocalRoot string
+	// Sink receives progress (phase "install"); nil discards it.
+	Sink event.Sink
+	// BufferLimit: paths whose NAR is at most this big are serialised into
+	// memory and checked before a byte is sent; bigger ones are hashed in a
+	// first pass, then streamed and hashed again. 0 means 16 MiB.
+	BufferLimit uint64
+}
+
+// SendStats says what Send did.
+type SendStats struct {
+	Paths     int    // paths in the closure
+	Present   int    // already valid on the target, not sent
+	Sent      int    // paths sent
+	NarBytes  uint64 // NAR bytes sent
+	WireBytes uint64 // bytes written to the agents' stdin (compressed stream + query)
+}
+
+// Send copies the paths in infos that are not yet valid under opts.Root on the
+// target: it asks the agent which are present (`agent query`), then streams
+// the rest over opts.Jobs parallel `agent receive` sessions. Every NAR is read
+// from the local store and checked against its narHash before it is sent; a
+// mismatch stops the copy.
+func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions) (SendStats, error) {
+	stats := SendStats{Paths: len(infos)}
+	if opts.Agent == "" {
+		return stats, errors.New("send closure: no agent command")
+	}
+	if _, err := newLayout(opts.Root); err != nil {
+		return stats, fmt.Errorf("send closure: %w", err)
+	}
+	for _, info := range infos {
+		if err := info.Validate(); err != nil {
+			return stats, fmt.Errorf("send closure: %w", err)
+		}
+	}
+	sink := opts.Sink
+	if sink == nil {
+		sink = event.Discard{}
+	}
+	missing, queryBytes, err := Missing(ctx, r, infos, opts)
+	stats.WireBytes += queryBytes
+	if err != nil {
+		return stats, err
+	}
+	stats.Present = len(infos) - len(missing)
+	var total uint64
+	for _, m := range missing {
+		total += m.NarSize
+	}
+	emit(sink, event.Event{Kind: event.Step, Msg: fmt.Sprintf("copy closure: %d of %d paths missing on the target (%s)", len(missing), len(infos), humanBytes(total)),
+		Data: map[string]string{"paths_total": fmt.Sprint(len(missing)), "bytes_total": fmt.Sprint(total), "paths_present": fmt.Sprint(stats.Present)}})
+	if len(missing) == 0 {
+		emit(sink, event.Event{Kind: event.Done, Msg: "copy closure: nothing to send"})
+		return stats, nil
+	}
+	// Biggest first, so the channels finish at about the same time.
+	sort.SliceStable(missing, func(i, j int) bool { return missing[i].NarSize > missing[j].NarSize })
+	jobs := max(1, opts.Jobs)
+	jobs = min(jobs, len(missing))
+	prog := &progress{sink: sink, totalBytes: total, totalPaths: len(missing)}
+	queue := make(chan nix.PathInfo, len(missing))
+	for _, m := range missing {
+		queue <- m
+	}
+	close(queue)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+		wire atomic.Uint64
+	)
+	for i := 0; i < jobs; i++ {
+		wg.Add(1)
+		go func(ch int) {
+			defer wg.Done()
+			n, err := sendChannel(ctx, r, queue, opts, jobs, prog)
+			wire.Add(n)
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("channel %d: %w", ch, err))
+				mu.Unlock()
+				cancel()
+			}
+		}(i)
+	}
+	wg.Wait()
+	stats.WireBytes += wire.Load()
+	stats.Sent = int(prog.paths.Load())
+	stats.NarBytes = prog.bytes.Load()
+	if len(errs) > 0 {
+		return stats, fmt.Errorf("send closure: %w", firstCause(errs))
+	}
+	prog.emit(true)
+	emit(sink, event.Event{Kind: event.Done, Msg: fmt.Sprintf("copy closure: sent %d paths (%s NAR, %s on the wire)", stats.Sent, humanBytes(stats.NarBytes), humanBytes(stats.WireBytes))})
+	return stats, nil
+}
+
+// firstCause prefers a real failure over the context cancellations it caused
+// in the other channels.
+func firstCause(errs []error) error {
+	for _, e := range errs {
+		if !errors.Is(e, context.Canceled) {
+			return e
+		}
+	}
+	return errs[0]
+}
+
+// Missing returns the paths of infos that are not valid under opts.Root on
+// the target, and the bytes the query wrote.
+func Missing(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions) ([]nix.PathInfo, uint64, error) {
+	var in bytes.Buffer
+	if err := writeQuery(&in, infos); err != nil {
+		return nil, 0, err
+	}
+	n := uint64(in.Len())
+	var out, stderr bytes.Buffer
+	cmd := agentCommand(opts, "query")
+	if err := r.Run(ctx, cmd, &in, &out, &stderr); err != nil {
+		return nil, n, fmt.Errorf("%s: %w: %s", cmd, err, strings.TrimSpace(tail(stderr.String())))
+	}
+	valid, err := readValid(&out)
+	if err != nil {
+		return nil, n, fmt.Errorf("%s: %w", cmd, err)
+	}
+	var missing []nix.PathInfo
+	for _, info := range infos {
+		if !valid[info.Path] {
+			missing = append(missing, info)
+		}
+	}
+	return missing, n, nil
+}
+
+func agentCommand(opts SendOptions, verb string) string {
+	return fmt.Sprintf("%s agent %s --root %s", opts.Agent, verb, shellQuote(opts.Root))
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+=:@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+var errAgentExited = errors.New("agent exited before reading the whole stream")
+
+// sendChannel runs one `agent receive` and feeds it paths from queue until the
+// queue is empty. It returns the bytes written to the agent's stdin.
+func sendChannel(ctx context.Context, r Runner, queue <-chan nix.PathInfo, opts SendOptions, jobs int, prog *progress) (uint64, error) {
+	pr, pw := io.Pipe()
+	counter := &countWriter{w: pw}
+	var stdout, stderr bytes.Buffer
+	cmd := agentCommand(opts, "receive")
+	done := make(chan error, 1)
+	go func() {
+		err := r.Run(ctx, cmd, pr, &stdout, &stderr)
+		// Unblock our writes if the agent ended without reading everything.
+		pr.CloseWithError(errAgentExited)
+		done <- err
+	}()
+	wait := func(sendErr error) error {
+		if sendErr != nil {
+			pw.CloseWithError(sendErr)
+		} else {
+			pw.Close()
+		}
+		runErr := <-done
+		if errors.Is(sendErr, errAgentExited) && runErr != nil {
+			sendErr = nil // the agent's own failure says more
+		}
+		if sendErr != nil {
+			return sendErr
+		}
+		if runErr != nil {
+			return fmt.Errorf("%s: %w: %s", cmd, runErr, strings.TrimSpace(tail(stderr.String())))
+		}
+		return nil
+	}
+	concurrency := 2
+	if jobs > 1 {
+		concurrency = 1
+	}
+	enc, err := zstd.NewWriter(counter, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(concurrency))
+	if err != nil {
+		return 0, wait(fmt.Errorf("zstd: %w", err))
+	}
+	fw := newFrameWriter(enc)
+	fw.magic()
+	ps := &pathSender{opts: opts, fw: fw, prog: prog}
+	paths, narBytes := 0, uint64(0)
+	for info := range queue {
+		if err := ctx.Err(); err != nil {
+			enc.Close()
+			return counter.n.Load(), wait(err)
+		}
+		if err := ps.send(info); err != nil {
+			enc.Close()
+			return counter.n.Load(), wait(err)
+		}
+		paths++
+		narBytes += info.NarSize
+	}
+	fw.trailer(paths, narBytes)
+	if err := fw.flush(); err != nil {
+		enc.Close()
+		return counter.n.Load(), wait(err)
+	}
+	if err := enc.Close(); err != nil {
+		return counter.n.Load(), wait(err)
+	}
+	if err := wait(nil); err != nil {
+		return counter.n.Load(), err
+	}
+	gotPaths, gotBytes, err := parseOK(stdout.String())
+	if err != nil {
+		return counter.n.Load(), fmt.Errorf("%s: %w", cmd, err)
+	}
+	if gotPaths != paths || gotBytes != narBytes {
+		return counter.n.Load(), fmt.Errorf("%s: agent committed %d paths / %d bytes, sent %d / %d", cmd, gotPaths, gotBytes, paths, narBytes)
+	}
+	return counter.n.Load(), nil
+}
+
+type pathSender struct {
+	opts SendOptions
+	fw   *frameWriter
+	prog *progress
+	buf  bytes.Buffer
+}
+
+func (ps *pathSender) local(p string) string {
+	if ps.opts.LocalRoot == "" {
+		return p
+	}
+	return filepath.Join(ps.opts.LocalRoot, p)
+}
+
+// send writes one path item; the NAR is checked against info before any of
+// it is written.
+func (ps *pathSender) send(info nix.PathInfo) error {
+	src := ps.local(info.Path)
+	limit := ps.opts.BufferLimit
+	if limit == 0 {
+		limit = 16 << 20
+	}
+	check := func(res nar.Result) error {
+		if res.Hash != info.NarHash || res.Size != info.NarSize {
+			return fmt.Errorf("%s: local NAR is %s (%d bytes) but path-info says %s (%d bytes); refusing to send a path that changed or is corrupt (nix-store --verify --check-contents)",
+				info.Path, res.Hash, res.Size, info.NarHash, info.NarSize)
+		}
+		return nil
+	}
+	if info.NarSize <= limit {
+		ps.buf.Reset()
+		res, err := nar.Dump(&ps.buf, src)
+		if err != nil {
+			return err
+		}
+		if err := check(res); err != nil {
+			return err
+		}
+		ps.fw.pathHeader(info)
+		if _, err := ps.fw.Write(ps.buf.Bytes()); err != nil {
+			return err
+		}
+		ps.prog.add(1, info.NarSize)
+		return nil
+	}
+	res, err := nar.HashPath(src)
+	if err != nil {
+		return err
+	}
+	if err := check(res); err != nil {
+		return err
+	}
+	ps.fw.pathHeader(info)
+	// Second pass: stream it, hashing again. Should the path change between
+	// the passes, the receiver's own check refuses it and we stop here.
+	res, err = nar.Dump(&progressWriter{w: ps.fw, prog: ps.prog}, src)
+	if err != nil {
+		return err
+	}
+	if err := check(res); err != nil {
+		return err
+	}
+	ps.prog.add(1, 0)
+	return nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n atomic.Uint64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(uint64(n))
+	return n, err
+}
+
+type progressWriter struct {
+	w    io.Writer
+	prog *progress
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.prog.add(0, uint64(n))
+	return n, err
+}
+
+// progress reports bytes and paths done, at most about ten times a second.
+type progress struct {
+	sink       event.Sink
+	totalBytes uint64
+	totalPaths int
+	bytes      atomic.Uint64
+	paths      atomic.Int64
+	mu         sync.Mutex
+	last       time.Time
+}
+
+func (p *progress) add(paths int, bytes uint64) {
+	p.paths.Add(int64(paths))
+	p.bytes.Add(bytes)
+	p.emit(false)
+}
+
+func (p *progress) emit(force bool) {
+	p.mu.Lock()
+	now := time.Now()
+	if !force && now.Sub(p.last) < 100*time.Millisecond {
+		p.mu.Unlock()
+		return
+	}
+	p.last = now
+	p.mu.Unlock()
+	emit(p.sink, event.Event{Kind: event.Progress, Msg: "copy closure", Done: int64(p.bytes.Load()), Total: int64(p.totalBytes), Unit: "bytes",
+		Data: map[string]string{"paths": fmt.Sprint(p.paths.Load()), "paths_total": fmt.Sprint(p.totalPaths)}})
+}
+
+func emit(s event.Sink, e event.Event) {
+	e.Time = time.Now()
+	e.Phase = "install"
+	s.Emit(e)
+}
+
+func humanBytes(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func tail(s string) string {
+	if len(s) > 2048 {
+		return "…" + s[len(s)-2048:]
+	}
+	return s
+}
