@@ -1,0 +1,120 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/nixos-via/nixos-via/internal/event"
+)
+
+// ui renders phase events: JSON lines on stdout with --json; otherwise
+// plain lines on stderr and, on a terminal, progress bars.
+type ui struct {
+	mu       sync.Mutex
+	json     *json.Encoder
+	out      io.Writer // human text
+	tty      bool
+	bar      *progressbar.ProgressBar
+	barKey   string
+	lastLine time.Time
+	now      func() time.Time
+}
+
+func newUI(env Env, asJSON bool) *ui {
+	u := &ui{out: env.Stderr, now: time.Now}
+	if asJSON {
+		u.json = json.NewEncoder(env.Stdout)
+	}
+	if _, ok := terminal(env.Stderr); ok {
+		u.tty = true
+	}
+	return u
+}
+
+// Emit implements event.Sink.
+func (u *ui) Emit(e event.Event) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if e.Time.IsZero() {
+		e.Time = u.now()
+	}
+	if u.json != nil {
+		u.json.Encode(e)
+		return
+	}
+	switch e.Kind {
+	case event.Progress:
+		u.progress(e)
+		return
+	case event.Done:
+		u.finishBar()
+		if e.Msg != "" {
+			fmt.Fprintf(u.out, "    %s\n", e.Msg)
+		}
+		return
+	}
+	u.finishBar()
+	prefix := map[event.Kind]string{event.Step: "==> ", event.Info: "    ", event.Warn: "warning: "}[e.Kind]
+	if e.Phase != "" && e.Kind == event.Step {
+		prefix += "[" + e.Phase + "] "
+	}
+	fmt.Fprintf(u.out, "%s%s\n", prefix, e.Msg)
+}
+
+func (u *ui) progress(e event.Event) {
+	key := e.Phase + "/" + e.Msg
+	if u.tty {
+		if u.bar == nil || u.barKey != key {
+			u.finishBar()
+			opts := []progressbar.Option{
+				progressbar.OptionSetWriter(u.out),
+				progressbar.OptionSetDescription(e.Msg),
+				progressbar.OptionShowCount(),
+				progressbar.OptionSetPredictTime(true),
+				progressbar.OptionThrottle(100 * time.Millisecond),
+				progressbar.OptionShowElapsedTimeOnFinish(),
+			}
+			if e.Unit == "bytes" {
+				opts = append(opts, progressbar.OptionShowBytes(true))
+			}
+			u.bar, u.barKey = progressbar.NewOptions64(e.Total, opts...), key
+		}
+		u.bar.Set64(e.Done)
+		return
+	}
+	// No terminal: a line every 5 s and at the end.
+	if e.Done < e.Total && u.now().Sub(u.lastLine) < 5*time.Second {
+		return
+	}
+	u.lastLine = u.now()
+	if e.Unit == "bytes" {
+		fmt.Fprintf(u.out, "    %s: %s of %s\n", e.Msg, humanBytes(e.Done), humanBytes(e.Total))
+	} else {
+		fmt.Fprintf(u.out, "    %s: %d of %d %s\n", e.Msg, e.Done, e.Total, e.Unit)
+	}
+}
+
+func (u *ui) finishBar() {
+	if u.bar != nil {
+		u.bar.Finish()
+		fmt.Fprintln(u.out)
+		u.bar = nil
+	}
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
