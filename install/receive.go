@@ -77,8 +77,13 @@ func Receive(ctx context.Context, r io.Reader, root string, opts ReceiveOptions)
 		return ReceiveStats{}, fmt.Errorf("receive: zstd: %w", err)
 	}
 	defer dec.Close()
+	return receiveDecoded(ctx, dec, l, opts)
+}
+
+// receiveDecoded is Receive after decompression.
+func receiveDecoded(ctx context.Context, r io.Reader, l layout, opts ReceiveOptions) (ReceiveStats, error) {
 	rc := &receiver{l: l, opts: opts}
-	err = rc.run(ctx, &frameReader{r: bufio.NewReaderSize(dec, 256<<10)})
+	err := rc.run(ctx, &frameReader{r: bufio.NewReaderSize(r, 256<<10)})
 	if cerr := rc.commit(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
