@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -221,4 +222,64 @@ func Provider(t testing.TB, keys *Keys, extraCmdline string) *images.Provider {
 		t.Fatal(err)
 	}
 	return &images.Provider{Kernel: filepath.Join(dir, "bzImage"), Initrd: filepath.Join(dir, "initrd"), Cmdline: strings.TrimSpace(string(cmdline))}
+}
+
+// Agent builds the static nixos-via binary (CGO_ENABLED=0) from this
+// module and returns its path; it is the installer's agent.
+func Agent(t testing.TB) string {
+	t.Helper()
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(gomod)) == "" || strings.TrimSpace(string(gomod)) == os.DevNull {
+		t.Skip("go toolchain or module not found: cannot build the agent: ", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(gomod)))
+	out := filepath.Join(t.TempDir(), "nixos-via")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./cmd/nixos-via")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the agent (go build ./cmd/nixos-via): %v\n%s", err, msg)
+	}
+	return out
+}
+
+func fileHash(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Installer returns the cached installer tarball built with the agent
+// from Agent. It bakes in no keys: everything comes from kexec/run.
+func Installer(t testing.TB) *images.Installer {
+	t.Helper()
+	needTools(t)
+	agent := Agent(t)
+	sum, err := fileHash(agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inst *images.Installer
+	dir := cached(t, "installer", struct{ Agent string }{sum}, func(dir string) error {
+		var err error
+		inst, err = images.BuildInstaller(t.Context(), filepath.Join(dir, "nixos-kexec-installer.tar.gz"), images.InstallerOptions{Agent: agent})
+		return err
+	})
+	p := filepath.Join(dir, "nixos-kexec-installer.tar.gz")
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst == nil {
+		inst = &images.Installer{Path: p}
+	}
+	inst.Path, inst.Bytes = p, st.Size()
+	return inst
 }
