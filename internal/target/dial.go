@@ -183,15 +183,70 @@ func (c *Conn) keepalive(every time.Duration) {
 // dialOne does the TCP connect (directly or through via) and the SSH
 // handshake of one hop, both bounded by the hop's ConnectTimeout and ctx.
 func dialOne(ctx context.Context, via *ssh.Client, res *Resolved, auth []ssh.AuthMethod, tried []string) (*ssh.Client, ssh.PublicKey, error) {
-	addr := res.Addr()
-	checker := &hostKeyChecker{files: res.KnownHostsFiles, strict: res.StrictHostKeyChecking, pin: res.HostKeyPin, warn: res.Warn}
-	cfg := &ssh.ClientConfig{
-		User:            res.User,
-		Auth:            auth,
-		HostKeyCallback: checker.check,
-		Timeout:         res.ConnectTimeout,
+	if res.PinnedKey != nil {
+		return dialHop(ctx, via, res, auth, tried, algorithmsFor(res.PinnedKey.Type()))
 	}
-	if res.HostKeyPin == "" && res.StrictHostKeyChecking != StrictNo {
+	if res.HostKeyPin == "" {
+		return dialHop(ctx, via, res, auth, tried, nil)
+	}
+	// A fingerprint pin does not say the key type, and the server shows
+	// one key per handshake: try the types one by one, ed25519 first.
+	algos := []string{ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521, ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA}
+	var seen []string
+	var last *HostKeyMismatchError
+	for {
+		cl, key, err := dialHop(ctx, via, res, auth, tried, algos)
+		var mm *HostKeyMismatchError
+		if !errors.As(err, &mm) || len(mm.KeyTypes) == 0 {
+			if last != nil && mm != nil {
+				// No key of the remaining types: report the keys seen.
+				last.Got = strings.Join(seen, " and ")
+				return nil, nil, last
+			}
+			return cl, key, err
+		}
+		last = mm
+		seen = append(seen, mm.Got)
+		var rest []string
+		for _, a := range algos {
+			if !contains(algorithmsFor(mm.KeyTypes[0]), a) {
+				rest = append(rest, a)
+			}
+		}
+		if len(rest) == len(algos) || len(rest) == 0 {
+			mm.Got = strings.Join(seen, " and ")
+			return nil, nil, mm
+		}
+		algos = rest
+	}
+}
+
+// algorithmsFor lists the host key algorithms that show a key of type t.
+func algorithmsFor(t string) []string {
+	if t == ssh.KeyAlgoRSA {
+		return []string{ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA}
+	}
+	return []string{t}
+}
+
+// dialHop is one connection attempt; algos restricts the host key
+// algorithms (nil: the ones known_hosts has for the host, if any).
+func dialHop(ctx context.Context, via *ssh.Client, res *Resolved, auth []ssh.AuthMethod, tried []string, algos []string) (*ssh.Client, ssh.PublicKey, error) {
+	addr := res.Addr()
+	source := res.PinSource
+	if source == "" {
+		source = "--host-key"
+	}
+	checker := &hostKeyChecker{files: res.KnownHostsFiles, strict: res.StrictHostKeyChecking, pin: res.HostKeyPin,
+		pinned: res.PinnedKey, source: source, warn: res.Warn}
+	cfg := &ssh.ClientConfig{
+		User:              res.User,
+		Auth:              auth,
+		HostKeyCallback:   checker.check,
+		Timeout:           res.ConnectTimeout,
+		HostKeyAlgorithms: algos,
+	}
+	if algos == nil && res.StrictHostKeyChecking != StrictNo {
 		cfg.HostKeyAlgorithms = checker.knownKeyAlgorithms(addr)
 	}
 	dctx, cancel := context.WithTimeout(ctx, res.ConnectTimeout)

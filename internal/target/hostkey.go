@@ -26,9 +26,12 @@ type HostKeyMismatchError struct {
 }
 
 func (e *HostKeyMismatchError) Error() string {
-	return fmt.Sprintf("host key for %s changed: the host presented %s but %s has %s; "+
-		"if the host was reinstalled, remove the old entry (ssh-keygen -R %q) and try again",
-		e.Host, e.Got, e.Source, strings.Join(e.Want, ", "), e.Host)
+	msg := fmt.Sprintf("host key for %s changed: the host presented %s but %s has %s",
+		e.Host, e.Got, e.Source, strings.Join(e.Want, ", "))
+	if strings.Contains(e.Source, "known_hosts") || strings.Contains(e.Source, ":") {
+		msg += fmt.Sprintf("; if the host was reinstalled, remove the old entry (ssh-keygen -R %q) and try again", e.Host)
+	}
+	return msg
 }
 
 // UnknownHostKeyError says the host is unknown and StrictHostKeyChecking=yes.
@@ -46,6 +49,8 @@ type hostKeyChecker struct {
 	files  []string
 	strict string
 	pin    string
+	pinned ssh.PublicKey
+	source string // names the pin in errors
 	warn   func(string)
 
 	mu   sync.Mutex
@@ -143,9 +148,15 @@ func (h *hostKeyChecker) check(hostname string, remote net.Addr, key ssh.PublicK
 	h.mu.Unlock()
 	got := ssh.FingerprintSHA256(key)
 	host := knownhosts.Normalize(hostname)
+	if h.pinned != nil {
+		if !bytes.Equal(key.Marshal(), h.pinned.Marshal()) {
+			return &HostKeyMismatchError{Host: host, Got: got, Want: []string{ssh.FingerprintSHA256(h.pinned)}, Source: h.source, KeyTypes: []string{key.Type()}}
+		}
+		return nil
+	}
 	if h.pin != "" {
 		if got != h.pin {
-			return &HostKeyMismatchError{Host: host, Got: got, Want: []string{h.pin}, Source: "--host-key"}
+			return &HostKeyMismatchError{Host: host, Got: got, Want: []string{h.pin}, Source: h.source, KeyTypes: []string{key.Type()}}
 		}
 		return nil
 	}

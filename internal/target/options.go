@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kevinburke/ssh_config"
+	"golang.org/x/crypto/ssh"
 )
 
 // StrictHostKeyChecking modes, as OpenSSH names them.
@@ -45,6 +46,10 @@ type Options struct {
 	// HostKeyPin, when set, is the only accepted host key fingerprint
 	// (SHA256:... as ssh-keygen -l prints it).
 	HostKeyPin string
+	// PinnedKey, when set, is the only accepted host key (after kexec:
+	// the key the host presented before). PinSource names it in errors.
+	PinnedKey ssh.PublicKey
+	PinSource string
 	// ConnectTimeout bounds the TCP connect and SSH handshake of each hop.
 	ConnectTimeout time.Duration
 	// ServerAliveInterval, when non-zero, sends keepalives on the connection.

@@ -579,3 +579,34 @@ func TestFactsFromRealHost(t *testing.T) {
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 var _ = io.Discard
+
+func TestPinnedFingerprintOfEveryKeyTypeTheHostHas(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "host_ecdsa")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", p).CombinedOutput(); err != nil {
+		t.Skipf("ssh-keygen: %v: %s", err, out)
+	}
+	pubData, err := os.ReadFile(p + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecdsaPub, _, _, _, err := ssh.ParseAuthorizedKey(pubData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sshtest.Start(t, sshtest.Options{ExtraConfig: "HostKey " + p + "\n"})
+	for _, pin := range []string{ssh.FingerprintSHA256(s.HostKey), ssh.FingerprintSHA256(ecdsaPub)} {
+		o := opts(s)
+		o.KnownHostsFiles = []string{filepath.Join(t.TempDir(), "kh")}
+		o.HostKeyPin = pin
+		c, err := target.Dial(ctxT(t, 20*time.Second), o, t.TempDir())
+		if err != nil {
+			t.Errorf("pin %s: %v", pin, err)
+			continue
+		}
+		if got := ssh.FingerprintSHA256(c.HostKey()); got != pin {
+			t.Errorf("pin %s: connected with key %s", pin, got)
+		}
+		c.Close()
+	}
+}
