@@ -537,13 +537,17 @@ func tsBootScenario(t *testing.T, scenario string, ndisks int) {
 		{"nix-store --check-validity " + strings.Join(closure, " ") + " && echo valid", "valid"},
 		{"cat /sys/firmware/efi/fw_platform_size", "64"},
 	}
+	// What the root file system is mounted from, by its device number.
+	rootDev := "/sys/dev/block/$(awk '$5 == \"/\" { print $3 }' /proc/self/mountinfo)"
 	switch scenario {
 	case "luks-keyfile":
-		checks = append(checks, struct{ cmd, want string }{"cat /sys/block/dm-0/dm/name", "crypted"})
+		checks = append(checks, struct{ cmd, want string }{"cat " + rootDev + "/dm/name", "crypted"})
 	case "lvm-on-luks":
-		checks = append(checks, struct{ cmd, want string }{"cat /sys/block/dm-1/dm/name", "vtpool-root"})
+		checks = append(checks, struct{ cmd, want string }{"cat " + rootDev + "/dm/name", "vtpool-root"},
+			struct{ cmd, want string }{"ls /sys/block/$(basename $(readlink -f " + rootDev + "))/slaves", "dm-0"})
 	case "raid1":
-		checks = append(checks, struct{ cmd, want string }{"sed -n 's/^md[0-9]* : active raid1 .*/raid1/p' /proc/mdstat", "raid1"})
+		checks = append(checks, struct{ cmd, want string }{"cat " + rootDev + "/md/level", "raid1"},
+			struct{ cmd, want string }{"cat " + rootDev + "/md/degraded", "0"})
 	}
 	for _, c := range checks {
 		out, err := ssh(c.cmd)
