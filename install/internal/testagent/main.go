@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/nixos-via/nixos-via/install"
 )
@@ -16,7 +18,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: testagent agent query|receive --root DIR")
 		os.Exit(2)
 	}
-	ctx := context.Background()
+	// A dropped SSH session may bring SIGHUP: stop, but let Receive commit
+	// the paths it verified (it sees stdin end).
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
 	var err error
 	switch a[1] {
 	case "query":
