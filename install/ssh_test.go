@@ -108,7 +108,7 @@ func TestSendOverSSH(t *testing.T) {
 // `agent receive` stream have been handed to SSH.
 type proxyCutRunner struct {
 	Runner
-	p     *sshtest.Proxy
+	p      *sshtest.Proxy
 	after  int64
 	before func() // runs just before the cut
 	once   sync.Once
