@@ -1,0 +1,71 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nixos-via/nixos-via/install"
+)
+
+const agentUsage = `Usage: nixos-via agent query   --root DIR   (list which wanted store paths are valid under DIR)
+       nixos-via agent receive --root DIR   (receive a closure stream on stdin into DIR/nix/store)
+
+The on-target helper: nixos-via uploads itself to the target and runs these
+verbs over SSH; they read their input on stdin. Not meant to be run by hand.
+`
+
+// runAgent is `nixos-via agent VERB --root DIR` (args exclude "agent").
+func runAgent(ctx context.Context, env Env, args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(env.Stderr, "nixos-via agent: no verb\n"+agentUsage)
+		return ExitUsage
+	}
+	verb := args[0]
+	if verb == "-h" || verb == "--help" || verb == "help" {
+		fmt.Fprint(env.Stdout, agentUsage)
+		return ExitOK
+	}
+	if verb != "query" && verb != "receive" {
+		fmt.Fprintf(env.Stderr, "nixos-via agent: unknown verb %q\n%s", verb, agentUsage)
+		return ExitUsage
+	}
+	fs := pflag.NewFlagSet("nixos-via agent "+verb, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	root := fs.String("root", "", "target root whose nix/store receives the closure")
+	if err := fs.Parse(args[1:]); err != nil {
+		fmt.Fprintf(env.Stderr, "nixos-via agent %s: %v\n%s", verb, err, agentUsage)
+		return ExitUsage
+	}
+	if fs.NArg() != 0 || *root == "" || !filepath.IsAbs(*root) {
+		fmt.Fprintf(env.Stderr, "nixos-via agent %s: want --root with an absolute directory and no other arguments\n%s", verb, agentUsage)
+		return ExitUsage
+	}
+	// A dropped SSH session may deliver SIGHUP: end cleanly, so that Receive
+	// still commits the paths it has verified when its stdin ends.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch verb {
+	case "query":
+		err = install.AnswerQuery(ctx, env.Stdin, env.Stdout, *root)
+	case "receive":
+		err = install.ServeReceive(ctx, env.Stdin, env.Stdout, *root)
+	}
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintf(env.Stderr, "nixos-via agent %s: interrupted: %v\n", verb, err)
+		return ExitInterrupted
+	default:
+		fmt.Fprintf(env.Stderr, "nixos-via agent %s: %v\n", verb, err)
+		return ExitFailure
+	}
+}
