@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -112,6 +114,13 @@ func (c *Conn) RunAsLogin(ctx context.Context, cmd string, stdin io.Reader, stdo
 		return fmt.Errorf("ssh %s: new session: %w", c.res.Addr(), err)
 	}
 	defer sess.Close()
+	if sameWriter(stdout, stderr) {
+		// The session copies stdout and stderr in two goroutines; one
+		// writer for both must not be written concurrently (a
+		// bytes.Buffer would lose data through its ReadFrom).
+		w := &lockedWriter{w: stdout}
+		stdout, stderr = w, w
+	}
 	sess.Stdin = stdin
 	sess.Stdout = stdout
 	sess.Stderr = stderr
@@ -172,4 +181,26 @@ func (t *tailWriter) Write(p []byte) (int, error) {
 		t.buf.Next(over)
 	}
 	return len(p), nil
+}
+
+// sameWriter says a and b are the same pointer (comparing other kinds of
+// values could panic).
+func sameWriter(a, b io.Writer) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	return va.Kind() == reflect.Pointer && vb.Kind() == reflect.Pointer && va.Pointer() == vb.Pointer()
+}
+
+// lockedWriter serialises writes (and hides io.ReaderFrom).
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -610,3 +610,20 @@ func TestPinnedFingerprintOfEveryKeyTypeTheHostHas(t *testing.T) {
 		c.Close()
 	}
 }
+
+func TestOneWriterForStdoutAndStderrKeepsEverything(t *testing.T) {
+	s := sshtest.Start(t, sshtest.Options{})
+	c := dial(t, opts(s))
+	for i := 0; i < 10; i++ {
+		var out bytes.Buffer
+		if err := c.Run(ctxT(t, 10*time.Second), "echo out; echo err >&2; echo out2", nil, &out, &out); err != nil {
+			t.Fatal(err)
+		}
+		got := out.String()
+		for _, want := range []string{"out\n", "err\n", "out2\n"} {
+			if !strings.Contains(got, want) {
+				t.Fatalf("run %d: output %q lacks %q", i, got, want)
+			}
+		}
+	}
+}

@@ -1,0 +1,378 @@
+package kexec
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/nixos-via/nixos-via/internal/event"
+	"github.com/nixos-via/nixos-via/internal/sshtest"
+	"github.com/nixos-via/nixos-via/internal/target"
+)
+
+type tarEntry struct {
+	name string
+	mode int64
+	data []byte
+	link string
+}
+
+// makeTarball writes a gzip tarball with entries and returns its bytes.
+func makeTarball(t *testing.T, entries []tarEntry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Mode: e.mode, Size: int64(len(e.data)), Typeflag: tar.TypeReg}
+		if e.link != "" {
+			h = &tar.Header{Name: e.name, Linkname: e.link, Typeflag: tar.TypeSymlink, Mode: 0o777}
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(e.data)
+	}
+	tw.Close()
+	zw.Close()
+	return buf.Bytes()
+}
+
+// gzipped compresses data (a stand-in initrd whose unpacked size is known).
+func gzipped(data []byte) []byte {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	zw.Write(data)
+	zw.Close()
+	return b.Bytes()
+}
+
+func installerEntries(run string, initrdUnpacked int) []tarEntry {
+	return []tarEntry{
+		{name: "kexec/run", mode: 0o755, data: []byte(run)},
+		{name: "kexec/bzImage", mode: 0o644, data: bytes.Repeat([]byte{1}, 4096)},
+		{name: "kexec/initrd", mode: 0o644, data: gzipped(bytes.Repeat([]byte("0707"), initrdUnpacked/4))},
+	}
+}
+
+func writeFile(t *testing.T, data []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "installer.tar.gz")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestFetchFileMeasuresTheInitrd(t *testing.T) {
+	file := writeFile(t, makeTarball(t, installerEntries("#!/bin/sh\n", 1<<20)))
+	tb, err := Fetch(context.Background(), file, t.TempDir(), "", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tb.InitrdUnpacked != 1<<20 || tb.InitrdEstimated {
+		t.Errorf("InitrdUnpacked = %d (estimated %v), want %d measured", tb.InitrdUnpacked, tb.InitrdEstimated, 1<<20)
+	}
+	if tb.KernelBytes != 4096 {
+		t.Errorf("KernelBytes = %d, want 4096", tb.KernelBytes)
+	}
+	st, err := os.Stat(filepath.Join(tb.Dir, "kexec", "run"))
+	if err != nil || st.Mode().Perm()&0o100 == 0 {
+		t.Errorf("kexec/run not unpacked executable: %v %v", st, err)
+	}
+}
+
+func TestFetchRefusals(t *testing.T) {
+	good := makeTarball(t, installerEntries("#!/bin/sh\n", 4096))
+	sum := sha256.Sum256(good)
+	tests := []struct {
+		name    string
+		data    []byte
+		sha     string
+		wantErr string
+	}{
+		{"wrong sha256", good, strings.Repeat("0", 64), "sha256 is " + hex.EncodeToString(sum[:])},
+		{"not an installer", makeTarball(t, []tarEntry{{name: "nixos/bzImage", mode: 0o644, data: []byte("x")}}), "", "lacks kexec/run, kexec/bzImage, kexec/initrd"},
+		{"path traversal", makeTarball(t, []tarEntry{{name: "../evil", mode: 0o644, data: []byte("x")}}), "", "leaves the archive"},
+		{"symlink out", makeTarball(t, []tarEntry{{name: "kexec/x", link: "../../etc/passwd"}}), "", "leaves the archive"},
+		{"not a tarball", []byte("hello, this is not a tar file at all; it is much longer than one block? no."), "", "installer tarball"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Fetch(context.Background(), writeFile(t, tc.data), t.TempDir(), tc.sha, nil, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("Fetch err = %v, want it to contain %q", err, tc.wantErr)
+			}
+		})
+	}
+	// The right sha256 is accepted, in any case.
+	if _, err := Fetch(context.Background(), writeFile(t, good), t.TempDir(), strings.ToUpper(hex.EncodeToString(sum[:])), nil, nil); err != nil {
+		t.Errorf("right sha256 refused: %v", err)
+	}
+}
+
+func TestFetchURLIsCachedByURL(t *testing.T) {
+	data := makeTarball(t, installerEntries("#!/bin/sh\n", 4096))
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if r.URL.Path != "/release/installer.tar.gz" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(data)
+	}))
+	defer srv.Close()
+	cache := t.TempDir()
+	url := srv.URL + "/release/installer.tar.gz"
+	sum := sha256.Sum256(data)
+	for i := 0; i < 2; i++ {
+		tb, err := Fetch(context.Background(), url, cache, hex.EncodeToString(sum[:]), srv.Client(), nil)
+		if err != nil {
+			t.Fatalf("Fetch #%d: %v", i+1, err)
+		}
+		if tb.SHA256 != hex.EncodeToString(sum[:]) {
+			t.Errorf("sha256 = %s", tb.SHA256)
+		}
+	}
+	if got := hits.Load(); got != 1 {
+		t.Errorf("server hit %d times for two fetches, want 1 (cached)", got)
+	}
+	// A corrupt cached copy is fetched again when a digest is pinned.
+	matches, _ := filepath.Glob(filepath.Join(cache, "downloads", "*"))
+	if len(matches) != 1 {
+		t.Fatalf("cache has %v", matches)
+	}
+	os.WriteFile(matches[0], []byte("corrupt"), 0o644)
+	if _, err := Fetch(context.Background(), url, cache, hex.EncodeToString(sum[:]), srv.Client(), nil); err != nil {
+		t.Fatalf("Fetch after corruption: %v", err)
+	}
+	if got := hits.Load(); got != 2 {
+		t.Errorf("server hit %d times, want 2 (refetched the corrupt copy)", got)
+	}
+	_, err := Fetch(context.Background(), srv.URL+"/missing.tar.gz", cache, "", srv.Client(), nil)
+	if err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("missing URL: err = %v, want a 404", err)
+	}
+}
+
+func linuxFacts() *target.Facts {
+	return &target.Facts{OS: "Linux", Arch: "x86_64", MemTotalKiB: 1 << 20, MemAvailKiB: 900 << 10, Container: "none",
+		Virt: "kvm", IsRoot: true, Escalation: "none", SecureBoot: "unknown", User: "root"}
+}
+
+func TestPreflight(t *testing.T) {
+	tb := &Tarball{KernelBytes: 10 << 20, InitrdBytes: 30 << 20, InitrdUnpacked: 90 << 20,
+		Files: map[string]int64{"kexec/bzImage": 10 << 20, "kexec/initrd": 30 << 20, "kexec/run": 4096, "kexec/kexec": 1 << 20}}
+	need := Needs(tb, false)
+	if want := int64(3*10<<20 + 30<<20 + 90<<20 + WorkingMargin); need.NewTotal != want {
+		t.Errorf("NewTotal = %d, want %d", need.NewTotal, want)
+	}
+	if want := int64(10<<20 + 30<<20 + LoadMargin); need.OldAvailable != want {
+		t.Errorf("OldAvailable = %d, want %d", need.OldAvailable, want)
+	}
+	if inRAM := Needs(tb, true); inRAM.OldAvailable <= need.OldAvailable {
+		t.Errorf("files on tmpfs do not raise the need: %d vs %d", inRAM.OldAvailable, need.OldAvailable)
+	}
+	tests := []struct {
+		name      string
+		mod       func(*target.Facts, *PreflightInput)
+		wantCheck string // "" = pass
+		wantMsg   string
+	}{
+		{"ok", func(*target.Facts, *PreflightInput) {}, "", ""},
+		{"not linux", func(f *target.Facts, _ *PreflightInput) { f.OS = "FreeBSD" }, "os", "FreeBSD"},
+		{"riscv without --kexec", func(f *target.Facts, _ *PreflightInput) { f.Arch = "riscv64" }, "arch", "--kexec"},
+		{"riscv with --kexec", func(f *target.Facts, in *PreflightInput) { f.Arch = "riscv64"; in.CustomImage = true }, "", ""},
+		{"container", func(f *target.Facts, _ *PreflightInput) { f.Container = "lxc" }, "container", "rescue"},
+		{"kexec disabled", func(f *target.Facts, _ *PreflightInput) { f.KexecDisabled = true }, "kexec-disabled", "kexec_load_disabled"},
+		{"lockdown", func(f *target.Facts, _ *PreflightInput) { f.Lockdown = "integrity"; f.SecureBoot = "enabled" }, "lockdown", "Secure Boot on"},
+		{"no root", func(f *target.Facts, _ *PreflightInput) { f.IsRoot = false; f.Escalation = ""; f.User = "bob" }, "root", "bob"},
+		{"too little available", func(f *target.Facts, _ *PreflightInput) { f.MemAvailKiB = 50 << 10 }, "memory", "50 MiB available"},
+		{"too little total", func(f *target.Facts, _ *PreflightInput) { f.MemTotalKiB = 200 << 10 }, "memory", fmt.Sprintf("needs %d MiB once booted", need.NewTotal>>20)},
+		{"no disk space", func(_ *target.Facts, in *PreflightInput) { in.WorkDirFree = 5 << 20 }, "disk-space", "5 MiB free"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := linuxFacts()
+			in := PreflightInput{Facts: f, Tarball: tb, WorkDirFree: -1}
+			tc.mod(f, &in)
+			_, err := Preflight(in)
+			if tc.wantCheck == "" {
+				if err != nil {
+					t.Fatalf("Preflight = %v, want ok", err)
+				}
+				return
+			}
+			var r *Refusal
+			if !errors.As(err, &r) {
+				t.Fatalf("Preflight = %v, want a *Refusal", err)
+			}
+			if r.Check != tc.wantCheck || !strings.Contains(r.Msg, tc.wantMsg) {
+				t.Errorf("refusal %s: %q, want check %s mentioning %q", r.Check, r.Msg, tc.wantCheck, tc.wantMsg)
+			}
+		})
+	}
+	warn, err := Preflight(PreflightInput{Facts: func() *target.Facts { f := linuxFacts(); f.Virt = "xen"; return f }(), Tarball: tb, WorkDirFree: -1})
+	if err != nil || len(warn) == 0 || !strings.Contains(warn[0], "Xen") {
+		t.Errorf("xen: warnings %q err %v, want a Xen warning", warn, err)
+	}
+}
+
+// --- against a real sshd on loopback ---
+
+func connectTo(t *testing.T, addr string, s *sshtest.Server) *target.Conn {
+	t.Helper()
+	o := target.Options{Destination: "root@" + addr, IdentityFiles: []string{s.ClientKey}, SSHConfigFile: "none",
+		KnownHostsFiles: []string{filepath.Join(t.TempDir(), "kh")}, ConnectTimeout: 5 * time.Second}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := target.Dial(ctx, o, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func uploadFake(t *testing.T, c *target.Conn, run string) WorkDir {
+	t.Helper()
+	ctx := context.Background()
+	tb, err := Fetch(ctx, writeFile(t, makeTarball(t, installerEntries(run, 4096))), t.TempDir(), "", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := PrepareWorkDir(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(w.Path) })
+	if w.Free <= 0 || w.FSType == "" {
+		t.Errorf("work dir %+v: want free space and a filesystem type", w)
+	}
+	var last int64
+	err = Upload(ctx, c, tb, w, event.Func(func(e event.Event) { last = e.Done }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := tb.Files["kexec/run"] + tb.Files["kexec/bzImage"] + tb.Files["kexec/initrd"]; last != want {
+		t.Errorf("upload progress ended at %d, want %d", last, want)
+	}
+	return w
+}
+
+func TestRunWithoutMarkerFailsWithItsOutput(t *testing.T) {
+	s := sshtest.Start(t, sshtest.Options{})
+	c := connectTo(t, s.Addr, s)
+	w := uploadFake(t, c, "#!/bin/sh\necho loading the installer\necho 'kexec_load failed: Operation not permitted' >&2\nexit 0\n")
+	_, err := RunScript(context.Background(), c, w, "--no-sync")
+	var ke *Error
+	if !errors.As(err, &ke) || ke.Step != "run" {
+		t.Fatalf("RunScript = %v, want a run *Error", err)
+	}
+	for _, want := range []string{Marker, "kexec_load failed: Operation not permitted", "loading the installer"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not contain %q:\n%v", want, err)
+		}
+	}
+	log, _ := os.ReadFile(filepath.Join(w.Path, "run.log"))
+	if !strings.Contains(string(log), "loading the installer") {
+		t.Errorf("run.log on the host = %q", log)
+	}
+}
+
+func TestRunFailingExitStatusAndExtraFlags(t *testing.T) {
+	s := sshtest.Start(t, sshtest.Options{})
+	c := connectTo(t, s.Addr, s)
+	w := uploadFake(t, c, "#!/bin/sh\necho \"args: $*\"\necho \"tmpdir: $TMPDIR\"\nexit 7\n")
+	_, err := RunScript(context.Background(), c, w, "--no-sync --x 'y z'")
+	if err == nil || !strings.Contains(err.Error(), "exit 7") {
+		t.Fatalf("RunScript = %v, want exit 7", err)
+	}
+	if !strings.Contains(err.Error(), "args: --kexec-extra-flags --no-sync --x 'y z'") || !strings.Contains(err.Error(), "tmpdir: "+w.Path) {
+		t.Errorf("run did not get its flags as one argument and TMPDIR:\n%v", err)
+	}
+	w2 := uploadFake(t, c, "#!/bin/sh\necho \""+Marker+"\"\n")
+	out, err := RunScript(context.Background(), c, w2, "")
+	if err != nil || !strings.Contains(out, Marker) {
+		t.Errorf("RunScript with the marker = %q, %v; want success", out, err)
+	}
+}
+
+func TestReconnectRefusesAnotherHostKey(t *testing.T) {
+	s := sshtest.Start(t, sshtest.Options{})
+	proxy := sshtest.StartProxy(t, s.Addr)
+	c := connectTo(t, proxy.Addr, s)
+	oldFP := fingerprint(c)
+	go func() {
+		time.Sleep(time.Second)
+		proxy.Cut()         // the host goes away ...
+		s.ReplaceHostKey(t) // ... and comes back with another key
+	}()
+	_, _, err := Reconnect(context.Background(), c, Options{DownTimeout: 20 * time.Second, UpTimeout: 20 * time.Second, Interval: 300 * time.Millisecond, Home: t.TempDir(), PostKexecPort: proxy.Port})
+	var mm *target.HostKeyMismatchError
+	if !errors.As(err, &mm) {
+		t.Fatalf("Reconnect = %v, want a host key mismatch", err)
+	}
+	for _, want := range []string{oldFP, mm.Got, "the host before kexec"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+}
+
+func TestReconnectRequiresAnInstaller(t *testing.T) {
+	s := sshtest.Start(t, sshtest.Options{})
+	proxy := sshtest.StartProxy(t, s.Addr)
+	c := connectTo(t, proxy.Addr, s)
+	go func() {
+		time.Sleep(time.Second)
+		proxy.Cut() // the same host comes back: it never kexec'd
+	}()
+	_, _, err := Reconnect(context.Background(), c, Options{DownTimeout: 20 * time.Second, UpTimeout: 20 * time.Second, Interval: 300 * time.Millisecond, Home: t.TempDir(), PostKexecPort: proxy.Port})
+	var ke *Error
+	if !errors.As(err, &ke) || ke.Step != "verify" || !strings.Contains(err.Error(), "not an installer") {
+		t.Fatalf("Reconnect = %v, want a verify error saying it is not an installer", err)
+	}
+}
+
+func TestReconnectDeadlineSaysWhatEachPortShowed(t *testing.T) {
+	s := sshtest.Start(t, sshtest.Options{})
+	proxy := sshtest.StartProxy(t, s.Addr)
+	c := connectTo(t, proxy.Addr, s)
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		proxy.Close() // gone, and nothing listens there any more
+	}()
+	start := time.Now()
+	_, _, err := Reconnect(context.Background(), c, Options{DownTimeout: 20 * time.Second, UpTimeout: 3 * time.Second, Interval: 300 * time.Millisecond, Home: t.TempDir(), PostKexecPort: proxy.Port})
+	var we *target.WaitError
+	if !errors.As(err, &we) {
+		t.Fatalf("Reconnect = %v, want a WaitError", err)
+	}
+	for _, want := range []string{fmt.Sprintf("port %d: connection refused", proxy.Port)} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("took %s with a 3 s deadline", d)
+	}
+}
+
+func fingerprint(c *target.Conn) string { return ssh.FingerprintSHA256(c.HostKey()) }

@@ -1,0 +1,259 @@
+package kexec
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/nixos-via/nixos-via/internal/event"
+	"github.com/nixos-via/nixos-via/internal/target"
+)
+
+// Marker is the line an installer's run script prints once the new kernel
+// is loaded and `kexec -e` is scheduled.
+const Marker = "machine will boot into nixos"
+
+// Options shape the phase.
+type Options struct {
+	ExtraFlags string // --kexec-extra-flags, passed to run
+	// PostKexecPort is the installer's SSH port; 0 tries the port used
+	// before kexec and 22, whichever answers with the same host key.
+	PostKexecPort int
+	// DownTimeout bounds the wait for the host to go away after run;
+	// UpTimeout the wait for the installer to answer.
+	DownTimeout, UpTimeout time.Duration
+	// Interval between connection attempts (default 2 s).
+	Interval time.Duration
+	Home     string // for ~/.ssh (known_hosts of the reconnect)
+	Events   event.Sink
+}
+
+// Error is a failure of the kexec step itself, with what the host printed.
+type Error struct {
+	Step   string // "upload", "run", "reconnect", "verify"
+	Err    error
+	Output string // run's output, the last dmesg lines
+}
+
+func (e *Error) Error() string {
+	s := fmt.Sprintf("kexec %s: %v", e.Step, e.Err)
+	if out := strings.TrimSpace(e.Output); out != "" {
+		s += "\n--- output of the host ---\n" + out
+	}
+	return s
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// WorkDir is where the tarball's files go on the host.
+type WorkDir struct {
+	Path   string
+	Free   int64 // bytes free; -1 unknown
+	FSType string
+}
+
+// InRAM says the directory is on a RAM-backed filesystem.
+func (w WorkDir) InRAM() bool {
+	return w.FSType == "tmpfs" || w.FSType == "ramfs" || w.FSType == "rootfs"
+}
+
+// PrepareWorkDir makes a fresh directory in the login user's home (on disk,
+// so the files do not use RAM) and measures where it is.
+func PrepareWorkDir(ctx context.Context, conn *target.Conn) (WorkDir, error) {
+	const script = `set -e
+d=$(mktemp -d "${HOME:-/tmp}/.nixos-via-kexec.XXXXXX" 2>/dev/null || mktemp -d /tmp/.nixos-via-kexec.XXXXXX)
+echo "dir=$d"
+df -Pk "$d" | awk 'NR==2{print "free=" $4}'
+awk -v d="$d" '{ m=$2; if (m=="/") m=""; if (index(d "/", m "/")==1 && length(m)>=l) { l=length(m); t=$3 } } END { print "fstype=" t }' /proc/mounts
+`
+	var out, errb bytes.Buffer
+	if err := conn.RunAsLogin(ctx, "sh -s", strings.NewReader(script), &out, &errb); err != nil {
+		return WorkDir{}, fmt.Errorf("make a work directory on the host: %w: %s", err, strings.TrimSpace(errb.String()))
+	}
+	w := WorkDir{Free: -1}
+	for _, line := range strings.Split(out.String(), "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		switch k {
+		case "dir":
+			w.Path = v
+		case "free":
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+				w.Free = n * 1024
+			}
+		case "fstype":
+			w.FSType = v
+		}
+	}
+	if w.Path == "" {
+		return w, fmt.Errorf("make a work directory on the host: no directory in %q", out.String())
+	}
+	return w, nil
+}
+
+// RemoveWorkDir deletes the work directory (after a refusal).
+func RemoveWorkDir(ctx context.Context, conn *target.Conn, w WorkDir) error {
+	return conn.RunAsLogin(ctx, "rm -rf "+target.ShellQuote(w.Path), nil, nil, nil)
+}
+
+// Upload copies the tarball's files into w, keeping their modes.
+func Upload(ctx context.Context, conn *target.Conn, tb *Tarball, w WorkDir, events event.Sink) error {
+	names := make([]string, 0, len(tb.Files))
+	var total int64
+	for n, size := range tb.Files {
+		names = append(names, n)
+		total += size
+	}
+	sort.Strings(names)
+	var before int64
+	for _, n := range names {
+		local := filepath.Join(tb.Dir, filepath.FromSlash(n))
+		st, err := os.Stat(local)
+		if err != nil {
+			return &Error{Step: "upload", Err: err}
+		}
+		base := before
+		err = conn.UploadFile(ctx, local, path.Join(w.Path, n), st.Mode().Perm(), func(done, _ int64) {
+			events.Emit(event.Event{Phase: "kexec", Kind: event.Progress, Msg: "upload installer", Done: base + done, Total: total, Unit: "bytes"})
+		})
+		if err != nil {
+			return &Error{Step: "upload", Err: err}
+		}
+		before += st.Size()
+	}
+	events.Emit(event.Event{Phase: "kexec", Kind: event.Progress, Msg: "upload installer", Done: total, Total: total, Unit: "bytes"})
+	return nil
+}
+
+// RunScript runs kexec/run as root and checks that it printed Marker.
+func RunScript(ctx context.Context, conn *target.Conn, w WorkDir, extraFlags string) (string, error) {
+	w2 := target.ShellQuote(w.Path)
+	// run's output is kept in run.log on the host too; "| tee" would hide
+	// run's exit status from sh, so it goes through a status file.
+	cmd := fmt.Sprintf("cd %s && { TMPDIR=%s ./kexec/run --kexec-extra-flags %s 2>&1; echo $? > .status; } | tee run.log; exit $(cat .status)",
+		w2, w2, target.ShellQuote(extraFlags))
+	var out bytes.Buffer
+	err := conn.Run(ctx, cmd, nil, &out, &out)
+	output := out.String()
+	if err != nil {
+		return output, &Error{Step: "run", Err: fmt.Errorf("kexec/run failed: %w", err), Output: output + dmesgTail(ctx, conn)}
+	}
+	if !strings.Contains(output, Marker) {
+		return output, &Error{Step: "run", Err: fmt.Errorf("kexec/run finished without printing %q, so the new kernel is not loaded", Marker),
+			Output: output + dmesgTail(ctx, conn)}
+	}
+	return output, nil
+}
+
+func dmesgTail(ctx context.Context, conn *target.Conn) string {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := conn.Output(dctx, "dmesg 2>/dev/null | tail -n 15", nil)
+	if err != nil || len(bytes.TrimSpace(out)) == 0 {
+		return ""
+	}
+	return "\n--- last kernel messages ---\n" + string(out)
+}
+
+// Reconnect waits for the host to go down and for the installer to answer,
+// as root, with exactly the host key the host had before. It returns the new
+// connection and the installer's facts.
+func Reconnect(ctx context.Context, old *target.Conn, opts Options) (*target.Conn, *target.Facts, error) {
+	events := opts.Events
+	if events == nil {
+		events = event.Discard{}
+	}
+	if opts.Interval == 0 {
+		opts.Interval = 2 * time.Second
+	}
+	before := old.Resolved()
+	key := old.HostKey()
+	events.Emit(event.Event{Phase: "kexec", Kind: event.Step, Msg: "waiting for the host to go down"})
+	if err := old.WaitDown(ctx, opts.DownTimeout, time.Second); err != nil {
+		return nil, nil, &Error{Step: "reconnect", Err: err}
+	}
+	ports := []int{before.Port}
+	if opts.PostKexecPort != 0 {
+		ports = []int{opts.PostKexecPort}
+	} else if before.Port != 22 {
+		ports = append(ports, 22)
+	}
+	events.Emit(event.Event{Phase: "kexec", Kind: event.Step, Msg: fmt.Sprintf("waiting for the installer on %s port %s", before.HostName, joinInts(ports))})
+	conn, err := waitInstaller(ctx, before, key, ports, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	facts, err := conn.ProbeFacts(ctx)
+	if err != nil {
+		conn.Close()
+		return nil, nil, &Error{Step: "verify", Err: err}
+	}
+	if !facts.IsInstaller {
+		conn.Close()
+		return nil, nil, &Error{Step: "verify", Err: fmt.Errorf("the host answered with its own host key but is not an installer (os-release ID=%q, %s): did kexec happen?", facts.OSID, facts.OSName)}
+	}
+	conn.SetEscalation(target.EscalateNone, false)
+	return conn, facts, nil
+}
+
+func joinInts(ports []int) string {
+	var s []string
+	for _, p := range ports {
+		s = append(s, strconv.Itoa(p))
+	}
+	return strings.Join(s, " or ")
+}
+
+// waitInstaller tries each port in turn until one answers as root with key,
+// or the deadline passes; then it says what each port showed last.
+func waitInstaller(ctx context.Context, before *target.Resolved, key ssh.PublicKey, ports []int, opts Options) (*target.Conn, error) {
+	start := time.Now()
+	deadline := start.Add(opts.UpTimeout)
+	last := map[int]error{}
+	attempts := 0
+	for {
+		for _, port := range ports {
+			attempts++
+			r := *before
+			r.Port, r.User, r.ProxyJump = port, "root", before.ProxyJump
+			r.PinnedKey, r.PinSource = key, "the host before kexec"
+			r.HostKeyPin = ""
+			r.SSHOptions = nil
+			r.ConnectTimeout = min(before.ConnectTimeout, max(time.Until(deadline), time.Second))
+			c, err := target.DialResolved(ctx, &r, opts.Home)
+			if err == nil {
+				return c, nil
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			var mm *target.HostKeyMismatchError
+			if errors.As(err, &mm) {
+				return nil, &Error{Step: "reconnect", Err: fmt.Errorf("the installer must present the host's own key, but: %w", err)}
+			}
+			last[port] = err
+		}
+		if time.Now().After(deadline) {
+			var seen []string
+			for _, p := range ports {
+				seen = append(seen, fmt.Sprintf("port %d: %s", p, target.Describe(last[p])))
+			}
+			return nil, &Error{Step: "reconnect", Err: &target.WaitError{What: "up as the installer", Addr: before.HostName, Waited: time.Since(start),
+				Attempts: attempts, LastSeen: strings.Join(seen, "; "), Last: last[ports[0]]}}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(opts.Interval):
+		}
+	}
+}

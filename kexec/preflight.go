@@ -1,0 +1,161 @@
+package kexec
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/nixos-via/nixos-via/internal/target"
+)
+
+// Refusal is a pre-flight check that stops the install before anything on
+// the host was touched. Check names the check; Msg says why and what to do.
+type Refusal struct {
+	Check string
+	Msg   string
+}
+
+func (r *Refusal) Error() string { return fmt.Sprintf("pre-flight %s: %s", r.Check, r.Msg) }
+
+// Refused marks the error as a pre-flight refusal (exit code 5).
+func (r *Refusal) Refused() bool { return true }
+
+// Memory needs, in bytes, beyond the kernel and initrd themselves.
+const (
+	// WorkingMargin is what the installer needs to run: kernel data
+	// structures, sshd, the disk tools and the closure receiver's buffers.
+	WorkingMargin int64 = 96 << 20
+	// LoadMargin is what the old system needs free while loading the
+	// kexec image (run's helpers, the appended cpio, page cache).
+	LoadMargin int64 = 32 << 20
+	// kernelFactor: the compressed bzImage decompresses to about this many
+	// times its size in RAM.
+	kernelFactor = 3
+)
+
+// Need is the memory the kexec step needs, computed from the tarball.
+type Need struct {
+	// OldAvailable: MemAvailable on the host before kexec (tarball files
+	// on a RAM filesystem, the loaded kernel and initrd, margin).
+	OldAvailable int64
+	// NewTotal: MemTotal the installer needs once booted (kernel, the
+	// compressed initrd while it unpacks, the unpacked initrd, margin).
+	NewTotal int64
+}
+
+// Needs computes the memory the tarball needs. filesInRAM says the
+// unpacked files sit on a RAM-backed filesystem (tmpfs) on the host.
+func Needs(tb *Tarball, filesInRAM bool) Need {
+	var files int64
+	for _, n := range tb.Files {
+		files += n
+	}
+	n := Need{}
+	n.OldAvailable = tb.KernelBytes + tb.InitrdBytes + LoadMargin
+	if filesInRAM {
+		n.OldAvailable += files
+	}
+	n.NewTotal = kernelFactor*tb.KernelBytes + tb.InitrdBytes + tb.InitrdUnpacked + WorkingMargin
+	return n
+}
+
+// PreflightInput is what the checks look at.
+type PreflightInput struct {
+	Facts       *target.Facts
+	Tarball     *Tarball // nil before the tarball is known (default URL)
+	CustomImage bool     // --kexec given
+	ForceKexec  bool
+	WorkDirFree int64 // free bytes where the tarball is unpacked; -1 unknown
+	WorkDirRAM  bool  // that directory is on tmpfs/ramfs
+}
+
+// Preflight runs every check before anything is uploaded. It returns
+// warnings to show, or the first *Refusal.
+func Preflight(in PreflightInput) (warnings []string, err error) {
+	f := in.Facts
+	if f.OS != "Linux" {
+		return nil, &Refusal{"os", fmt.Sprintf("the host runs %s; kexec needs Linux", orUnknown(f.OS))}
+	}
+	if !in.CustomImage {
+		if _, err := DefaultURL(f.Arch); err != nil {
+			return nil, &Refusal{"arch", fmt.Sprintf("the host is %s and there is no default installer for it: pass --kexec with an installer built for %s", f.Arch, f.Arch)}
+		}
+	}
+	if f.Container != "" && f.Container != "none" {
+		return nil, &Refusal{"container", fmt.Sprintf("the host is a %s container; a container cannot kexec its own kernel. Boot the machine into a rescue system instead and use --phases disko,install,reboot", f.Container)}
+	}
+	if !f.IsRoot && f.Escalation == "" {
+		return nil, &Refusal{"root", fmt.Sprintf("the login user %s is not root and has neither sudo nor doas", f.User)}
+	}
+	if f.KexecDisabled {
+		return nil, &Refusal{"kexec-disabled", "kexec is disabled on the host (/proc/sys/kernel/kexec_load_disabled = 1; it cannot be switched back on without a reboot). Reboot the host (or boot a rescue system) and try again"}
+	}
+	switch f.Lockdown {
+	case "integrity", "confidentiality":
+		return nil, &Refusal{"lockdown", fmt.Sprintf("the host's kernel is locked down (%s%s): it only kexecs signed kernels. Turn Secure Boot off in the firmware or use the provider's rescue system", f.Lockdown, sbNote(f))}
+	}
+	if f.SecureBoot == "enabled" {
+		warnings = append(warnings, "Secure Boot is on but the kernel is not locked down: kexec may still be refused")
+	}
+	if f.Virt == "xen" {
+		warnings = append(warnings, "the host is a Xen guest: kexec works in HVM guests but fails in PV guests (switch the VM to HVM if it does)")
+	}
+	if !f.Tools.Kexec && !hasHelper(in.Tarball, "kexec") {
+		warnings = append(warnings, "the host has no kexec and the tarball brings none of its own")
+	}
+	if in.Tarball != nil {
+		need := Needs(in.Tarball, in.WorkDirRAM)
+		est := ""
+		if in.Tarball.InitrdEstimated {
+			est = " (initrd size estimated)"
+		}
+		if avail := f.MemAvailKiB * 1024; avail < need.OldAvailable {
+			return nil, &Refusal{"memory", fmt.Sprintf("the host has %d MiB available but loading this installer needs %d MiB (kernel %d MiB + initrd %d MiB + %d MiB margin%s)%s. %s",
+				avail>>20, need.OldAvailable>>20, in.Tarball.KernelBytes>>20, in.Tarball.InitrdBytes>>20, LoadMargin>>20, ramFiles(in), est, memAdvice)}
+		}
+		if total := f.MemTotalKiB * 1024; total < need.NewTotal {
+			return nil, &Refusal{"memory", fmt.Sprintf("the host has %d MiB of RAM but this installer needs %d MiB once booted (kernel ~%d MiB + initrd %d MiB compressed + %d MiB unpacked + %d MiB working margin)%s. %s",
+				total>>20, need.NewTotal>>20, kernelFactor*in.Tarball.KernelBytes>>20, in.Tarball.InitrdBytes>>20, in.Tarball.InitrdUnpacked>>20, WorkingMargin>>20, est, memAdvice)}
+		}
+		if in.WorkDirFree >= 0 {
+			var files int64
+			for _, n := range in.Tarball.Files {
+				files += n
+			}
+			if in.WorkDirFree < files+(1<<20) {
+				return nil, &Refusal{"disk-space", fmt.Sprintf("the directory the installer is unpacked to has %d MiB free, it needs %d MiB", in.WorkDirFree>>20, (files>>20)+1)}
+			}
+		}
+	}
+	return warnings, nil
+}
+
+const memAdvice = "Use a smaller installer (--kexec with one built by `nixos-via image installer`), or boot the provider's rescue system and run with --phases disko,install,reboot"
+
+func ramFiles(in PreflightInput) string {
+	if !in.WorkDirRAM {
+		return ""
+	}
+	return " + the unpacked files on a RAM filesystem"
+}
+
+func sbNote(f *target.Facts) string {
+	if f.SecureBoot == "enabled" {
+		return ", Secure Boot on"
+	}
+	return ""
+}
+
+func hasHelper(tb *Tarball, name string) bool {
+	if tb == nil {
+		return true // unknown yet: do not warn
+	}
+	_, ok := tb.Files["kexec/"+name]
+	return ok
+}
+
+func orUnknown(s string) string {
+	if strings.TrimSpace(s) == "" {
+		return "an unknown OS"
+	}
+	return s
+}
