@@ -104,7 +104,9 @@ func TestDiskoPrintConfigAndValidate(t *testing.T) {
 	}
 	var cfg struct {
 		FileSystems map[string]struct{ Device, FsType string }
-		Boot        struct{ Loader struct{ Grub struct{ Devices []string } } }
+		Boot        struct {
+			Loader struct{ Grub struct{ Devices []string } }
+		}
 	}
 	if err := json.Unmarshal([]byte(out), &cfg); err != nil {
 		t.Fatalf("--print-config is not JSON: %v\n%s", err, out)
