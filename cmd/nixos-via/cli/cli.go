@@ -155,9 +155,10 @@ func Version() string {
 // refused with a clear message before anything is touched.
 func phaseImplemented(p string) bool {
 	switch p {
-	default:
-		return false
+	case "kexec", "disko":
+		return true
 	}
+	return false
 }
 
 // runInstall is the drop-in nixos-anywhere command.
@@ -176,7 +177,8 @@ func runInstall(ctx context.Context, env Env, args []string) error {
 	if err := checkImplemented(o); err != nil {
 		return err
 	}
-	return usagef("installing is %s", notImplementedMsg)
+	f := &flow{o: o, env: env, ui: newUI(env, o.JSON)}
+	return f.run(ctx)
 }
 
 // checkImplemented refuses flags and phases this build cannot honour yet,

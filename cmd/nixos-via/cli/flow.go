@@ -1,0 +1,361 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nixos-via/nixos-via/disko"
+	"github.com/nixos-via/nixos-via/internal/event"
+	"github.com/nixos-via/nixos-via/internal/nix"
+	"github.com/nixos-via/nixos-via/internal/target"
+	"github.com/nixos-via/nixos-via/kexec"
+)
+
+// flow runs the phases of one install, in order.
+type flow struct {
+	o      *Options
+	env    Env
+	ui     *ui
+	nix    nix.CLI
+	layout *disko.Layout
+	script string // rendered disko script
+	conn   *target.Conn
+	facts  *target.Facts
+}
+
+func (f *flow) has(phase string) bool { return contains(f.o.Phases, phase) }
+
+func (f *flow) step(phase, format string, a ...any) {
+	f.ui.Emit(event.Event{Phase: phase, Kind: event.Step, Msg: fmt.Sprintf(format, a...)})
+}
+
+func (f *flow) info(phase, format string, a ...any) {
+	f.ui.Emit(event.Event{Phase: phase, Kind: event.Info, Msg: fmt.Sprintf(format, a...)})
+}
+
+func (f *flow) warn(msg string) { f.ui.Emit(event.Event{Kind: event.Warn, Msg: msg}) }
+
+// run does the whole install. Everything that can be checked locally is
+// checked before the first connection; nothing destructive runs before the
+// pre-flight checks on the host have passed.
+func (f *flow) run(ctx context.Context) error {
+	if f.o.Debug {
+		f.nix.Log = f.env.Stderr
+	}
+	for _, p := range f.o.NixOptions {
+		f.nix.Args = append(f.nix.Args, "--option", p.A, p.B)
+	}
+	if f.o.ShowTrace {
+		f.nix.Args = append(f.nix.Args, "--show-trace")
+	}
+
+	// Local work first: a bad layout or a missing key file stops here.
+	if f.has("disko") {
+		if err := f.loadLayout(ctx); err != nil {
+			return err
+		}
+	}
+	for _, k := range f.o.DiskEncryptionKey {
+		if _, err := os.Stat(k.B); err != nil {
+			return usagef("--disk-encryption-keys %s %s: %v", k.A, k.B, err)
+		}
+	}
+	var tb *kexec.Tarball
+	if f.has("kexec") && f.o.Kexec != "" {
+		var err error
+		if tb, err = f.fetchTarball(ctx, f.o.Kexec); err != nil {
+			return err
+		}
+	}
+
+	f.step("probe", "connecting to %s", f.o.Host)
+	conn, facts, err := connect(ctx, f.env, f.o.conn(), f.warn)
+	if err != nil {
+		return err
+	}
+	f.conn, f.facts = conn, facts
+	defer func() { f.conn.Close() }()
+	f.info("probe", "%s %s, %s, %d MiB RAM, %s, logged in as %s", facts.OSName, facts.Arch, facts.Kernel, facts.MemTotalKiB>>10, facts.Firmware, facts.User)
+
+	if f.layout != nil {
+		if err := f.checkDisks(ctx); err != nil {
+			return err
+		}
+	}
+
+	if f.has("kexec") {
+		if err := f.kexec(ctx, tb); err != nil {
+			return err
+		}
+	} else if !facts.IsRoot && facts.Escalation == "" {
+		return &kexec.Refusal{Check: "root", Msg: fmt.Sprintf("the login user %s is not root and has neither sudo nor doas", facts.User)}
+	}
+	if f.has("disko") {
+		if err := f.disko(ctx); err != nil {
+			return &PhaseError{Phase: "disko", Err: err}
+		}
+	}
+	f.step("done", "finished phases %s", strings.Join(f.o.Phases, ","))
+	return nil
+}
+
+// loadLayout evaluates, validates and renders the disko layout locally.
+func (f *flow) loadLayout(ctx context.Context) error {
+	if f.o.StorePaths != nil {
+		return usagef("%s: the disko phase with --store-paths (a prebuilt disko script needs Nix on the target); use --flake", notImplementedMsg)
+	}
+	attr := f.o.FlakeRef + "#" + f.o.FlakeAttr + ".disko.devices"
+	f.step("build", "evaluating the disk layout %s", attr)
+	data, err := f.nix.Eval(ctx, attr)
+	if err != nil {
+		return fmt.Errorf("evaluate the disk layout: %w", err)
+	}
+	layout, err := disko.Parse(data)
+	if err != nil {
+		return fmt.Errorf("disk layout of %s: %w", f.o.Flake, err)
+	}
+	mode, err := diskoMode(f.o.DiskoMode)
+	if err != nil {
+		return err
+	}
+	script, err := layout.Script(mode, disko.RenderOptions{RootMountpoint: "/mnt"})
+	if err != nil {
+		return fmt.Errorf("render the disk layout: %w", err)
+	}
+	f.layout, f.script = layout, script
+	return nil
+}
+
+// diskoMode maps nixos-anywhere's --disko-mode to a script mode.
+func diskoMode(m string) (disko.Mode, error) {
+	switch m {
+	case "disko", "":
+		return disko.ParseMode("destroy,format,mount")
+	case "format":
+		return disko.ParseMode("format")
+	case "mount":
+		return disko.ParseMode("mount")
+	}
+	return 0, usagef("--disko-mode %q: want disko, format or mount", m)
+}
+
+func (f *flow) wipes() bool { return f.o.DiskoMode == "disko" || f.o.DiskoMode == "" }
+
+// checkDisks makes sure every disk the layout names exists on the host and
+// shows what will be wiped, before anything is touched.
+func (f *flow) checkDisks(ctx context.Context) error {
+	targets := f.layout.WipeTargets()
+	var script strings.Builder
+	for _, t := range targets {
+		fmt.Fprintf(&script, "d=%s; if [ -b \"$d\" ]; then printf 'ok\\t%%s\\t%%s\\n' \"$d\" \"$(readlink -f \"$d\")\"; else printf 'missing\\t%%s\\n' \"$d\"; fi\n", target.ShellQuote(t.Device))
+	}
+	out, err := f.conn.Output(ctx, script.String(), nil)
+	if err != nil {
+		return fmt.Errorf("check the layout's disks on the host: %w", err)
+	}
+	resolved := map[string]string{}
+	var missing []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Split(line, "\t")
+		switch {
+		case len(fields) == 3 && fields[0] == "ok":
+			resolved[fields[1]] = fields[2]
+		case len(fields) >= 2 && fields[0] == "missing":
+			missing = append(missing, fields[1])
+		}
+	}
+	if len(missing) > 0 {
+		var have []string
+		for _, d := range f.facts.Disks {
+			have = append(have, fmt.Sprintf("%s (%s)", d.Path, gib(d.SizeBytes)))
+		}
+		return &kexec.Refusal{Check: "disks", Msg: fmt.Sprintf("the layout names %s, which the host does not have; its disks are: %s",
+			strings.Join(missing, ", "), orNA(strings.Join(have, ", ")))}
+	}
+	if !f.wipes() {
+		return nil
+	}
+	f.step("disko", "the disko phase will ERASE these disks:")
+	for _, t := range targets {
+		desc := ""
+		for _, d := range f.facts.Disks {
+			if d.Path == resolved[t.Device] {
+				desc = fmt.Sprintf("%s, %s", gib(d.SizeBytes), orNA(d.Model))
+				if len(d.Mounted) > 0 {
+					desc += ", in use now: " + strings.Join(d.Mounted, ",")
+				}
+			}
+		}
+		dev := t.Device
+		if r := resolved[t.Device]; r != "" && r != t.Device {
+			dev += " -> " + r
+		}
+		f.info("disko", "disk.%s: %s (%s)", t.Name, dev, orNA(desc))
+	}
+	return f.confirm()
+}
+
+// confirm asks before wiping when a person is at a terminal and --yes was
+// not given. Without a terminal the run goes on, as nixos-anywhere does
+// (automation); the list above is still printed.
+func (f *flow) confirm() error {
+	if f.o.Yes {
+		return nil
+	}
+	in, ok := terminal(f.env.Stdin)
+	if !ok {
+		return nil
+	}
+	fmt.Fprint(f.env.Stderr, "Type \"yes\" to erase them: ")
+	line, _ := bufio.NewReader(in).ReadString('\n')
+	if strings.TrimSpace(line) != "yes" {
+		return &kexec.Refusal{Check: "confirm", Msg: "not confirmed; nothing was touched"}
+	}
+	return nil
+}
+
+func (f *flow) cacheDir() string {
+	if d := f.env.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "nixos-via", "kexec")
+	}
+	return filepath.Join(home(f.env), ".cache", "nixos-via", "kexec")
+}
+
+func (f *flow) fetchTarball(ctx context.Context, src string) (*kexec.Tarball, error) {
+	f.step("kexec", "installer tarball %s", src)
+	tb, err := kexec.Fetch(ctx, src, f.cacheDir(), f.o.KexecSHA256, &http.Client{Timeout: 30 * time.Minute}, f.ui)
+	if err != nil {
+		return nil, err
+	}
+	f.info("kexec", "sha256 %s, %s (kernel %s, initrd %s, %s unpacked)", tb.SHA256, humanBytes(tb.Bytes),
+		humanBytes(tb.KernelBytes), humanBytes(tb.InitrdBytes), humanBytes(tb.InitrdUnpacked))
+	return tb, nil
+}
+
+// kexec runs the kexec phase: pre-flight, upload, run, reconnect.
+func (f *flow) kexec(ctx context.Context, tb *kexec.Tarball) error {
+	if f.facts.IsInstaller && !f.o.ForceKexec {
+		f.info("kexec", "the host already runs an installer: skipping kexec (--force-kexec to kexec anyway)")
+		return nil
+	}
+	// Checks that need no tarball come first, so a refusal costs no download.
+	if _, err := kexec.Preflight(kexec.PreflightInput{Facts: f.facts, CustomImage: f.o.Kexec != "", WorkDirFree: -1}); err != nil {
+		return err
+	}
+	if tb == nil {
+		url, err := kexec.DefaultURL(f.facts.Arch)
+		if err != nil {
+			return &kexec.Refusal{Check: "arch", Msg: err.Error()}
+		}
+		if tb, err = f.fetchTarball(ctx, url); err != nil {
+			return err
+		}
+	}
+	w, err := kexec.PrepareWorkDir(ctx, f.conn)
+	if err != nil {
+		return &PhaseError{Phase: "kexec", Err: err}
+	}
+	warnings, err := kexec.Preflight(kexec.PreflightInput{Facts: f.facts, Tarball: tb, CustomImage: f.o.Kexec != "",
+		ForceKexec: f.o.ForceKexec, WorkDirFree: w.Free, WorkDirRAM: w.InRAM()})
+	if err != nil {
+		kexec.RemoveWorkDir(ctx, f.conn, w)
+		return err
+	}
+	for _, m := range warnings {
+		f.warn(m)
+	}
+	f.step("kexec", "uploading the installer to %s", w.Path)
+	if err := kexec.Upload(ctx, f.conn, tb, w, f.ui); err != nil {
+		return &PhaseError{Phase: "kexec", Err: err}
+	}
+	f.step("kexec", "loading the installer kernel")
+	if _, err := kexec.RunScript(ctx, f.conn, w, f.o.KexecExtraFlags); err != nil {
+		return &PhaseError{Phase: "kexec", Err: err}
+	}
+	conn, facts, err := kexec.Reconnect(ctx, f.conn, kexec.Options{PostKexecPort: f.o.PostKexecPort,
+		DownTimeout: f.o.TimeoutKexec, UpTimeout: f.o.TimeoutKexec, Home: home(f.env), Events: f.ui})
+	if err != nil {
+		return &PhaseError{Phase: "kexec", Err: err}
+	}
+	f.conn, f.facts = conn, facts
+	f.info("kexec", "the installer answers with the host's own key (%s), %d MiB RAM", facts.OSName, facts.MemTotalKiB>>10)
+	return nil
+}
+
+// disko uploads the LUKS key files and runs the rendered layout script.
+func (f *flow) disko(ctx context.Context) error {
+	for _, k := range f.o.DiskEncryptionKey {
+		if err := f.uploadSecret(ctx, k.B, k.A); err != nil {
+			return err
+		}
+		f.info("disko", "key file %s copied to the installer (mode 0600)", k.A)
+	}
+	f.step("disko", "partitioning, formatting and mounting under /mnt")
+	return f.runScript(ctx, "disko", "disko script", f.script)
+}
+
+// uploadSecret copies a local file (or pipe) to remote as root with mode
+// 0600, over stdin: never on a command line.
+func (f *flow) uploadSecret(ctx context.Context, local, remote string) error {
+	in, err := os.Open(local)
+	if err != nil {
+		return fmt.Errorf("--disk-encryption-keys: %w", err)
+	}
+	defer in.Close()
+	dir := filepath.Dir(remote)
+	cmd := fmt.Sprintf("umask 077 && mkdir -p %s && cat > %s && chmod 600 %s", target.ShellQuote(dir), target.ShellQuote(remote), target.ShellQuote(remote))
+	if _, err := f.conn.Output(ctx, cmd, in); err != nil {
+		return fmt.Errorf("copy key file to %s: %w", remote, err)
+	}
+	return nil
+}
+
+// runScript runs a shell script as root on the target, showing its output
+// line by line, and keeps the tail for the error.
+func (f *flow) runScript(ctx context.Context, phase, name, script string) error {
+	pr, pw := io.Pipe()
+	tail := &lineTail{max: 40}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			tail.add(sc.Text())
+			f.info(phase, "%s", sc.Text())
+		}
+		io.Copy(io.Discard, pr)
+	}()
+	// The script is stored first and run with no input, so a command in
+	// it that reads stdin cannot eat the rest of the script.
+	const cmd = `t=$(mktemp /tmp/nixos-via-script.XXXXXX) && cat > "$t" && sh "$t" < /dev/null; st=$?; rm -f "$t"; exit $st`
+	err := f.conn.Run(ctx, cmd, strings.NewReader(script), pw, pw)
+	pw.Close()
+	<-done
+	if err != nil {
+		return fmt.Errorf("%s: %w\n--- last lines ---\n%s", name, err, tail.String())
+	}
+	return nil
+}
+
+// lineTail keeps the last max lines.
+type lineTail struct {
+	max   int
+	lines []string
+}
+
+func (t *lineTail) add(s string) {
+	t.lines = append(t.lines, s)
+	if len(t.lines) > t.max {
+		t.lines = t.lines[len(t.lines)-t.max:]
+	}
+}
+
+func (t *lineTail) String() string { return strings.Join(t.lines, "\n") }

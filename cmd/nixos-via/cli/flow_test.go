@@ -1,0 +1,58 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nixos-via/nixos-via/internal/sshtest"
+)
+
+// layoutFlake writes a flake whose nixosConfigurations.t has the disko
+// layout given as JSON, and returns its reference.
+func layoutFlake(t *testing.T, layoutJSON string) string {
+	t.Helper()
+	if _, err := exec.LookPath("nix"); err != nil {
+		t.Skip("no nix (apt-get install nix-bin)")
+	}
+	dir := t.TempDir()
+	flake := `{ outputs = { self }: { nixosConfigurations.t.config.disko.devices = builtins.fromJSON (builtins.readFile ./layout.json); }; }`
+	if err := os.WriteFile(filepath.Join(dir, "flake.nix"), []byte(flake), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "layout.json"), []byte(layoutJSON), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return "path:" + dir
+}
+
+const missingDiskLayout = `{"disk": {"main": {"type": "disk", "device": "/dev/nixos-via-no-such-disk",
+  "content": {"type": "gpt", "partitions": {"root": {"size": "100%", "content": {"type": "filesystem", "format": "ext4", "mountpoint": "/"}}}}}}}`
+
+func TestDiskoPhaseRefusesAMissingDiskBeforeTouchingAnything(t *testing.T) {
+	s := sshtest.Start(t, sshtest.Options{})
+	ref := layoutFlake(t, missingDiskLayout)
+	code, _, stderr := runCLI(t, nil, "--flake", ref+"#t", "--phases", "disko", fmt.Sprintf("root@127.0.0.1:%d", s.Port),
+		"-i", s.ClientKey, "--ssh-option", "UserKnownHostsFile="+s.KnownHosts)
+	if code != ExitRefused {
+		t.Fatalf("exit %d, want %d (pre-flight refused); stderr:\n%s", code, ExitRefused, stderr)
+	}
+	if !strings.Contains(stderr, "/dev/nixos-via-no-such-disk") || !strings.Contains(stderr, "does not have") {
+		t.Errorf("stderr does not name the missing disk:\n%s", stderr)
+	}
+	if strings.Contains(stderr, "partitioning") {
+		t.Errorf("the disko script started:\n%s", stderr)
+	}
+}
+
+func TestInvalidLayoutFailsBeforeConnecting(t *testing.T) {
+	ref := layoutFlake(t, `{"disk": {"main": {"type": "disk", "device": "/dev/vda", "content": {"type": "filesystem", "format": "ext5", "mountpoint": "/"}}}}`)
+	// Nothing listens on this port: a connection attempt would fail with exit 3.
+	code, _, stderr := runCLI(t, nil, "--flake", ref+"#t", "--phases", "disko", "root@127.0.0.1:1")
+	if code != ExitFailure || !strings.Contains(stderr, `disk.main.content.format`) || strings.Contains(stderr, "connecting") {
+		t.Errorf("exit %d, stderr:\n%s\nwant exit 1 naming the JSON path, before any connection", code, stderr)
+	}
+}
