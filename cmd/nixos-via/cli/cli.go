@@ -106,6 +106,10 @@ func Run(ctx context.Context, env Env) int {
 		switch args[0] {
 		case "facts":
 			return finish(env, runFacts(ctx, env, args[1:]))
+		case "disko":
+			return runDisko(ctx, env, args[1:])
+		case "agent":
+			return runAgent(ctx, env, args[1:])
 		case "version":
 			fmt.Fprintln(env.Stdout, "nixos-via", Version())
 			return ExitOK

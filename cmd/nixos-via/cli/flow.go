@@ -298,7 +298,8 @@ func (f *flow) disko(ctx context.Context) error {
 		f.info("disko", "key file %s copied to the installer (mode 0600)", k.A)
 	}
 	f.step("disko", "partitioning, formatting and mounting under /mnt")
-	return f.runScript(ctx, "disko", "disko script", f.script)
+	// The wipe was listed and confirmed in checkDisks, before kexec.
+	return f.runScript(ctx, "disko", "disko script", f.script, "--yes-wipe-all-disks")
 }
 
 // uploadSecret copies a local file (or pipe) to remote as root with mode
@@ -319,7 +320,7 @@ func (f *flow) uploadSecret(ctx context.Context, local, remote string) error {
 
 // runScript runs a shell script as root on the target, showing its output
 // line by line, and keeps the tail for the error.
-func (f *flow) runScript(ctx context.Context, phase, name, script string) error {
+func (f *flow) runScript(ctx context.Context, phase, name, script string, args ...string) error {
 	pr, pw := io.Pipe()
 	tail := &lineTail{max: 40}
 	done := make(chan struct{})
@@ -335,7 +336,11 @@ func (f *flow) runScript(ctx context.Context, phase, name, script string) error 
 	}()
 	// The script is stored first and run with no input, so a command in
 	// it that reads stdin cannot eat the rest of the script.
-	const cmd = `t=$(mktemp /tmp/nixos-via-script.XXXXXX) && cat > "$t" && sh "$t" < /dev/null; st=$?; rm -f "$t"; exit $st`
+	var quoted []string
+	for _, a := range args {
+		quoted = append(quoted, target.ShellQuote(a))
+	}
+	cmd := `t=$(mktemp /tmp/nixos-via-script.XXXXXX) && cat > "$t" && sh "$t" ` + strings.Join(quoted, " ") + ` < /dev/null; st=$?; rm -f "$t"; exit $st`
 	err := f.conn.Run(ctx, cmd, strings.NewReader(script), pw, pw)
 	pw.Close()
 	<-done
