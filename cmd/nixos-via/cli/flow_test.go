@@ -56,3 +56,45 @@ func TestInvalidLayoutFailsBeforeConnecting(t *testing.T) {
 		t.Errorf("exit %d, stderr:\n%s\nwant exit 1 naming the JSON path, before any connection", code, stderr)
 	}
 }
+
+func TestDiskoPhaseOnALoopDevice(t *testing.T) {
+	s := sshtest.Start(t, sshtest.Options{})
+	if _, err := exec.LookPath("sgdisk"); err != nil {
+		t.Skip("no sgdisk (apt-get install gdisk)")
+	}
+	if out, _ := exec.Command("findmnt", "-n", "/mnt").Output(); len(out) > 0 {
+		t.Skipf("/mnt is in use on this machine (%s): the install flow mounts there", strings.TrimSpace(string(out)))
+	}
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := exec.Command("truncate", "-s", "300M", img).Run(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "-P", "--find", "--show", img).Output()
+	if err != nil {
+		t.Skipf("losetup: %v (loop devices unavailable)", err)
+	}
+	loop := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		exec.Command("umount", "-R", "/mnt").Run()
+		exec.Command("losetup", "-d", loop).Run()
+	})
+	layout := fmt.Sprintf(`{"disk": {"main": {"type": "disk", "device": %q, "content": {"type": "gpt", "partitions": {
+  "srv": {"size": "64M", "content": {"type": "filesystem", "format": "ext4", "mountpoint": "/srv"}},
+  "root": {"size": "100%%", "content": {"type": "filesystem", "format": "ext4", "mountpoint": "/"}}}}}}}`, loop)
+	ref := layoutFlake(t, layout)
+	code, _, stderr := runCLI(t, nil, "--flake", ref+"#t", "--phases", "disko", fmt.Sprintf("root@127.0.0.1:%d", s.Port),
+		"-i", s.ClientKey, "--ssh-option", "UserKnownHostsFile="+s.KnownHosts)
+	if code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr, "ERASE") || !strings.Contains(stderr, loop) {
+		t.Errorf("the wipe list does not name %s:\n%s", loop, stderr)
+	}
+	// (ext4 only: this machine's kernel may lack vfat.)
+	for mp, fstype := range map[string]string{"/mnt": "ext4", "/mnt/srv": "ext4"} {
+		got, err := exec.Command("findmnt", "-n", "-o", "FSTYPE", mp).Output()
+		if err != nil || strings.TrimSpace(string(got)) != fstype {
+			t.Errorf("findmnt %s = %q (%v), want %s", mp, got, err, fstype)
+		}
+	}
+}
