@@ -234,7 +234,7 @@ func Agent(t testing.TB) string {
 	}
 	root := filepath.Dir(strings.TrimSpace(string(gomod)))
 	out := filepath.Join(t.TempDir(), "nixos-via")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./cmd/nixos-via")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./cmd/nixos-via")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if msg, err := cmd.CombinedOutput(); err != nil {
