@@ -238,7 +238,7 @@ func dialHop(ctx context.Context, via *ssh.Client, res *Resolved, auth []ssh.Aut
 		source = "--host-key"
 	}
 	checker := &hostKeyChecker{files: res.KnownHostsFiles, strict: res.StrictHostKeyChecking, pin: res.HostKeyPin,
-		pinned: res.PinnedKey, source: source, warn: res.Warn}
+		pinned: res.PinnedKey, source: source, replace: res.ReplaceKnownHost, warn: res.Warn}
 	cfg := &ssh.ClientConfig{
 		User:              res.User,
 		Auth:              auth,
@@ -246,7 +246,7 @@ func dialHop(ctx context.Context, via *ssh.Client, res *Resolved, auth []ssh.Aut
 		Timeout:           res.ConnectTimeout,
 		HostKeyAlgorithms: algos,
 	}
-	if algos == nil && res.StrictHostKeyChecking != StrictNo {
+	if algos == nil && res.StrictHostKeyChecking != StrictNo && !res.ReplaceKnownHost {
 		cfg.HostKeyAlgorithms = checker.knownKeyAlgorithms(addr)
 	}
 	dctx, cancel := context.WithTimeout(ctx, res.ConnectTimeout)

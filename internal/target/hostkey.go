@@ -46,12 +46,13 @@ func (e *UnknownHostKeyError) Error() string {
 
 // hostKeyChecker verifies host keys for one hop and records what it saw.
 type hostKeyChecker struct {
-	files  []string
-	strict string
-	pin    string
-	pinned ssh.PublicKey
-	source string // names the pin in errors
-	warn   func(string)
+	files   []string
+	strict  string
+	pin     string
+	pinned  ssh.PublicKey
+	source  string // names the pin in errors
+	replace bool   // accept any key and make it the only known one
+	warn    func(string)
 
 	mu   sync.Mutex
 	seen ssh.PublicKey
@@ -148,6 +149,15 @@ func (h *hostKeyChecker) check(hostname string, remote net.Addr, key ssh.PublicK
 	h.mu.Unlock()
 	got := ssh.FingerprintSHA256(key)
 	host := knownhosts.Normalize(hostname)
+	if h.replace {
+		if err := replaceKnownHost(h.files[0], hostname, remote, key); err != nil {
+			return err
+		}
+		if h.warn != nil {
+			h.warn(fmt.Sprintf("recorded the new host key of %s (%s %s) in %s, replacing the old one", host, key.Type(), got, h.files[0]))
+		}
+		return nil
+	}
 	if h.pinned != nil {
 		if !bytes.Equal(key.Marshal(), h.pinned.Marshal()) {
 			return &HostKeyMismatchError{Host: host, Got: got, Want: []string{ssh.FingerprintSHA256(h.pinned)}, Source: h.source, KeyTypes: []string{key.Type()}}
@@ -221,6 +231,59 @@ func appendKnownHost(file, hostname string, remote net.Addr, key ssh.PublicKey) 
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("record host key in %s: %w", file, err)
+	}
+	return nil
+}
+
+// replaceKnownHost drops every line of file that names hostname (plain or
+// hashed) and appends the new key.
+func replaceKnownHost(file, hostname string, remote net.Addr, key ssh.PublicKey) error {
+	for range 100 {
+		line, err := knownLine(file, hostname, remote)
+		if err != nil {
+			return err
+		}
+		if line == 0 {
+			break
+		}
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return fmt.Errorf("record host key: %w", err)
+		}
+		lines := strings.Split(string(data), "\n")
+		lines = append(lines[:line-1], lines[line:]...)
+		if err := writeFileAtomic(file, []byte(strings.Join(lines, "\n"))); err != nil {
+			return err
+		}
+	}
+	return appendKnownHost(file, hostname, remote, key)
+}
+
+// knownLine is the number of a line of file that has a key for hostname, or 0.
+func knownLine(file, hostname string, remote net.Addr) (int, error) {
+	if _, err := os.Stat(file); os.IsNotExist(err) {
+		return 0, nil
+	}
+	cb, err := knownhosts.New(file)
+	if err != nil {
+		return 0, fmt.Errorf("read known_hosts: %w", err)
+	}
+	var ke *knownhosts.KeyError
+	if err := cb(hostname, remote, probeKey()); errors.As(err, &ke) {
+		for _, w := range ke.Want {
+			return w.Line, nil
+		}
+	}
+	return 0, nil
+}
+
+func writeFileAtomic(file string, data []byte) error {
+	tmp := file + ".nixos-via.tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("record host key: %w", err)
+	}
+	if err := os.Rename(tmp, file); err != nil {
+		return fmt.Errorf("record host key: %w", err)
 	}
 	return nil
 }

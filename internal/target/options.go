@@ -50,6 +50,10 @@ type Options struct {
 	// the key the host presented before). PinSource names it in errors.
 	PinnedKey ssh.PublicKey
 	PinSource string
+	// ReplaceKnownHost accepts whatever key the host presents and makes it
+	// the host's only entry in the first known_hosts file (a freshly
+	// installed system has new host keys). Warn says so.
+	ReplaceKnownHost bool
 	// ConnectTimeout bounds the TCP connect and SSH handshake of each hop.
 	ConnectTimeout time.Duration
 	// ServerAliveInterval, when non-zero, sends keepalives on the connection.

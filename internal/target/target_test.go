@@ -627,3 +627,30 @@ func TestOneWriterForStdoutAndStderrKeepsEverything(t *testing.T) {
 		}
 	}
 }
+
+func TestReplaceKnownHostRecordsTheNewKeyAndDropsTheOld(t *testing.T) {
+	s := sshtest.Start(t, sshtest.Options{})
+	kh := filepath.Join(t.TempDir(), "known_hosts")
+	other := "otherhost ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBn2lI6F8CdTqYHrPu1Vz5Eb5W6B4sXOZ8o8r9kWk6bX\n"
+	old := readFile(t, s.KnownHosts)
+	os.WriteFile(kh, append([]byte(other), old...), 0o600)
+	s.ReplaceHostKey(t) // a reinstalled host
+	o := opts(s)
+	o.KnownHostsFiles = []string{kh}
+	o.ReplaceKnownHost = true
+	var warnings []string
+	o.Warn = func(m string) { warnings = append(warnings, m) }
+	dial(t, o).Close()
+	got := string(readFile(t, kh))
+	want := other + fmt.Sprintf("[127.0.0.1]:%d %s", s.Port, ssh.MarshalAuthorizedKey(s.HostKey))
+	if got != want {
+		t.Errorf("known_hosts =\n%s\nwant\n%s", got, want)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "replacing the old one") {
+		t.Errorf("warnings = %q", warnings)
+	}
+	// Now plain accept-new checking works against the new key.
+	o.ReplaceKnownHost = false
+	o.StrictHostKeyChecking = target.StrictYes
+	dial(t, o).Close()
+}
