@@ -512,6 +512,8 @@ func tsBootScenario(t *testing.T, scenario string, ndisks int) {
 		t.Fatal(err)
 	}
 	ssh := func(cmd string) (string, error) {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
 		return tsRun(ctx, "ssh", "-o", "ConnectTimeout=5", "-p", strconv.Itoa(vm.port), "-i", keyFile,
 			"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
 			"-o", "UserKnownHostsFile="+knownHosts, "-o", "LogLevel=ERROR", "root@127.0.0.1", cmd)
