@@ -159,7 +159,7 @@ func Version() string {
 // refused with a clear message before anything is touched.
 func phaseImplemented(p string) bool {
 	switch p {
-	case "kexec", "disko":
+	case "kexec", "disko", "install", "reboot":
 		return true
 	}
 	return false

@@ -52,6 +52,7 @@ type Options struct {
 	DiskoMode         string
 	NoDiskoDeps       bool
 	CopyJobs          int
+	Agent             string
 
 	HostKey         string
 	SudoPasswordEnv string
@@ -128,6 +129,7 @@ func specs() []flagSpec {
 		{name: "chown", group: gInst, arg: "PATH OWNER", help: "chown -R OWNER PATH in the installed root after --extra-files (repeatable)"},
 		{name: "copy-host-keys", group: gInst, help: "give the installed system the host's current SSH host keys"},
 		{name: "copy-jobs", group: gInst, arg: "N", help: "parallel streams for the closure copy (default 2)"},
+		{name: "agent", group: gInst, arg: "FILE", help: "static nixos-via binary to run on the target (default: this one, if static and of its arch)"},
 
 		{name: "phases", group: gFlow, arg: "LIST", help: "comma list of kexec,disko,install,reboot (default all)"},
 		{name: "yes", short: "y", group: gFlow, help: "do not ask before wiping the disks the layout names"},
@@ -328,6 +330,7 @@ func ParseArgs(args []string) (*Options, bool, error) {
 	o.ExtraFiles = str("extra-files")
 	o.Chown = pairs["chown"]
 	o.CopyHostKeys = boolean("copy-host-keys")
+	o.Agent = str("agent")
 	o.CopyJobs = 2
 	if changed("copy-jobs") {
 		n, err := strconv.Atoi(str("copy-jobs"))

@@ -28,6 +28,10 @@ type flow struct {
 	script string // rendered disko script
 	conn   *target.Conn
 	facts  *target.Facts
+
+	toplevel string         // the system to install
+	closure  []nix.PathInfo // its closure
+	nixStore string         // the system's own nix-store
 }
 
 func (f *flow) has(phase string) bool { return contains(f.o.Phases, phase) }
@@ -59,6 +63,11 @@ func (f *flow) run(ctx context.Context) error {
 	// Local work first: a bad layout or a missing key file stops here.
 	if f.has("disko") {
 		if err := f.loadLayout(ctx); err != nil {
+			return err
+		}
+	}
+	if f.has("install") || f.has("reboot") {
+		if err := f.buildSystem(ctx); err != nil {
 			return err
 		}
 	}
@@ -97,9 +106,25 @@ func (f *flow) run(ctx context.Context) error {
 	} else if !facts.IsRoot && facts.Escalation == "" {
 		return &kexec.Refusal{Check: "root", Msg: fmt.Sprintf("the login user %s is not root and has neither sudo nor doas", facts.User)}
 	}
+	if f.has("install") {
+		// Fail before disko when the agent cannot run on the target.
+		if _, err := f.agentBinary(); err != nil {
+			return usagef("%v", err)
+		}
+	}
 	if f.has("disko") {
 		if err := f.disko(ctx); err != nil {
 			return &PhaseError{Phase: "disko", Err: err}
+		}
+	}
+	if f.has("install") {
+		if err := f.install(ctx); err != nil {
+			return &PhaseError{Phase: "install", Err: err}
+		}
+	}
+	if f.has("reboot") {
+		if err := f.reboot(ctx); err != nil {
+			return &PhaseError{Phase: "reboot", Err: err}
 		}
 	}
 	f.step("done", "finished phases %s", strings.Join(f.o.Phases, ","))
