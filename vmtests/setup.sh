@@ -11,7 +11,7 @@ packages=(
   # images: kernel, busybox, initramfs and kexec parts
   linux-image-cloud-amd64 busybox-static kmod cpio zstd kexec-tools iproute2 dash
   # VMs and the test NixOS system
-  qemu-system-x86 qemu-utils ovmf systemd-boot-efi nix-bin
+  qemu-system-x86 qemu-utils ovmf systemd-boot-efi nix-bin patchelf
 )
 missing=()
 for p in "${packages[@]}"; do
