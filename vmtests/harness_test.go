@@ -72,6 +72,14 @@ func TestHarnessProviderBoot(t *testing.T) {
 		t.Errorf("sudo with a wrong password succeeded: %q", out)
 	}
 
+	// The real CLI reads the provider: a Debian-like host, not an
+	// installer, reached as a sudo user.
+	agent := testimg.Agent(t)
+	f := runFacts(t, ctx, agent, user)
+	if f.OSID != "debian" || f.IsInstaller || f.IsNixOS || f.User != testimg.User || f.IsRoot || f.Escalation != "sudo" || !hasDisk(f, "vda") {
+		t.Errorf("nixos-via facts on the provider = %+v; want osId debian, no installer, user %s via sudo, disk vda", *f, testimg.User)
+	}
+
 	// A client that expects another host key is refused: the known_hosts
 	// check is real, which the kexec test relies on.
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
@@ -94,5 +102,29 @@ func TestHarnessProviderBoot(t *testing.T) {
 	defer wcancel2()
 	if err := v.Wait(wctx2); err != nil {
 		t.Errorf("QEMU after poweroff: %v", err)
+	}
+}
+
+// TestHarnessUEFIBoot boots the provider kernel through OVMF (the kernel's
+// EFI stub) with a private copy of the vars file, as the install
+// scenarios boot their disks.
+func TestHarnessUEFIBoot(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	keys := testimg.TestKeys(t)
+	p := testimg.Provider(t, keys, "")
+	v := vm.Start(t, vm.Config{Name: "uefi", UEFI: true, Kernel: p.Kernel, Initrd: p.Initrd, Cmdline: p.Cmdline,
+		Disks: []vm.Disk{{Size: 64 << 20, Format: "raw", BootIndex: 0}}})
+	root, err := v.SSH("root", keys.ClientKeyFile, keys.HostKey.PublicLine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := root.WaitUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("OVMF + EFI stub to first ssh: %s", time.Since(v.Started).Round(100*time.Millisecond))
+	out, err := root.Run(ctx, "test -d /sys/firmware/efi && echo efi; cat /sys/block/vda/size", nil)
+	if err != nil || out != "efi\n131072\n" {
+		t.Errorf("UEFI guest: %q, %v; want efi and a 64 MiB vda", out, err)
 	}
 }

@@ -85,6 +85,10 @@ func TestHarnessKexecInstaller(t *testing.T) {
 	}
 	t.Logf("kexec/run returned to installer ssh: %s (includes run's 6 s delay before kexec -e)", time.Since(ranAt).Round(100*time.Millisecond))
 
+	f := runFacts(t, ctx, testimg.Agent(t), root)
+	if !f.IsNixOS || !f.IsInstaller || !f.IsRoot || !hasDisk(f, "vda") {
+		t.Errorf("nixos-via facts on the installer = %+v; want a NixOS installer, root, disk vda", *f)
+	}
 	checkStart := time.Now()
 	defer func() { t.Logf("installer checks took %s", time.Since(checkStart).Round(100*time.Millisecond)) }()
 	checks := []struct {

@@ -21,6 +21,8 @@ type SSH struct {
 	Port       int
 	KeyFile    string // private key, mode 0600
 	KnownHosts string
+	// vm, when set, makes WaitUp give up as soon as QEMU has exited.
+	vm *VM
 }
 
 // SSH returns a client for user on the VM that trusts only hostKeyLine
@@ -42,7 +44,7 @@ func (v *VM) SSH(user, keyFile, hostKeyLine string) (*SSH, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vm: %w", err)
 	}
-	return &SSH{User: user, Port: v.SSHPort, KeyFile: keyFile, KnownHosts: f.Name()}, nil
+	return &SSH{User: user, Port: v.SSHPort, KeyFile: keyFile, KnownHosts: f.Name(), vm: v}, nil
 }
 
 // Args returns the ssh arguments before the command. ConnectTimeout comes
@@ -98,6 +100,11 @@ func (s *SSH) WaitUp(ctx context.Context) error {
 		last = fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
 		if strings.Contains(string(out), "REMOTE HOST IDENTIFICATION HAS CHANGED") || strings.Contains(string(out), "Host key verification failed") {
 			return fmt.Errorf("ssh %s@127.0.0.1:%d: host key mismatch: %s", s.User, s.Port, strings.TrimSpace(string(out)))
+		}
+		if s.vm != nil {
+			if exited, qerr := s.vm.Exited(); exited {
+				return fmt.Errorf("ssh %s@127.0.0.1:%d: VM %s exited (%v); console tail:\n%s", s.User, s.Port, s.vm.Name, qerr, s.vm.ConsoleTail(30))
+			}
 		}
 		select {
 		case <-ctx.Done():

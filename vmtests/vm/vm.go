@@ -127,6 +127,9 @@ func Start(t testing.TB, cfg Config) *VM {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
+			if exited, err := v.Exited(); exited {
+				t.Logf("VM %s: QEMU exited: %v", v.Name, err)
+			}
 			t.Logf("console of VM %s (%s), last lines:\n%s", v.Name, v.ConsoleLog, v.ConsoleTail(60))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -216,7 +219,8 @@ func StartIn(dir string, cfg Config) (*VM, error) {
 		}
 		v.DiskPaths = append(v.DiskPaths, p)
 		dev := fmt.Sprintf("virtio-blk-pci,drive=d%d", i)
-		if d.BootIndex >= 0 && cfg.UEFI {
+		// With -kernel, QEMU gives the kernel boot index 0 itself.
+		if d.BootIndex >= 0 && cfg.UEFI && cfg.Kernel == "" {
 			dev += fmt.Sprintf(",bootindex=%d", d.BootIndex)
 		}
 		if d.Serial != "" {
