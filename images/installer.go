@@ -215,14 +215,15 @@ done
 # in a form the installer's init replays.
 "$IP" --json addr > "$work/network/addrs.json"
 "$IP" -4 --json route > "$work/network/routes-v4.json"
-"$IP" -6 --json route > "$work/network/routes-v6.json"
+# IPv6 may be disabled on the host; that must not stop the kexec.
+"$IP" -6 --json route > "$work/network/routes-v6.json" 2>/dev/null || echo '[]' > "$work/network/routes-v6.json"
 "$IP" -o link show | "$BB" awk '{ n = $2; sub(/:$/, "", n); sub(/@.*/, "", n); for (i = 3; i < NF; i++) if ($i == "link/ether") print n, $(i + 1) }' > "$work/network/macs"
 "$IP" -o addr show scope global | "$BB" awk -v macs="$work/network/macs" '
 	BEGIN { while ((getline l < macs) > 0) { split(l, a, " "); mac[a[1]] = a[2] } }
 	/ dynamic/ { next }
 	{ if (!($2 in mac)) next; fam = ($3 == "inet6") ? "-6" : "-4"; print "addr", mac[$2], fam, $4 }' > "$work/network/static"
 for fam in -4 -6; do
-	"$IP" "$fam" route show | "$BB" awk -v fam="$fam" -v macs="$work/network/macs" '
+	{ "$IP" "$fam" route show 2>/dev/null || true; } | "$BB" awk -v fam="$fam" -v macs="$work/network/macs" '
 		BEGIN { while ((getline l < macs) > 0) { split(l, a, " "); mac[a[1]] = a[2] } }
 		/ proto (kernel|dhcp|ra)( |$)/ { next }
 		{

@@ -107,12 +107,13 @@ func TestHarnessProviderBoot(t *testing.T) {
 
 // TestHarnessUEFIBoot boots the provider kernel through OVMF (the kernel's
 // EFI stub) with a private copy of the vars file, as the install
-// scenarios boot their disks.
+// scenarios boot their disks. The extra kernel parameter shows how tests
+// get a provider that refuses kexec_load.
 func TestHarnessUEFIBoot(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	keys := testimg.TestKeys(t)
-	p := testimg.Provider(t, keys, "")
+	p := testimg.Provider(t, keys, "sysctl.kernel.kexec_load_disabled=1")
 	v := vm.Start(t, vm.Config{Name: "uefi", UEFI: true, Kernel: p.Kernel, Initrd: p.Initrd, Cmdline: p.Cmdline,
 		Disks: []vm.Disk{{Size: 64 << 20, Format: "raw", BootIndex: 0}}})
 	root, err := v.SSH("root", keys.ClientKeyFile, keys.HostKey.PublicLine)
@@ -123,8 +124,8 @@ func TestHarnessUEFIBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("OVMF + EFI stub to first ssh: %s", time.Since(v.Started).Round(100*time.Millisecond))
-	out, err := root.Run(ctx, "test -d /sys/firmware/efi && echo efi; cat /sys/block/vda/size", nil)
-	if err != nil || out != "efi\n131072\n" {
-		t.Errorf("UEFI guest: %q, %v; want efi and a 64 MiB vda", out, err)
+	out, err := root.Run(ctx, "test -d /sys/firmware/efi && echo efi; cat /sys/block/vda/size /proc/sys/kernel/kexec_load_disabled", nil)
+	if err != nil || out != "efi\n131072\n1\n" {
+		t.Errorf("UEFI guest: %q, %v; want efi, a 64 MiB vda and kexec_load_disabled=1", out, err)
 	}
 }

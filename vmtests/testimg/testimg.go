@@ -18,8 +18,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -183,7 +185,43 @@ func cached(t testing.TB, kind string, opts any, build func(dir string) error) s
 			t.Fatalf("cache %s: %v", final, err)
 		}
 	}
+	prune(cache, kind, keepPerKind)
 	return final
+}
+
+// keepPerKind is how many images of one kind the cache keeps; every code
+// change makes a new key, so older entries are removed.
+const keepPerKind = 3
+
+// prune removes all but the newest keep entries of kind, and abandoned
+// build directories older than an hour.
+func prune(cache, kind string, keep int) {
+	entries, err := os.ReadDir(cache)
+	if err != nil {
+		return
+	}
+	type entry struct {
+		path string
+		mod  time.Time
+	}
+	var done []entry
+	for _, e := range entries {
+		p := filepath.Join(cache, e.Name())
+		switch {
+		case strings.HasPrefix(e.Name(), "build-"):
+			if st, err := os.Stat(p); err == nil && time.Since(st.ModTime()) > time.Hour {
+				os.RemoveAll(p)
+			}
+		case strings.HasPrefix(e.Name(), kind+"-") && e.IsDir():
+			if st, err := os.Stat(filepath.Join(p, ".complete")); err == nil {
+				done = append(done, entry{p, st.ModTime()})
+			}
+		}
+	}
+	sort.Slice(done, func(i, j int) bool { return done[i].mod.After(done[j].mod) })
+	for i := keep; i < len(done); i++ {
+		os.RemoveAll(done[i].path)
+	}
 }
 
 func needTools(t testing.TB) {
