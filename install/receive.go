@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -173,37 +172,43 @@ func (rc *receiver) receivePath(fr *frameReader, info nix.PathInfo) error {
 	return nil
 }
 
-// commit makes the pending paths durable and visible: write their records
-// under temporary names, sync the filesystem(s), rename each path into place,
-// sync the store directory, then rename the records into place.
+// commit makes the pending paths durable and visible, in an order that
+// never lets a crash leave a path that looks valid but is not:
+//  1. remove any old copy and record of each path (unrecorded or replaced);
+//  2. write each path's record (a record alone means nothing: validity needs
+//     the path too);
+//  3. sync the filesystem(s): the restored temporaries and records are on disk;
+//  4. rename each temporary into place and sync the store directory.
 func (rc *receiver) commit() (err error) {
 	pending := rc.pending
 	rc.pending, rc.pendingBytes = nil, 0
 	if len(pending) == 0 {
 		return nil
 	}
-	var recTmps []string
 	defer func() {
 		if err == nil {
 			return
 		}
-		var errs []error
+		errs := []error{err}
 		for _, p := range pending {
-			errs = append(errs, nar.RemoveAll(p.tmp))
-		}
-		for _, t := range recTmps {
-			if rmErr := os.Remove(t); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
-				errs = append(errs, rmErr)
+			if p.tmp != "" {
+				errs = append(errs, nar.RemoveAll(p.tmp))
 			}
 		}
-		err = errors.Join(append([]error{err}, errs...)...)
+		err = errors.Join(errs...)
 	}()
 	for _, p := range pending {
-		t := filepath.Join(rc.l.validDir(), tmpPrefix+filepath.Base(p.info.Path))
-		if err := writeRecord(t, p.info); err != nil {
+		if err := os.Remove(rc.l.record(p.info.Path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("receive %s: remove old record: %w", p.info.Path, err)
+		}
+		if err := nar.RemoveAll(rc.l.final(p.info.Path)); err != nil {
+			return fmt.Errorf("receive %s: replace unrecorded copy: %w", p.info.Path, err)
+		}
+	}
+	for _, p := range pending {
+		if err := writeRecord(rc.l.record(p.info.Path), p.info); err != nil {
 			return err
 		}
-		recTmps = append(recTmps, t)
 	}
 	if err := syncFS(rc.l.storeDir()); err != nil {
 		return fmt.Errorf("receive: %w", err)
@@ -212,27 +217,12 @@ func (rc *receiver) commit() (err error) {
 		return fmt.Errorf("receive: %w", err)
 	}
 	for i, p := range pending {
-		final := rc.l.final(p.info.Path)
-		if err := os.Remove(rc.l.record(p.info.Path)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("receive %s: remove old record: %w", p.info.Path, err)
-		}
-		if err := nar.RemoveAll(final); err != nil {
-			return fmt.Errorf("receive %s: replace unrecorded copy: %w", p.info.Path, err)
-		}
-		if err := os.Rename(p.tmp, final); err != nil {
+		if err := os.Rename(p.tmp, rc.l.final(p.info.Path)); err != nil {
 			return fmt.Errorf("receive %s: %w", p.info.Path, err)
 		}
 		pending[i].tmp = "" // in place now; nothing to clean up
 	}
 	if err := fsyncDir(rc.l.storeDir()); err != nil {
-		return fmt.Errorf("receive: %w", err)
-	}
-	for i, p := range pending {
-		if err := os.Rename(recTmps[i], rc.l.record(p.info.Path)); err != nil {
-			return fmt.Errorf("receive %s: record: %w", p.info.Path, err)
-		}
-	}
-	if err := fsyncDir(rc.l.validDir()); err != nil {
 		return fmt.Errorf("receive: %w", err)
 	}
 	for _, p := range pending {

@@ -232,18 +232,34 @@ func sendChannel(ctx context.Context, r Runner, queue <-chan nix.PathInfo, opts 
 	fw := newFrameWriter(enc)
 	fw.magic()
 	ps := &pathSender{opts: opts, fw: fw, prog: prog}
-	paths, narBytes := 0, uint64(0)
-	for info := range queue {
-		if err := ctx.Err(); err != nil {
-			enc.Close()
-			return counter.n.Load(), wait(err)
+	// A reader goroutine serialises and checks the next paths while this one
+	// compresses and sends the current one.
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	ready := ps.readAhead(readCtx, queue)
+	abort := func(err error) (uint64, error) {
+		stopReading()
+		for range ready { // let the reader finish
 		}
-		if err := ps.send(info); err != nil {
-			enc.Close()
-			return counter.n.Load(), wait(err)
+		enc.Close()
+		return counter.n.Load(), wait(err)
+	}
+	paths, narBytes := 0, uint64(0)
+	for p := range ready {
+		if err := ctx.Err(); err != nil {
+			return abort(err)
+		}
+		if p.err != nil {
+			return abort(p.err)
+		}
+		if err := ps.write(p); err != nil {
+			return abort(err)
 		}
 		paths++
-		narBytes += info.NarSize
+		narBytes += p.info.NarSize
+	}
+	if err := ctx.Err(); err != nil {
+		return abort(err)
 	}
 	fw.trailer(paths, narBytes)
 	if err := fw.flush(); err != nil {
@@ -270,8 +286,18 @@ type pathSender struct {
 	opts SendOptions
 	fw   *frameWriter
 	prog *progress
-	buf  bytes.Buffer
+	free chan *bytes.Buffer
 }
+
+// prepared is one path ready to be written: its NAR in buf (checked), or
+// buf nil for a path too big to hold, which write streams itself.
+type prepared struct {
+	info nix.PathInfo
+	buf  *bytes.Buffer
+	err  error
+}
+
+const readAheadPaths = 2
 
 func (ps *pathSender) local(p string) string {
 	if ps.opts.LocalRoot == "" {
@@ -280,52 +306,90 @@ func (ps *pathSender) local(p string) string {
 	return filepath.Join(ps.opts.LocalRoot, p)
 }
 
-// send writes one path item; the NAR is checked against info before any of
-// it is written.
-func (ps *pathSender) send(info nix.PathInfo) error {
-	src := ps.local(info.Path)
-	limit := ps.opts.BufferLimit
-	if limit == 0 {
-		limit = 16 << 20
+func (ps *pathSender) limit() uint64 {
+	if ps.opts.BufferLimit == 0 {
+		return 16 << 20
 	}
-	check := func(res nar.Result) error {
-		if res.Hash != info.NarHash || res.Size != info.NarSize {
-			return fmt.Errorf("%s: local NAR is %s (%d bytes) but path-info says %s (%d bytes); refusing to send a path that changed or is corrupt (nix-store --verify --check-contents)",
-				info.Path, res.Hash, res.Size, info.NarHash, info.NarSize)
-		}
-		return nil
+	return ps.opts.BufferLimit
+}
+
+func (ps *pathSender) check(info nix.PathInfo, res nar.Result) error {
+	if res.Hash != info.NarHash || res.Size != info.NarSize {
+		return fmt.Errorf("%s: local NAR is %s (%d bytes) but path-info says %s (%d bytes); refusing to send a path that changed or is corrupt (nix-store --verify --check-contents)",
+			info.Path, res.Hash, res.Size, info.NarHash, info.NarSize)
 	}
-	if info.NarSize <= limit {
-		ps.buf.Reset()
-		res, err := nar.Dump(&ps.buf, src)
-		if err != nil {
-			return err
+	return nil
+}
+
+// readAhead takes paths from queue and serialises each small one into
+// memory, checked against its narHash before any of it is sent. At most
+// readAheadPaths wait in the returned channel. It stops after an error.
+func (ps *pathSender) readAhead(ctx context.Context, queue <-chan nix.PathInfo) <-chan prepared {
+	ps.free = make(chan *bytes.Buffer, readAheadPaths+1)
+	for i := 0; i < readAheadPaths+1; i++ {
+		ps.free <- new(bytes.Buffer)
+	}
+	ready := make(chan prepared, readAheadPaths)
+	go func() {
+		defer close(ready)
+		for info := range queue {
+			p := prepared{info: info}
+			if info.NarSize <= ps.limit() {
+				select {
+				case p.buf = <-ps.free:
+				case <-ctx.Done():
+					return
+				}
+				p.buf.Reset()
+				res, err := nar.Dump(p.buf, ps.local(info.Path))
+				if err == nil {
+					err = ps.check(info, res)
+				}
+				p.err = err
+			}
+			select {
+			case ready <- p:
+			case <-ctx.Done():
+				return
+			}
+			if p.err != nil {
+				return
+			}
 		}
-		if err := check(res); err != nil {
-			return err
-		}
+	}()
+	return ready
+}
+
+// write writes one path item.
+func (ps *pathSender) write(p prepared) error {
+	info := p.info
+	if p.buf != nil {
 		ps.fw.pathHeader(info)
-		if _, err := ps.fw.Write(ps.buf.Bytes()); err != nil {
+		_, err := ps.fw.Write(p.buf.Bytes())
+		ps.free <- p.buf
+		if err != nil {
 			return err
 		}
 		ps.prog.add(1, info.NarSize)
 		return nil
 	}
+	// Too big to hold: a first pass checks it, a second streams it while
+	// hashing again. Should the path change between the passes, we stop, and
+	// the receiver's own check refuses what it got.
+	src := ps.local(info.Path)
 	res, err := nar.HashPath(src)
 	if err != nil {
 		return err
 	}
-	if err := check(res); err != nil {
+	if err := ps.check(info, res); err != nil {
 		return err
 	}
 	ps.fw.pathHeader(info)
-	// Second pass: stream it, hashing again. Should the path change between
-	// the passes, the receiver's own check refuses it and we stop here.
 	res, err = nar.Dump(&progressWriter{w: ps.fw, prog: ps.prog}, src)
 	if err != nil {
 		return err
 	}
-	if err := check(res); err != nil {
+	if err := ps.check(info, res); err != nil {
 		return err
 	}
 	ps.prog.add(1, 0)

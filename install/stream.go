@@ -24,13 +24,15 @@
 //
 // A received path appears at <root>/nix/store/<name> only when it is complete:
 // it is restored under <root>/nix/store/.nixos-via-tmp-<name>-<random>, its
-// sha256 and size are checked against the header, the filesystem is synced, and
-// only then is it renamed into place. After the rename the receiver writes the
-// path's registration record (the `nix-store --load-db` text of that one path)
-// to <root>/nix/var/nixos-via/valid/<name>. A path is valid for a later run
-// when both exist and the record's narHash equals the one the sender wants;
-// `agent query` answers that question, so a re-run sends only what is missing.
-// The records together are the closure's registration; see Registration.
+// sha256 and size are checked against the header, and in batches (by size,
+// count and age) the receiver writes each path's registration record (the
+// `nix-store --load-db` text of that one path) to
+// <root>/nix/var/nixos-via/valid/<name>, syncs the filesystem, and only then
+// renames the paths into place. A path is valid for a later run when both it
+// and its record exist and the record's narHash equals the one the sender
+// wants; `agent query` answers that question, so a re-run sends only what is
+// missing, and removes temporaries a killed receiver left behind. The records
+// together are the registration of what was received (ReadRecords).
 package install
 
 import (

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 )
 
@@ -100,25 +99,7 @@ func (rv *restorer) regular(rel string, executable bool, size uint64, contents i
 	if executable {
 		mode |= 0o111
 	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
-	if err != nil {
-		return fmt.Errorf("nar restore: %w", err)
-	}
-	if _, err := io.CopyBuffer(onlyWriter{f}, contents, rv.buf); err != nil {
-		f.Close()
-		return fmt.Errorf("nar restore %s: %w", p, err)
-	}
-	if err := f.Chmod(mode); err != nil { // the umask may have narrowed it
-		f.Close()
-		return fmt.Errorf("nar restore: %w", err)
-	}
-	if rv.opts.Fsync {
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return fmt.Errorf("nar restore: fsync %s: %w", p, err)
-		}
-	}
-	if err := f.Close(); err != nil {
+	if err := createFile(p, mode, contents, rv.buf, rv.opts.Fsync); err != nil {
 		return fmt.Errorf("nar restore: %w", err)
 	}
 	if rv.opts.Canonical {
@@ -128,12 +109,6 @@ func (rv *restorer) regular(rel string, executable bool, size uint64, contents i
 	}
 	return nil
 }
-
-// onlyWriter hides *os.File's ReadFrom so CopyBuffer uses our buffer and
-// reads the LimitedReader exactly.
-type onlyWriter struct{ w io.Writer }
-
-func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
 
 func (rv *restorer) symlink(rel, target string) error {
 	if err := os.Symlink(target, rv.path(rel)); err != nil {

@@ -1,0 +1,220 @@
+// Package bench compares nixos-via's closure copy with `nix copy` over
+// ssh:// and a plain `tar | zstd | ssh` pipe, on loopback. It is not a timed
+// test: run it with bench.sh, which builds the synthetic closure first.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/nixos-via/nixos-via/internal/nar"
+	"github.com/nixos-via/nixos-via/internal/nix"
+	"github.com/nixos-via/nixos-via/internal/sshtest"
+)
+
+type result struct {
+	name     string
+	wall     time.Duration
+	wire     int64
+	maxRSSKB int64
+}
+
+type env struct {
+	store, pathsFile, work string
+	paths                  []string
+	narBytes               uint64
+	via                    string
+	server                 *sshtest.Server
+	proxy                  *sshtest.Proxy
+	knownHosts             string
+}
+
+func setup(b *testing.B) *env {
+	store, pathsFile := os.Getenv("NIXOS_VIA_BENCH_STORE"), os.Getenv("NIXOS_VIA_BENCH_PATHS")
+	if store == "" || pathsFile == "" {
+		b.Skip("set NIXOS_VIA_BENCH_STORE and NIXOS_VIA_BENCH_PATHS (install/bench/bench.sh does)")
+	}
+	sshtest.Need(b)
+	for _, tool := range []string{"nix", "ssh", "tar", "zstd"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			b.Skipf("%s not installed", tool)
+		}
+	}
+	e := &env{store: store, pathsFile: pathsFile, work: b.TempDir()}
+	data, err := os.ReadFile(pathsFile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.paths = strings.Fields(string(data))
+	infos, err := nix.CLI{Args: []string{"--store", store}}.PathInfo(context.Background(), e.paths...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, info := range infos {
+		e.narBytes += info.NarSize
+	}
+	e.via = filepath.Join(e.work, "via")
+	build := exec.Command("go", "build", "-o", e.via, "./via")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("go build via: %v: %s", err, out)
+	}
+	e.server = sshtest.Start(b, sshtest.Options{})
+	e.proxy = sshtest.StartProxy(b, e.server.Addr)
+	e.knownHosts = filepath.Join(e.work, "known_hosts")
+	line := fmt.Sprintf("[127.0.0.1]:%d %s", e.proxy.Port, ssh.MarshalAuthorizedKey(e.server.HostKey))
+	if err := os.WriteFile(e.knownHosts, []byte(line), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	// Warm the page cache so every method reads the sources from memory.
+	if out, err := exec.Command("sh", "-c", fmt.Sprintf("cd %s && sed 's|^/||' %s | tar -cf - -T - >/dev/null", store, pathsFile)).CombinedOutput(); err != nil {
+		b.Fatalf("warm-up: %v: %s", err, out)
+	}
+	return e
+}
+
+func (e *env) sshOpts() string {
+	return fmt.Sprintf("-p %d -i %s -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o BatchMode=yes -o LogLevel=ERROR",
+		e.proxy.Port, e.server.ClientKey, e.knownHosts)
+}
+
+// run runs a shell command line and measures wall time, bytes through the
+// proxy (client to server) and the peak RSS of the client's process tree.
+func (e *env) run(b *testing.B, name, script string, extraEnv ...string) result {
+	b.Helper()
+	before := e.proxy.BytesToTarget()
+	cmd := exec.Command("sh", "-c", script)
+	cmd.Env = append(os.Environ(), extraEnv...)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	wall := time.Since(start)
+	if err != nil {
+		b.Fatalf("%s: %v\n%s", name, err, out)
+	}
+	// Connections are counted when they close; give the proxy a moment.
+	var wire int64
+	for i := 0; i < 100; i++ {
+		if wire = e.proxy.BytesToTarget() - before; wire > 0 && i > 5 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss
+	return result{name: name, wall: wall, wire: wire, maxRSSKB: rss}
+}
+
+func (e *env) freshRoot(b *testing.B, name string) string {
+	root := filepath.Join(e.work, "targets", name)
+	if err := nar.RemoveAll(root); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	return root
+}
+
+func (e *env) viaSend(b *testing.B, name, root string, jobs int) result {
+	return e.run(b, name, fmt.Sprintf("%s send --store-root %s --paths %s --port %d --key %s --known-hosts %s --root %s --agent %s --jobs %d",
+		e.via, e.store, e.pathsFile, e.proxy.Port, e.server.ClientKey, e.knownHosts, root, e.via, jobs))
+}
+
+// checkCopy verifies a sample of paths under root by NAR hash.
+func (e *env) checkCopy(b *testing.B, name, root string) {
+	b.Helper()
+	for i := 0; i < len(e.paths); i += len(e.paths)/20 + 1 {
+		want, err1 := nar.HashPath(filepath.Join(e.store, e.paths[i]))
+		got, err2 := nar.HashPath(filepath.Join(root, e.paths[i]))
+		if err1 != nil || err2 != nil || want != got {
+			b.Fatalf("%s: %s differs on the target (%v, %v)", name, e.paths[i], err1, err2)
+		}
+	}
+}
+
+type method struct {
+	name string
+	run  func(b *testing.B, round int) result
+}
+
+func BenchmarkCopy(b *testing.B) {
+	e := setup(b)
+	rounds := 3
+	if n, err := strconv.Atoi(os.Getenv("NIXOS_VIA_BENCH_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	via := func(jobs int) method {
+		name := fmt.Sprintf("nixos-via, --copy-jobs %d", jobs)
+		return method{name, func(b *testing.B, round int) result {
+			root := e.freshRoot(b, fmt.Sprintf("via%d", jobs))
+			r := e.viaSend(b, name, root, jobs)
+			e.checkCopy(b, name, root)
+			return r
+		}}
+	}
+	methods := []method{
+		via(1), via(2),
+		{"nixos-via re-run, all present", func(b *testing.B, round int) result {
+			return e.viaSend(b, "re-run", filepath.Join(e.work, "targets", "via1"), 1)
+		}},
+		{"nix copy ssh://", func(b *testing.B, round int) result {
+			root := e.freshRoot(b, "nixcopy")
+			r := e.run(b, "nix copy", fmt.Sprintf(
+				"nix --extra-experimental-features nix-command copy --no-check-sigs --from %s --to 'ssh://root@127.0.0.1?remote-store=local?root=%s' $(cat %s)",
+				e.store, root, e.pathsFile), "NIX_SSHOPTS="+e.sshOpts())
+			e.checkCopy(b, "nix copy", root)
+			return r
+		}},
+		{"tar \\| zstd -1 -T2 \\| ssh", func(b *testing.B, round int) result {
+			root := e.freshRoot(b, "tar")
+			r := e.run(b, "tar pipe", fmt.Sprintf(
+				"cd %s && sed 's|^/||' %s | tar -cf - -T - | zstd -q -1 -T2 | ssh %s root@127.0.0.1 'zstd -q -d | tar -C %s -xf -'",
+				e.store, e.pathsFile, e.sshOpts(), root))
+			e.checkCopy(b, "tar pipe", root)
+			return r
+		}},
+	}
+	b.ResetTimer()
+	// Rounds interleave the methods, so a burst of load elsewhere on the
+	// machine hits them alike; each method's best round is reported.
+	all := make([][]result, len(methods))
+	for round := 0; round < rounds; round++ {
+		for i, m := range methods {
+			all[i] = append(all[i], m.run(b, round))
+		}
+	}
+	b.StopTimer()
+
+	best := make([]result, len(methods))
+	median := make([]time.Duration, len(methods))
+	for i, rs := range all {
+		sort.Slice(rs, func(a, c int) bool { return rs[a].wall < rs[c].wall })
+		best[i] = rs[0]
+		best[i].name = methods[i].name
+		median[i] = rs[len(rs)/2].wall
+	}
+	nixCopy, tar := best[3].wall, best[4].wall
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\n%d paths, %.0f MB of NAR (MB = 10^6 bytes); best of %d rounds (median in brackets)\n\n", len(e.paths), float64(e.narBytes)/1e6, rounds)
+	fmt.Fprintln(&sb, "| method | wall time | MB/s (NAR) | on the wire | peak RSS (client) | speed vs nix copy | speed vs tar pipe |")
+	fmt.Fprintln(&sb, "|---|---|---|---|---|---|---|")
+	for i, r := range best {
+		mbps := fmt.Sprintf("%.0f", float64(e.narBytes)/1e6/r.wall.Seconds())
+		if strings.Contains(r.name, "re-run") {
+			mbps = "–"
+		}
+		fmt.Fprintf(&sb, "| %s | %.2f s (%.2f s) | %s | %.1f MB | %.0f MB | %.2f× | %.2f× |\n", r.name, r.wall.Seconds(), median[i].Seconds(), mbps,
+			float64(r.wire)/1e6, float64(r.maxRSSKB)/1024, nixCopy.Seconds()/r.wall.Seconds(), tar.Seconds()/r.wall.Seconds())
+	}
+	fmt.Print(sb.String())
+}
