@@ -172,11 +172,9 @@ func StartIn(dir string, cfg Config) (*VM, error) {
 		return nil, err
 	}
 	v := &VM{Name: cfg.Name, SSHPort: port, Dir: dir, ConsoleLog: filepath.Join(dir, cfg.Name+"-console.log"), done: make(chan struct{})}
-	// Unix socket paths are limited to 108 bytes; keep the QMP socket short.
-	sockDir, err := os.MkdirTemp("", "vmqmp")
-	if err != nil {
-		return nil, fmt.Errorf("vm: %w", err)
-	}
+	// Unix socket paths are limited to 108 bytes; keep the QMP socket
+	// short. The directory is made just before QEMU starts.
+	sockDir := filepath.Join(os.TempDir(), fmt.Sprintf("vmqmp-%d-%d", os.Getpid(), port))
 	v.qmp = filepath.Join(sockDir, "qmp.sock")
 
 	args := []string{
@@ -235,6 +233,9 @@ func StartIn(dir string, cfg Config) (*VM, error) {
 	if err := os.WriteFile(v.ConsoleLog, nil, 0o644); err != nil {
 		return nil, fmt.Errorf("vm: %w", err)
 	}
+	if err := os.MkdirAll(sockDir, 0o700); err != nil {
+		return nil, fmt.Errorf("vm: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -243,10 +244,12 @@ func StartIn(dir string, cfg Config) (*VM, error) {
 	cmd.Stderr = &stderr
 	if err := os.WriteFile(filepath.Join(dir, cfg.Name+"-qemu.cmd"), []byte(strings.Join(append([]string{"qemu-system-x86_64"}, args...), " ")+"\n"), 0o644); err != nil {
 		cancel()
+		os.RemoveAll(sockDir)
 		return nil, fmt.Errorf("vm: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
 		cancel()
+		os.RemoveAll(sockDir)
 		return nil, fmt.Errorf("vm: start qemu-system-x86_64: %w", err)
 	}
 	v.cmd, v.cancel, v.Started = cmd, cancel, time.Now()
