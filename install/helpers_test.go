@@ -1,7 +1,6 @@
 package install
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -169,15 +168,29 @@ func checkReceived(t *testing.T, root string, infos []nix.PathInfo) {
 		if res.Hash != info.NarHash || res.Size != info.NarSize {
 			t.Errorf("%s: target NAR %s/%d, want %s/%d", info.Path, res.Hash, res.Size, info.NarHash, info.NarSize)
 		}
-		rec, err := os.ReadFile(filepath.Join(root, ValidDir, filepath.Base(info.Path)))
-		if err != nil {
-			t.Errorf("%s: no record: %v", info.Path, err)
+		rec, ok := records(t, root)[info.Path]
+		if !ok {
+			t.Errorf("%s: no record", info.Path)
 			continue
 		}
-		if want, _ := nix.Registration([]nix.PathInfo{info}); string(rec) != want {
-			t.Errorf("%s: record %q, want %q", info.Path, rec, want)
+		if rec.NarHash != info.NarHash || rec.NarSize != info.NarSize || rec.Deriver != info.Deriver ||
+			strings.Join(rec.References, " ") != strings.Join(info.References, " ") {
+			t.Errorf("%s: record %+v, want %+v", info.Path, rec, info)
 		}
 	}
+}
+
+func records(t *testing.T, root string) map[string]nix.PathInfo {
+	t.Helper()
+	l, err := newLayout(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := l.records()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
 }
 
 // checkNoPartial asserts the store under root holds only complete, recorded
@@ -196,19 +209,14 @@ func checkNoPartial(t *testing.T, root string, allowTemps bool) (complete int) {
 			}
 			continue
 		}
-		rec, err := os.ReadFile(filepath.Join(root, ValidDir, e.Name()))
-		if err != nil {
-			t.Errorf("%s in the store has no record: %v", e.Name(), err)
-			continue
-		}
-		infos, err := nix.ParseRegistration(bytes.NewReader(rec))
-		if err != nil || len(infos) != 1 {
-			t.Errorf("%s: bad record: %v", e.Name(), err)
+		rec, ok := records(t, root)[nix.StoreDir+"/"+e.Name()]
+		if !ok {
+			t.Errorf("%s in the store has no record", e.Name())
 			continue
 		}
 		res, err := nar.HashPath(filepath.Join(root, "nix/store", e.Name()))
-		if err != nil || res.Hash != infos[0].NarHash {
-			t.Errorf("%s: content %s (%v) does not match its record %s", e.Name(), res.Hash, err, infos[0].NarHash)
+		if err != nil || res.Hash != rec.NarHash {
+			t.Errorf("%s: content %s (%v) does not match its record %s", e.Name(), res.Hash, err, rec.NarHash)
 		}
 		complete++
 	}

@@ -9,7 +9,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nixos-via/nixos-via/internal/nar"
 	"github.com/nixos-via/nixos-via/internal/nix"
@@ -17,9 +19,12 @@ import (
 
 const (
 	tmpPrefix = ".nixos-via-tmp-"
-	// ValidDir is where, under the target root, the receiver records each
-	// completely received path (one registration record per path).
+	// ValidDir is where, under the target root, the receiver records the
+	// paths it received: one file per committed batch, see writeRecords.
 	ValidDir = "nix/var/nixos-via/valid"
+
+	recordsHeader = "nixos-via-records 1"
+	recordsSuffix = ".reg"
 )
 
 // layout names the receiver's files under a target root.
@@ -36,10 +41,6 @@ func (l layout) storeDir() string { return filepath.Join(l.root, nix.StoreDir) }
 func (l layout) validDir() string { return filepath.Join(l.root, ValidDir) }
 
 func (l layout) final(storePath string) string { return filepath.Join(l.root, storePath) }
-
-func (l layout) record(storePath string) string {
-	return filepath.Join(l.validDir(), filepath.Base(storePath))
-}
 
 func (l layout) temp(storePath string) (string, error) {
 	var r [6]byte
@@ -58,21 +59,92 @@ func (l layout) mkdirs() error {
 	return nil
 }
 
-// validRecord reads the record of storePath; ok is false when the path or its
-// record is missing, or the record is unreadable or names another path.
-func (l layout) validRecord(storePath string) (nix.PathInfo, bool) {
-	if _, err := os.Lstat(l.final(storePath)); err != nil {
-		return nix.PathInfo{}, false
+// recordName names a new batch record file; names sort by creation time.
+func recordName() string {
+	var r [4]byte
+	rand.Read(r[:])
+	return fmt.Sprintf("%020d-%s%s", time.Now().UnixNano(), hex.EncodeToString(r[:]), recordsSuffix)
+}
+
+// encodeRecords renders a batch record file: a header line, the
+// registration text of the paths, and "end <count>" — a file without its
+// end line is torn and ignored.
+func encodeRecords(infos []nix.PathInfo) ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteString(recordsHeader + "\n")
+	if err := nix.WriteRegistration(&b, infos); err != nil {
+		return nil, err
 	}
-	data, err := os.ReadFile(l.record(storePath))
+	fmt.Fprintf(&b, "end %d\n", len(infos))
+	return b.Bytes(), nil
+}
+
+func decodeRecords(data []byte) ([]nix.PathInfo, error) {
+	body, ok := bytes.CutPrefix(data, []byte(recordsHeader+"\n"))
+	if !ok {
+		return nil, errors.New("no header")
+	}
+	i := bytes.LastIndex(bytes.TrimSuffix(body, []byte("\n")), []byte("\n"))
+	last := body[i+1:]
+	if i < 0 {
+		last, body = body, nil
+	} else {
+		body = body[:i+1]
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(string(last), "end ")))
+	if !bytes.HasPrefix(last, []byte("end ")) || !bytes.HasSuffix(last, []byte("\n")) || err != nil {
+		return nil, errors.New("no end line (torn write?)")
+	}
+	infos, err := nix.ParseRegistration(bytes.NewReader(body))
 	if err != nil {
-		return nix.PathInfo{}, false
+		return nil, err
 	}
-	infos, err := nix.ParseRegistration(bytes.NewReader(data))
-	if err != nil || len(infos) != 1 || infos[0].Path != storePath {
-		return nix.PathInfo{}, false
+	if len(infos) != n {
+		return nil, fmt.Errorf("%d records, end line says %d", len(infos), n)
 	}
-	return infos[0], true
+	return infos, nil
+}
+
+// records loads every batch record file, later files overriding earlier
+// ones. Unreadable or torn files are skipped: a path without a record is
+// simply sent again.
+func (l layout) records() (map[string]nix.PathInfo, error) {
+	entries, err := os.ReadDir(l.validDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[string]nix.PathInfo{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read records: %w", err)
+	}
+	recs := map[string]nix.PathInfo{}
+	for _, e := range entries { // ReadDir sorts by name: oldest first
+		if strings.HasPrefix(e.Name(), tmpPrefix) || !strings.HasSuffix(e.Name(), recordsSuffix) {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(l.validDir(), e.Name()))
+		if err != nil {
+			continue
+		}
+		infos, err := decodeRecords(data)
+		if err != nil {
+			continue
+		}
+		for _, info := range infos {
+			recs[info.Path] = info
+		}
+	}
+	return recs, nil
+}
+
+// valid reports whether storePath is present under root with a record whose
+// narHash is want.
+func (l layout) valid(recs map[string]nix.PathInfo, storePath string, want nar.Hash) bool {
+	rec, ok := recs[storePath]
+	if !ok || rec.NarHash != want {
+		return false
+	}
+	_, err := os.Lstat(l.final(storePath))
+	return err == nil
 }
 
 // removeStaleTemps removes temporaries a killed receiver left in the store.

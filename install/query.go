@@ -44,6 +44,10 @@ func AnswerQuery(ctx context.Context, r io.Reader, w io.Writer, root string) err
 	if err := l.removeStaleTemps(); err != nil {
 		return err
 	}
+	recs, err := l.records()
+	if err != nil {
+		return err
+	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	if !sc.Scan() || sc.Text() != queryMagic {
@@ -73,7 +77,7 @@ func AnswerQuery(ctx context.Context, r io.Reader, w io.Writer, root string) err
 		if err != nil {
 			return fmt.Errorf("query: %s: %w", p, err)
 		}
-		if rec, ok := l.validRecord(p); ok && rec.NarHash == want {
+		if l.valid(recs, p, want) {
 			fmt.Fprintln(bw, p)
 			count++
 		}

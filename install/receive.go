@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
+	"path/filepath"
+	"sort"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -174,17 +175,22 @@ func (rc *receiver) receivePath(fr *frameReader, info nix.PathInfo) error {
 
 // commit makes the pending paths durable and visible, in an order that
 // never lets a crash leave a path that looks valid but is not:
-//  1. remove any old copy and record of each path (unrecorded or replaced);
-//  2. write each path's record (a record alone means nothing: validity needs
-//     the path too);
-//  3. sync the filesystem(s): the restored temporaries and records are on disk;
-//  4. rename each temporary into place and sync the store directory.
+//  1. remove any old copy of each path (unrecorded, or being replaced);
+//  2. write the batch's record file under a temporary name;
+//  3. sync the filesystem(s): temporaries and records are on disk;
+//  4. rename each path into place, sync the store directory, then rename the
+//     record file into place and sync its directory.
+//
+// A crash before the record file's rename leaves paths without a record
+// (sent again); a record alone never makes a path valid.
 func (rc *receiver) commit() (err error) {
 	pending := rc.pending
 	rc.pending, rc.pendingBytes = nil, 0
 	if len(pending) == 0 {
 		return nil
 	}
+	name := recordName()
+	recTmp := filepath.Join(rc.l.validDir(), tmpPrefix+name)
 	defer func() {
 		if err == nil {
 			return
@@ -195,20 +201,24 @@ func (rc *receiver) commit() (err error) {
 				errs = append(errs, nar.RemoveAll(p.tmp))
 			}
 		}
+		if rmErr := os.Remove(recTmp); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
+			errs = append(errs, rmErr)
+		}
 		err = errors.Join(errs...)
 	}()
-	for _, p := range pending {
-		if err := os.Remove(rc.l.record(p.info.Path)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("receive %s: remove old record: %w", p.info.Path, err)
-		}
+	infos := make([]nix.PathInfo, len(pending))
+	for i, p := range pending {
 		if err := nar.RemoveAll(rc.l.final(p.info.Path)); err != nil {
-			return fmt.Errorf("receive %s: replace unrecorded copy: %w", p.info.Path, err)
+			return fmt.Errorf("receive %s: replace old copy: %w", p.info.Path, err)
 		}
+		infos[i] = p.info
 	}
-	for _, p := range pending {
-		if err := writeRecord(rc.l.record(p.info.Path), p.info); err != nil {
-			return err
-		}
+	data, err := encodeRecords(infos)
+	if err != nil {
+		return fmt.Errorf("receive: %w", err)
+	}
+	if err := writeFile(recTmp, data); err != nil {
+		return err
 	}
 	if err := syncFS(rc.l.storeDir()); err != nil {
 		return fmt.Errorf("receive: %w", err)
@@ -225,6 +235,12 @@ func (rc *receiver) commit() (err error) {
 	if err := fsyncDir(rc.l.storeDir()); err != nil {
 		return fmt.Errorf("receive: %w", err)
 	}
+	if err := os.Rename(recTmp, filepath.Join(rc.l.validDir(), name)); err != nil {
+		return fmt.Errorf("receive: record: %w", err)
+	}
+	if err := fsyncDir(rc.l.validDir()); err != nil {
+		return fmt.Errorf("receive: %w", err)
+	}
 	for _, p := range pending {
 		rc.stats.Paths++
 		rc.stats.NarBytes += p.info.NarSize
@@ -232,16 +248,12 @@ func (rc *receiver) commit() (err error) {
 	return nil
 }
 
-func writeRecord(path string, info nix.PathInfo) error {
-	var sb strings.Builder
-	if err := nix.WriteRegistration(&sb, []nix.PathInfo{info}); err != nil {
-		return fmt.Errorf("receive %s: %w", info.Path, err)
-	}
+func writeFile(path string, data []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return fmt.Errorf("receive: %w", err)
 	}
-	if _, err := f.WriteString(sb.String()); err != nil {
+	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return fmt.Errorf("receive: write %s: %w", path, err)
 	}
@@ -281,27 +293,23 @@ func ServeReceive(ctx context.Context, stdin io.Reader, stdout io.Writer, root s
 	return err
 }
 
-// ReadRecords returns the records of every path received under root, sorted
-// by path: together, the registration of what is there.
+// ReadRecords returns the records of every path received under root and
+// still present, sorted by path: together, the registration of what is there.
 func ReadRecords(root string) ([]nix.PathInfo, error) {
 	l, err := newLayout(root)
 	if err != nil {
 		return nil, err
 	}
-	entries, err := os.ReadDir(l.validDir())
+	recs, err := l.records()
 	if err != nil {
-		return nil, fmt.Errorf("read records: %w", err)
+		return nil, err
 	}
 	var infos []nix.PathInfo
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), tmpPrefix) {
-			continue
+	for p, rec := range recs {
+		if l.valid(recs, p, rec.NarHash) {
+			infos = append(infos, rec)
 		}
-		rec, ok := l.validRecord(nix.StoreDir + "/" + e.Name())
-		if !ok {
-			return nil, fmt.Errorf("read records: %s: record unreadable or its path is missing", e.Name())
-		}
-		infos = append(infos, rec)
 	}
+	sort.Slice(infos, func(i, j int) bool { return infos[i].Path < infos[j].Path })
 	return infos, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -142,10 +143,11 @@ func TestReceiveRefusesBadStreams(t *testing.T) {
 				}
 			}
 			for _, p := range tt.absent {
-				for _, f := range []string{filepath.Join(root, p.info.Path), filepath.Join(root, ValidDir, filepath.Base(p.info.Path))} {
-					if _, err := os.Lstat(f); !errors.Is(err, fs.ErrNotExist) {
-						t.Errorf("%s exists after a refused stream (Lstat: %v)", f, err)
-					}
+				if _, err := os.Lstat(filepath.Join(root, p.info.Path)); !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("%s exists after a refused stream (Lstat: %v)", p.info.Path, err)
+				}
+				if _, ok := records(t, root)[p.info.Path]; ok {
+					t.Errorf("%s has a record after a refused stream", p.info.Path)
 				}
 			}
 			checkNoPartial(t, root, false)
@@ -240,4 +242,38 @@ func FuzzReceive(f *testing.F) {
 			t.Errorf("store holds %d complete paths, receiver committed %d", got, stats.Paths)
 		}
 	})
+}
+
+func TestRecordsFile(t *testing.T) {
+	a := makePath(t, "a", map[string]string{"x": "1"}).info
+	b := makePath(t, "b", map[string]string{"y": "2"}).info
+	data, err := encodeRecords([]nix.PathInfo{a, b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeRecords(data)
+	if err != nil || len(got) != 2 || got[0].Path != a.Path || got[1].NarHash != b.NarHash {
+		t.Fatalf("decodeRecords(encodeRecords) = %+v, %v", got, err)
+	}
+	// Every strict prefix is a torn write and must be refused as a whole.
+	for n := 0; n < len(data); n++ {
+		if infos, err := decodeRecords(data[:n]); err == nil {
+			t.Fatalf("decodeRecords accepted a torn file of %d/%d bytes: %+v", n, len(data), infos)
+		}
+	}
+	// A later batch overrides an earlier one.
+	root := t.TempDir()
+	l, _ := newLayout(root)
+	l.mkdirs()
+	changed := a
+	changed.NarHash = b.NarHash
+	for i, batch := range [][]nix.PathInfo{{a, b}, {changed}} {
+		data, _ := encodeRecords(batch)
+		os.WriteFile(filepath.Join(l.validDir(), fmt.Sprintf("%020d-x%s", i, recordsSuffix)), data, 0o644)
+	}
+	os.WriteFile(filepath.Join(l.validDir(), fmt.Sprintf("%020d-x%s", 9, recordsSuffix)), data[:len(data)-3], 0o644)
+	recs := records(t, root)
+	if recs[a.Path].NarHash != b.NarHash || recs[b.Path].NarHash != b.NarHash || len(recs) != 2 {
+		t.Errorf("records = %+v, want the later batch to win and the torn file ignored", recs)
+	}
 }

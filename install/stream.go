@@ -24,15 +24,16 @@
 //
 // A received path appears at <root>/nix/store/<name> only when it is complete:
 // it is restored under <root>/nix/store/.nixos-via-tmp-<name>-<random>, its
-// sha256 and size are checked against the header, and in batches (by size,
-// count and age) the receiver writes each path's registration record (the
-// `nix-store --load-db` text of that one path) to
-// <root>/nix/var/nixos-via/valid/<name>, syncs the filesystem, and only then
-// renames the paths into place. A path is valid for a later run when both it
-// and its record exist and the record's narHash equals the one the sender
-// wants; `agent query` answers that question, so a re-run sends only what is
-// missing, and removes temporaries a killed receiver left behind. The records
-// together are the registration of what was received (ReadRecords).
+// sha256 and size are checked against the header, and then, in batches (by
+// size, count and age), the receiver writes the batch's registration records
+// (the `nix-store --load-db` text of its paths, between a header line and an
+// "end <count>" line) to a temporary file in <root>/nix/var/nixos-via/valid,
+// syncs the filesystem, renames the paths into place, and renames the record
+// file to <time>-<random>.reg. A path is valid for a later run when it exists
+// and the newest complete record of it has the narHash the sender wants;
+// `agent query` answers that question, so a re-run sends only what is
+// missing, and it removes temporaries a killed receiver left behind. The
+// records together are the registration of what was received (ReadRecords).
 package install
 
 import (

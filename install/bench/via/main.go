@@ -1,7 +1,7 @@
 // Command via is the benchmark's stand-in for nixos-via: `via send` copies
 // store paths from a local (chroot) store to a target over SSH with the
 // install package, exactly as the install phase does; `via agent` is the
-// on-target agent.
+// on-target agent. VIA_CPUPROFILE=FILE writes a CPU profile.
 //
 //	via send --store-root DIR --paths FILE --port N --key FILE --known-hosts FILE --root DIR --agent CMD [--jobs N]
 //	via agent query|receive --root DIR
@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -27,6 +28,13 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if p := os.Getenv("VIA_CPUPROFILE"); p != "" {
+		f, err := os.Create(p)
+		if err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
 	if len(os.Args) < 2 {
 		fail(2, "usage: via send ... | via agent query|receive --root DIR")
 	}
@@ -58,6 +66,7 @@ func main() {
 }
 
 func fail(code int, msg string) {
+	pprof.StopCPUProfile()
 	fmt.Fprintln(os.Stderr, msg)
 	os.Exit(code)
 }
