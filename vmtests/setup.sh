@@ -7,7 +7,7 @@ packages=(
   # SSH: a real sshd for integration tests, the client tools for agent tests
   openssh-server openssh-client sudo
   # disk tools the rendered disko scripts run
-  gdisk parted cryptsetup-bin lvm2 mdadm e2fsprogs dosfstools btrfs-progs xfsprogs util-linux mtools
+  gdisk fdisk parted cryptsetup-bin lvm2 mdadm e2fsprogs dosfstools btrfs-progs xfsprogs util-linux mtools
   # images: kernel, busybox, initramfs and kexec parts
   linux-image-cloud-amd64 busybox-static kmod cpio zstd kexec-tools iproute2 dash
   # VMs and the test NixOS system

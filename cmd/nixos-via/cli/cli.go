@@ -110,6 +110,8 @@ func Run(ctx context.Context, env Env) int {
 			return runDisko(ctx, env, args[1:])
 		case "agent":
 			return runAgent(ctx, env, args[1:])
+		case "image":
+			return runImage(ctx, env, args[1:])
 		case "version":
 			fmt.Fprintln(env.Stdout, "nixos-via", Version())
 			return ExitOK

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -92,13 +93,8 @@ func connect(ctx context.Context, env Env, c connFlags, warn func(string)) (*tar
 	if err != nil {
 		return nil, nil, usagef("%v", err)
 	}
-	dctx, cancel := context.WithTimeout(ctx, c.TimeoutConnect)
-	defer cancel()
-	conn, err := target.DialResolved(dctx, res, home(env))
+	conn, err := dialRetry(ctx, res, home(env), c.TimeoutConnect)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
-		}
 		return nil, nil, err
 	}
 	facts, err := conn.ProbeFacts(ctx)
@@ -195,4 +191,36 @@ func gib(b int64) string {
 		return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
 	}
 	return fmt.Sprintf("%d MiB", b>>20)
+}
+
+// dialRetry connects, retrying while the host does not answer SSH yet (a
+// machine still booting) until timeout. Refused credentials and host keys
+// fail at once.
+func dialRetry(ctx context.Context, res *target.Resolved, home string, timeout time.Duration) (*target.Conn, error) {
+	start := time.Now()
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	attempts := 0
+	for {
+		attempts++
+		conn, err := target.DialResolved(dctx, res, home)
+		if err == nil {
+			return conn, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		var ce *target.ConnectError
+		if !errors.As(err, &ce) && !errors.Is(err, context.DeadlineExceeded) {
+			return nil, err
+		}
+		select {
+		case <-dctx.Done():
+			if errors.As(err, &ce) {
+				return nil, &target.WaitError{What: "up", Addr: res.Addr(), Waited: time.Since(start), Attempts: attempts, LastSeen: target.Describe(err), Last: err}
+			}
+			return nil, err
+		case <-time.After(2 * time.Second):
+		}
+	}
 }

@@ -1,0 +1,259 @@
+// Package e2e installs the test NixOS systems of vmtests/flake into QEMU
+// VMs through the real nixos-via command line: a provider VM (a generic
+// Linux host booted by OVMF from its own small disk) is kexec'd into the
+// installer, partitioned, installed and rebooted, and must then boot the
+// installed system from its own disk under OVMF.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixos-via/nixos-via/cmd/nixos-via/cli"
+	"github.com/nixos-via/nixos-via/internal/target"
+	"github.com/nixos-via/nixos-via/vmtests/testimg"
+	"github.com/nixos-via/nixos-via/vmtests/vm"
+)
+
+// flakeDir is vmtests/flake, next to this package.
+func flakeDir(t *testing.T) string {
+	_, file, _, _ := runtime.Caller(0)
+	dir, err := filepath.Abs(filepath.Join(filepath.Dir(file), "..", "flake"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// world is what every scenario needs: keys, images, the agent.
+type world struct {
+	keys      *testimg.Keys
+	provDisk  string // raw provider disk image (ESP with systemd-boot + provider)
+	installer string // kexec tarball
+	agent     string // static nixos-via
+	flake     string // path:... reference of vmtests/flake
+}
+
+func setup(t *testing.T) *world {
+	t.Helper()
+	if err := vm.Available(); err != nil {
+		t.Skipf("no VMs here: %v", err)
+	}
+	for _, tool := range []string{"nix", "mkfs.vfat", "mcopy", "sgdisk"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s (run vmtests/setup.sh)", tool)
+		}
+	}
+	keys := testimg.TestKeys(t)
+	// The test systems authorize the snakeoil key (vmtests/flake/keys): the
+	// provider gets the same one, so one key opens every stage.
+	snake := filepath.Join(t.TempDir(), "snakeoil")
+	priv, err := os.ReadFile(filepath.Join(flakeDir(t), "keys", "snakeoil_ed25519"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(snake, priv, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := os.ReadFile(filepath.Join(flakeDir(t), "keys", "snakeoil_ed25519.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys.ClientKeyFile, keys.ClientPub = snake, strings.TrimSpace(string(pub))
+	prov := testimg.Provider(t, keys, "")
+	inst := testimg.Installer(t)
+	return &world{keys: keys, provDisk: providerDisk(t, prov.Kernel, prov.Initrd, prov.Cmdline),
+		installer: inst.Path, agent: testimg.Agent(t), flake: "path:" + flakeDir(t)}
+}
+
+// providerDisk makes a GPT disk whose ESP boots the provider kernel and
+// initrd through systemd-boot, without loop devices (mtools), so that one
+// QEMU process under OVMF boots the provider first and, once the target
+// disk has a bootloader, the installed system.
+func providerDisk(t *testing.T, kernel, initrd, cmdline string) string {
+	t.Helper()
+	dir := t.TempDir()
+	esp := filepath.Join(dir, "esp.img")
+	size := fileSize(t, kernel) + fileSize(t, initrd) + 8<<20
+	espKiB := (size>>10 + 1023) / 1024 * 1024
+	run := func(name string, args ...string) {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+	}
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	run("mkfs.vfat", "-C", esp, fmt.Sprint(espKiB))
+	run("mmd", "-i", esp, "::/EFI", "::/EFI/BOOT", "::/loader", "::/loader/entries")
+	run("mcopy", "-i", esp, "/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "::/EFI/BOOT/BOOTX64.EFI")
+	run("mcopy", "-i", esp, kernel, "::/vmlinuz")
+	run("mcopy", "-i", esp, initrd, "::/initrd")
+	run("mcopy", "-i", esp, write("loader.conf", "default provider.conf\ntimeout 0\n"), "::/loader/loader.conf")
+	run("mcopy", "-i", esp, write("provider.conf", "title provider\nlinux /vmlinuz\ninitrd /initrd\noptions "+cmdline+"\n"), "::/loader/entries/provider.conf")
+	disk := filepath.Join(dir, "provider-disk.img")
+	run("truncate", "-s", fmt.Sprintf("%dK", espKiB+2048), disk)
+	run("sgdisk", "-n", fmt.Sprintf("1:1M:+%dK", espKiB), "-t", "1:ef00", disk)
+	run("dd", "if="+esp, "of="+disk, "bs=1M", "seek=1", "conv=notrunc", "status=none")
+	qcow := filepath.Join(dir, "provider-disk.qcow2") // the harness's overlays want qcow2
+	run("qemu-img", "convert", "-q", "-O", "qcow2", disk, qcow)
+	return qcow
+}
+
+func fileSize(t *testing.T, p string) int64 {
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
+}
+
+// machine is one provider VM with its target disks.
+type machine struct {
+	v          *vm.VM
+	knownHosts string
+	hostLine   string
+}
+
+// boot starts a VM under OVMF with targets blank disks (vda, vdb, ...)
+// first in the boot order and the provider disk last.
+func (w *world) boot(t *testing.T, name string, targets int, memMiB int) *machine {
+	t.Helper()
+	var disks []vm.Disk
+	for i := 0; i < targets; i++ {
+		disks = append(disks, vm.Disk{Size: 3 << 30, BootIndex: i, Serial: fmt.Sprintf("target%d", i)})
+	}
+	disks = append(disks, vm.Disk{Path: w.provDisk, Overlay: true, BootIndex: targets})
+	v := vm.Start(t, vm.Config{Name: name, UEFI: true, MemoryMiB: memMiB, Disks: disks, Timeout: 20 * time.Minute})
+	kh := filepath.Join(t.TempDir(), "known_hosts")
+	line := fmt.Sprintf("[127.0.0.1]:%d %s\n", v.SSHPort, w.keys.HostKey.PublicLine)
+	if err := os.WriteFile(kh, []byte(line), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &machine{v: v, knownHosts: kh, hostLine: line}
+}
+
+// nixosVia runs the CLI in-process and returns its exit code and output.
+func nixosVia(t *testing.T, ctx context.Context, args ...string) (int, string) {
+	t.Helper()
+	var out bytes.Buffer
+	env := cli.Env{Args: args, Stdout: &out, Stderr: &out, Getenv: func(k string) string {
+		switch k {
+		case "HOME":
+			return os.Getenv("HOME")
+		case "XDG_CACHE_HOME":
+			return os.Getenv("XDG_CACHE_HOME")
+		}
+		return "" // no agent, no SSHPASS from the developer's shell
+	}}
+	start := time.Now()
+	code := cli.Run(ctx, env)
+	t.Logf("nixos-via %s: exit %d after %s", strings.Join(args, " "), code, time.Since(start).Round(time.Second))
+	return code, out.String()
+}
+
+func (w *world) installArgs(m *machine, scenario string, extra ...string) []string {
+	args := []string{
+		"--flake", w.flake + "#" + scenario,
+		"--kexec", w.installer, "--agent", w.agent,
+		"-i", w.keys.ClientKeyFile, "--ssh-option", "UserKnownHostsFile=" + m.knownHosts,
+		"--option", "substituters", "",
+		"--timeout-kexec", "4m", "--timeout-reboot", "4m", "--yes",
+	}
+	args = append(args, extra...)
+	return append(args, fmt.Sprintf("root@127.0.0.1:%d", m.v.SSHPort))
+}
+
+// dialInstalled connects to the installed system with the known_hosts the
+// install left behind (it must hold the new system's key now).
+func dialInstalled(t *testing.T, ctx context.Context, w *world, m *machine) *target.Conn {
+	t.Helper()
+	c, err := target.Dial(ctx, target.Options{Destination: fmt.Sprintf("root@127.0.0.1:%d", m.v.SSHPort),
+		IdentityFiles: []string{w.keys.ClientKeyFile}, KnownHostsFiles: []string{m.knownHosts},
+		StrictHostKeyChecking: target.StrictYes, SSHConfigFile: "none", ConnectTimeout: 20 * time.Second}, t.TempDir())
+	if err != nil {
+		t.Fatalf("connect to the installed system with the recorded host key: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func run(t *testing.T, ctx context.Context, c *target.Conn, cmd string) string {
+	t.Helper()
+	out, err := c.Output(ctx, cmd, nil)
+	if err != nil {
+		t.Fatalf("%s: %v", cmd, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// checkInstalled asserts what every scenario must show on the booted system.
+func checkInstalled(t *testing.T, ctx context.Context, w *world, m *machine, scenario, output string) {
+	t.Helper()
+	c := dialInstalled(t, ctx, w, m)
+	sys := run(t, ctx, c, "readlink /run/current-system")
+	if !strings.Contains(sys, "nixos-system-"+scenario+"-") {
+		t.Errorf("/run/current-system = %s, want the %s system", sys, scenario)
+	}
+	if !strings.Contains(output, "the installed system is up: /run/current-system = "+sys) {
+		t.Errorf("nixos-via did not report the verified system:\n%s", output)
+	}
+	if got := run(t, ctx, c, "hostname"); got != scenario {
+		t.Errorf("hostname = %q, want %q", got, scenario)
+	}
+	if out, err := c.Output(ctx, "nix-store --verify --check-contents 2>&1", nil); err != nil || strings.Contains(string(out), "error") {
+		t.Errorf("nix-store --verify --check-contents: %v\n%s", err, out)
+	}
+	if out, err := c.Output(ctx, "nix-store --check-validity $(nix-store -qR /run/current-system) && nix-store -qR /run/current-system | wc -l", nil); err != nil {
+		t.Errorf("closure not valid in the installed database: %v\n%s", err, out)
+	} else {
+		t.Logf("installed closure: %s valid paths", strings.TrimSpace(string(out)))
+	}
+	kh, _ := os.ReadFile(m.knownHosts)
+	if bytes.Equal(kh, []byte(m.hostLine)) {
+		t.Errorf("known_hosts still holds only the provider's key; the new system's key was not recorded")
+	}
+}
+
+func TestInstallEFIExt4(t *testing.T) {
+	w := setup(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
+	defer cancel()
+	m := w.boot(t, "efi-ext4", 1, 512)
+	code, out := nixosVia(t, ctx, w.installArgs(m, "efi-ext4")...)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n--- console ---\n%s", code, out, m.v.ConsoleTail(60))
+	}
+	checkInstalled(t, ctx, w, m, "efi-ext4", out)
+}
+
+func TestInstallRAID1(t *testing.T) {
+	w := setup(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
+	defer cancel()
+	m := w.boot(t, "raid1", 2, 512)
+	code, out := nixosVia(t, ctx, w.installArgs(m, "raid1")...)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n--- console ---\n%s", code, out, m.v.ConsoleTail(60))
+	}
+	checkInstalled(t, ctx, w, m, "raid1", out)
+	c := dialInstalled(t, ctx, w, m)
+	if got := run(t, ctx, c, "cat /sys/block/md*/md/level | head -n1"); got != "raid1" {
+		t.Errorf("md level = %q, want raid1", got)
+	}
+}
