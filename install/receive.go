@@ -76,8 +76,17 @@ func Receive(ctx context.Context, r io.Reader, root string, opts ReceiveOptions)
 	if err != nil {
 		return ReceiveStats{}, fmt.Errorf("receive: zstd: %w", err)
 	}
-	defer dec.Close()
-	return receiveDecoded(ctx, dec, l, opts)
+	// Decompress in a goroutine of its own, so that decoding overlaps with
+	// the file system calls of restoring (as zstd -d | tar -x would). The
+	// goroutine owns dec; closing pr makes it stop at its next write.
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := io.CopyBuffer(pw, dec, make([]byte, 256<<10))
+		pw.CloseWithError(err) // nil: EOF for the reader
+		dec.Close()
+	}()
+	defer pr.Close()
+	return receiveDecoded(ctx, pr, l, opts)
 }
 
 // receiveDecoded is Receive after decompression.

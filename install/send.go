@@ -43,7 +43,7 @@ type SendOptions struct {
 	Sink event.Sink
 	// BufferLimit: paths whose NAR is at most this big are serialised into
 	// memory and checked before a byte is sent; bigger ones are hashed in a
-	// first pass, then streamed and hashed again. 0 means 16 MiB.
+	// first pass, then streamed and hashed again. 0 means 8 MiB.
 	BufferLimit uint64
 }
 
@@ -308,7 +308,7 @@ func (ps *pathSender) local(p string) string {
 
 func (ps *pathSender) limit() uint64 {
 	if ps.opts.BufferLimit == 0 {
-		return 16 << 20
+		return 8 << 20
 	}
 	return ps.opts.BufferLimit
 }
