@@ -225,7 +225,9 @@ func sendChannel(ctx context.Context, r Runner, queue <-chan nix.PathInfo, opts 
 	if jobs > 1 {
 		concurrency = 1
 	}
-	enc, err := zstd.NewWriter(counter, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(concurrency))
+	enc, err := zstd.NewWriter(counter, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(concurrency),
+		// Integrity comes from SSH and the per-path sha256; a frame CRC would only cost time.
+		zstd.WithEncoderCRC(false))
 	if err != nil {
 		return 0, wait(fmt.Errorf("zstd: %w", err))
 	}
