@@ -134,12 +134,19 @@ type machine struct {
 // first in the boot order and the provider disk last.
 func (w *world) boot(t *testing.T, name string, targets int, memMiB int) *machine {
 	t.Helper()
+	return w.bootWith(t, name, targets, memMiB, false)
+}
+
+// bootWith can give the test a keyboard on the serial console. Target
+// disks are raw files, so a test can search them for secrets.
+func (w *world) bootWith(t *testing.T, name string, targets int, memMiB int, consoleInput bool) *machine {
+	t.Helper()
 	var disks []vm.Disk
 	for i := 0; i < targets; i++ {
-		disks = append(disks, vm.Disk{Size: 3 << 30, BootIndex: i, Serial: fmt.Sprintf("target%d", i)})
+		disks = append(disks, vm.Disk{Size: 3 << 30, Format: "raw", BootIndex: i, Serial: fmt.Sprintf("target%d", i)})
 	}
 	disks = append(disks, vm.Disk{Path: w.provDisk, Overlay: true, BootIndex: targets})
-	v := vm.Start(t, vm.Config{Name: name, UEFI: true, MemoryMiB: memMiB, Disks: disks, Timeout: 20 * time.Minute})
+	v := vm.Start(t, vm.Config{Name: name, UEFI: true, MemoryMiB: memMiB, Disks: disks, Timeout: 20 * time.Minute, ConsoleInput: consoleInput})
 	kh := filepath.Join(t.TempDir(), "known_hosts")
 	line := fmt.Sprintf("[127.0.0.1]:%d %s\n", v.SSHPort, w.keys.HostKey.PublicLine)
 	if err := os.WriteFile(kh, []byte(line), 0o600); err != nil {
@@ -255,5 +262,136 @@ func TestInstallRAID1(t *testing.T) {
 	c := dialInstalled(t, ctx, w, m)
 	if got := run(t, ctx, c, "cat /sys/block/md*/md/level | head -n1"); got != "raid1" {
 		t.Errorf("md level = %q, want raid1", got)
+	}
+}
+
+// typePassphraseAtPrompt answers the installed initrd's LUKS prompt on the
+// serial console, in the background.
+func typePassphraseAtPrompt(t *testing.T, ctx context.Context, m *machine, passphrase string) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		if err := m.v.ExpectString(ctx, "Enter passphrase for crypted"); err != nil {
+			done <- err
+			return
+		}
+		done <- m.v.Type(ctx, passphrase+"\r")
+	}()
+	return done
+}
+
+// fileContains says whether the file holds needle anywhere (chunked, with
+// an overlap so a needle across two chunks is found).
+func fileContains(path string, needle []byte) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	buf := make([]byte, 4<<20)
+	keep := 0
+	for {
+		n, err := f.Read(buf[keep:])
+		if bytes.Contains(buf[:keep+n], needle) {
+			return true, nil
+		}
+		if err != nil {
+			return false, nil
+		}
+		keep = min(len(needle)-1, keep+n)
+		copy(buf, buf[keep+n-keep:keep+n])
+	}
+}
+
+// secretKey writes a random key file with no trailing newline (it is also
+// the passphrase typed at boot).
+func secretKey(t *testing.T) (string, string) {
+	b := make([]byte, 16)
+	f, err := os.Open("/dev/urandom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Read(b)
+	f.Close()
+	pass := fmt.Sprintf("%x", b)
+	p := filepath.Join(t.TempDir(), "secret.key")
+	if err := os.WriteFile(p, []byte(pass), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p, pass
+}
+
+func TestInstallLUKSKeyFile(t *testing.T) {
+	w := setup(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
+	defer cancel()
+	m := w.bootWith(t, "luks-keyfile", 1, 512, true)
+	keyFile, pass := secretKey(t)
+	// Install without rebooting, to look at the installer afterwards.
+	code, out := nixosVia(t, ctx, w.installArgs(m, "luks-keyfile", "--disk-encryption-keys", "/tmp/secret.key", keyFile, "--phases", "kexec,disko,install")...)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n--- console ---\n%s", code, out, m.v.ConsoleTail(60))
+	}
+	if strings.Contains(out, pass) {
+		t.Errorf("nixos-via printed the LUKS key")
+	}
+	inst := dialInstalled(t, ctx, w, m) // still the installer, with the host's key
+	if got := run(t, ctx, inst, "test -e /tmp/secret.key && echo present || echo gone"); got != "gone" {
+		t.Errorf("/tmp/secret.key in the installer after install: %s", got)
+	}
+	if got := run(t, ctx, inst, "cryptsetup status crypted | head -n1"); !strings.Contains(got, "is active") {
+		t.Errorf("cryptsetup status crypted = %q", got)
+	}
+	inst.Close()
+	typed := typePassphraseAtPrompt(t, ctx, m, pass)
+	code, out = nixosVia(t, ctx, w.installArgs(m, "luks-keyfile", "--phases", "reboot")...)
+	if code != 0 {
+		t.Fatalf("reboot phase: exit %d\n%s\n--- console ---\n%s", code, out, m.v.ConsoleTail(60))
+	}
+	if err := <-typed; err != nil {
+		t.Fatalf("answering the LUKS prompt: %v", err)
+	}
+	checkInstalled(t, ctx, w, m, "luks-keyfile", out)
+	c := dialInstalled(t, ctx, w, m)
+	checkRootOn(t, ctx, c, "crypted")
+	c.Close()
+	if strings.Contains(m.v.Console(), pass) {
+		t.Errorf("the LUKS key appears on the console")
+	}
+	stopCtx, stop := context.WithTimeout(context.Background(), 30*time.Second)
+	defer stop()
+	m.v.Stop(stopCtx)
+	if found, err := fileContains(m.v.DiskPaths[0], []byte(pass)); err != nil || found {
+		t.Errorf("the LUKS key is on the installed disk (found=%v, err=%v)", found, err)
+	}
+}
+
+func TestInstallLVMOnLUKS(t *testing.T) {
+	w := setup(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
+	defer cancel()
+	m := w.bootWith(t, "lvm-on-luks", 1, 512, true)
+	keyFile, pass := secretKey(t)
+	typed := typePassphraseAtPrompt(t, ctx, m, pass)
+	code, out := nixosVia(t, ctx, w.installArgs(m, "lvm-on-luks", "--disk-encryption-keys", "/tmp/secret.key", keyFile)...)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n--- console ---\n%s", code, out, m.v.ConsoleTail(60))
+	}
+	if err := <-typed; err != nil {
+		t.Fatalf("answering the LUKS prompt: %v", err)
+	}
+	checkInstalled(t, ctx, w, m, "lvm-on-luks", out)
+	c := dialInstalled(t, ctx, w, m)
+	checkRootOn(t, ctx, c, "vtpool-root")
+}
+
+// checkRootOn asserts that / is mounted from the device-mapper device dm
+// (the test system has no udev, so /dev/mapper entries are plain nodes).
+func checkRootOn(t *testing.T, ctx context.Context, c *target.Conn, dm string) {
+	t.Helper()
+	if got := run(t, ctx, c, "awk '$2==\"/\"{print $1}' /proc/mounts | tail -n1"); got != "/dev/mapper/"+dm {
+		t.Errorf("/ is mounted from %q, want /dev/mapper/%s", got, dm)
+	}
+	if got := run(t, ctx, c, "cat /sys/block/dm-*/dm/name"); !strings.Contains(got, dm) {
+		t.Errorf("device-mapper devices %q, want %s among them", got, dm)
 	}
 }

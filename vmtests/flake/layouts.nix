@@ -84,7 +84,7 @@ in
         type = "gpt";
         partitions = {
           ESP = esp;
-          raid = { size = "100%"; content = { type = "mdadm"; name = "raid1"; }; };
+          raid = { size = "100%"; content = { type = "mdraid"; name = "raid1"; }; };
         };
       };
     };
@@ -94,7 +94,7 @@ in
       content = {
         type = "gpt";
         partitions = {
-          raid = { size = "100%"; content = { type = "mdadm"; name = "raid1"; }; };
+          raid = { size = "100%"; content = { type = "mdraid"; name = "raid1"; }; };
         };
       };
     };

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -69,6 +70,10 @@ type Config struct {
 	Timeout time.Duration
 	// ExtraArgs are appended to the QEMU command line.
 	ExtraArgs []string
+	// ConsoleInput lets the test type on the serial console (VM.Type), e.g.
+	// a LUKS passphrase the installed initrd asks for. The console is
+	// still logged to ConsoleLog.
+	ConsoleInput bool
 }
 
 // VM is a running QEMU process.
@@ -84,13 +89,14 @@ type VM struct {
 	DiskPaths []string
 	Started   time.Time
 
-	cmd     *exec.Cmd
-	cancel  context.CancelFunc
-	qmp     string
-	done    chan struct{}
-	mu      sync.Mutex
-	offset  int64 // console bytes consumed by ExpectString
-	exitErr error
+	cmd        *exec.Cmd
+	cancel     context.CancelFunc
+	qmp        string
+	serialSock string // console input socket (Config.ConsoleInput)
+	done       chan struct{}
+	mu         sync.Mutex
+	offset     int64 // console bytes consumed by ExpectString
+	exitErr    error
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that is free right now.
@@ -177,13 +183,19 @@ func StartIn(dir string, cfg Config) (*VM, error) {
 	sockDir := filepath.Join(os.TempDir(), fmt.Sprintf("vmqmp-%d-%d", os.Getpid(), port))
 	v.qmp = filepath.Join(sockDir, "qmp.sock")
 
+	serial := "file:" + v.ConsoleLog
+	if cfg.ConsoleInput {
+		v.serialSock = filepath.Join(sockDir, "serial.sock")
+		serial = "chardev:ser0"
+		cfg.ExtraArgs = append([]string{"-chardev", "socket,id=ser0,path=" + v.serialSock + ",server=on,wait=off,logfile=" + v.ConsoleLog + ",logappend=on"}, cfg.ExtraArgs...)
+	}
 	args := []string{
 		"-name", cfg.Name,
 		"-accel", "tcg", "-cpu", CPU,
 		"-smp", strconv.Itoa(cfg.CPUs), "-m", strconv.Itoa(cfg.MemoryMiB),
 		"-machine", cfg.Machine,
 		"-nodefaults", "-display", "none", "-monitor", "none",
-		"-serial", "file:" + v.ConsoleLog,
+		"-serial", serial,
 		"-qmp", "unix:" + v.qmp + ",server=on,wait=off",
 		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22", port),
 		"-device", "virtio-net-pci,netdev=n0,romfile=",
@@ -385,6 +397,27 @@ func (v *VM) ExpectString(ctx context.Context, s string) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// Type writes s to the serial console as if typed (Config.ConsoleInput).
+func (v *VM) Type(ctx context.Context, s string) error {
+	if v.serialSock == "" {
+		return fmt.Errorf("VM %s: started without ConsoleInput", v.Name)
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", v.serialSock)
+	if err != nil {
+		return fmt.Errorf("VM %s: console: %w", v.Name, err)
+	}
+	defer conn.Close()
+	// Drain what QEMU echoes to this client so it never blocks.
+	go io.Copy(io.Discard, conn)
+	if _, err := io.WriteString(conn, s); err != nil {
+		return fmt.Errorf("VM %s: type on the console: %w", v.Name, err)
+	}
+	// Give QEMU time to hand the bytes to the guest before the socket closes.
+	time.Sleep(500 * time.Millisecond)
+	return nil
 }
 
 // qmpCommand sends one QMP command and waits for its answer.
