@@ -84,7 +84,7 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-encoded NAR differs from the accepted input:\n got %q\nwant %q", got, consumed)
 		}
 		dest := filepath.Join(t.TempDir(), "out")
-		got, err := Restore(bytes.NewReader(data), dest, RestoreOptions{Canonical: true})
+		got, err := Restore(bytes.NewReader(data), dest, RestoreOptions{Canonical: true, Workers: 1 + len(data)%4})
 		if err != nil {
 			t.Fatalf("Restore of input Verify accepted: %v", err)
 		}

@@ -105,12 +105,16 @@ func TestRoundTrip(t *testing.T) {
 	if res.Size != uint64(buf.Len()) || res.Hash != sha256.Sum256(buf.Bytes()) {
 		t.Fatalf("Dump result = %d bytes %s, want %d bytes %s", res.Size, res.Hash, buf.Len(), Hash(sha256.Sum256(buf.Bytes())))
 	}
-	for _, canonical := range []bool{false, true} {
-		t.Run(fmt.Sprintf("canonical=%v", canonical), func(t *testing.T) {
+	for _, tc := range []struct {
+		canonical bool
+		workers   int
+	}{{false, 0}, {true, 0}, {true, 4}, {false, 3}} {
+		canonical := tc.canonical
+		t.Run(fmt.Sprintf("canonical=%v,workers=%d", canonical, tc.workers), func(t *testing.T) {
 			dest := filepath.Join(t.TempDir(), "out")
 			trailer := []byte("data after the NAR")
 			r := bytes.NewReader(append(append([]byte{}, buf.Bytes()...), trailer...))
-			got, err := Restore(r, dest, RestoreOptions{Canonical: canonical, Fsync: true})
+			got, err := Restore(r, dest, RestoreOptions{Canonical: canonical, Fsync: true, Workers: tc.workers})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -280,6 +284,19 @@ func TestDecoderRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			for _, workers := range []int{0, 4} {
+				dest := filepath.Join(t.TempDir(), "out")
+				_, err := Restore(bytes.NewReader(tt.nar), dest, RestoreOptions{Canonical: true, Workers: workers})
+				if err == nil {
+					t.Fatalf("Restore (workers %d) succeeded, want an error mentioning %q", workers, tt.want)
+				}
+				if !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), tt.want) {
+					t.Errorf("Restore (workers %d) error = %v, want ErrFormat mentioning %q", workers, err, tt.want)
+				}
+				if _, statErr := os.Lstat(dest); !errors.Is(statErr, fs.ErrNotExist) {
+					t.Errorf("after a refused NAR (workers %d), %s exists (Lstat: %v)", workers, dest, statErr)
+				}
+			}
 			dest := filepath.Join(t.TempDir(), "out")
 			_, err := Restore(bytes.NewReader(tt.nar), dest, RestoreOptions{Canonical: true})
 			if err == nil {

@@ -1,12 +1,14 @@
 package nar
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -19,7 +21,15 @@ type RestoreOptions struct {
 	// Fsync syncs every file and directory before Restore returns. Callers
 	// that sync the whole filesystem once (syncfs) leave it off.
 	Fsync bool
+	// Workers, when above 1, is how many goroutines create small files and
+	// symlinks beside the parser, so that file system calls overlap (they
+	// dominate restoring many small files). The NAR is still read in order.
+	Workers int
 }
+
+// asyncMax is the largest file a worker creates; bigger ones are written by
+// the parser as they stream in.
+const asyncMax = 256 << 10
 
 // canonicalTime is the mtime Nix gives every file in the store.
 var canonicalTime = time.Unix(1, 0)
@@ -37,7 +47,15 @@ func Restore(r io.Reader, dest string, opts RestoreOptions) (Result, error) {
 	}
 	hr := newHashReader(r)
 	rv := &restorer{root: dest, opts: opts, buf: make([]byte, 128<<10)}
-	if err := decode(hr, rv); err != nil {
+	rv.start()
+	err := decode(hr, rv)
+	if werr := rv.wait(); err == nil {
+		err = werr
+	}
+	if err == nil {
+		err = rv.finishDirs()
+	}
+	if err != nil {
 		if rmErr := RemoveAll(dest); rmErr != nil {
 			return Result{}, errors.Join(err, rmErr)
 		}
@@ -51,10 +69,97 @@ func Restore(r io.Reader, dest string, opts RestoreOptions) (Result, error) {
 	return hr.result(), nil
 }
 
+// job is a file or symlink for a worker to create.
+type job struct {
+	path   string
+	mode   fs.FileMode
+	data   *[]byte // file contents (from rv.pool)
+	target string  // symlink target, when data is nil
+}
+
+// start launches the workers, if any.
+func (rv *restorer) start() {
+	if rv.opts.Workers <= 1 {
+		return
+	}
+	rv.jobs = make(chan job, 2*rv.opts.Workers)
+	rv.pool = &sync.Pool{New: func() any { b := make([]byte, asyncMax); return &b }}
+	for i := 0; i < rv.opts.Workers; i++ {
+		rv.wg.Add(1)
+		go func() {
+			defer rv.wg.Done()
+			buf := make([]byte, 128<<10)
+			for j := range rv.jobs {
+				if rv.failed() != nil {
+					continue // drain
+				}
+				rv.fail(rv.create(j, buf))
+			}
+		}()
+	}
+}
+
+func (rv *restorer) create(j job, buf []byte) error {
+	if j.data == nil {
+		if err := os.Symlink(j.target, j.path); err != nil {
+			return fmt.Errorf("nar restore: %w", err)
+		}
+		return nil
+	}
+	defer rv.pool.Put(j.data)
+	return rv.writeFile(j.path, j.mode, bytes.NewReader(*j.data), buf)
+}
+
+func (rv *restorer) fail(err error) {
+	if err == nil {
+		return
+	}
+	rv.mu.Lock()
+	if rv.err == nil {
+		rv.err = err
+	}
+	rv.mu.Unlock()
+}
+
+func (rv *restorer) failed() error {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	return rv.err
+}
+
+// wait stops the workers and returns the first error one of them hit.
+func (rv *restorer) wait() error {
+	if rv.jobs == nil {
+		return nil
+	}
+	close(rv.jobs)
+	rv.wg.Wait()
+	return rv.failed()
+}
+
+// finishDirs gives directories their final metadata once every entry in
+// them exists (creating an entry changes a directory's mtime).
+func (rv *restorer) finishDirs() error {
+	for i := len(rv.dirs) - 1; i >= 0; i-- {
+		if err := rv.finishDir(rv.dirs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 type restorer struct {
 	root string
 	opts RestoreOptions
 	buf  []byte
+
+	// With workers:
+	jobs chan job
+	pool *sync.Pool
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	err  error
+	dirs []string // directories to finish after the workers
 }
 
 func (rv *restorer) path(rel string) string {
@@ -72,7 +177,14 @@ func (rv *restorer) directory(rel string) error {
 }
 
 func (rv *restorer) directoryEnd(rel string) error {
-	p := rv.path(rel)
+	if rv.jobs != nil {
+		rv.dirs = append(rv.dirs, rv.path(rel))
+		return rv.failed()
+	}
+	return rv.finishDir(rv.path(rel))
+}
+
+func (rv *restorer) finishDir(p string) error {
 	if rv.opts.Fsync {
 		if err := syncDir(p); err != nil {
 			return err
@@ -99,7 +211,24 @@ func (rv *restorer) regular(rel string, executable bool, size uint64, contents i
 	if executable {
 		mode |= 0o111
 	}
-	if err := createFile(p, mode, contents, rv.buf, rv.opts.Fsync); err != nil {
+	if rv.jobs == nil || size > asyncMax {
+		if err := rv.failed(); err != nil {
+			return err
+		}
+		return rv.writeFile(p, mode, contents, rv.buf)
+	}
+	data := rv.pool.Get().(*[]byte)
+	*data = (*data)[:size]
+	if _, err := io.ReadFull(contents, *data); err != nil {
+		rv.pool.Put(data)
+		return err
+	}
+	rv.jobs <- job{path: p, mode: mode, data: data}
+	return rv.failed()
+}
+
+func (rv *restorer) writeFile(p string, mode fs.FileMode, contents io.Reader, buf []byte) error {
+	if err := createFile(p, mode, contents, buf, rv.opts.Fsync); err != nil {
 		return fmt.Errorf("nar restore: %w", err)
 	}
 	if rv.opts.Canonical {
@@ -111,6 +240,10 @@ func (rv *restorer) regular(rel string, executable bool, size uint64, contents i
 }
 
 func (rv *restorer) symlink(rel, target string) error {
+	if rv.jobs != nil {
+		rv.jobs <- job{path: rv.path(rel), target: target}
+		return rv.failed()
+	}
 	if err := os.Symlink(target, rv.path(rel)); err != nil {
 		return fmt.Errorf("nar restore: %w", err)
 	}
