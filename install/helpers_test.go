@@ -28,16 +28,38 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	agentBin = filepath.Join(dir, "nixos-via")
-	build := exec.Command("go", "build", "-o", agentBin, "./internal/testagent")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build testagent: %v\n%s", err, out)
+	agentBin, err = buildAgent(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// buildAgent builds the agent the tests run "on the target": the real
+// nixos-via binary when its CLI dispatches `agent`, else the minimal
+// install/internal/testagent with the same verbs.
+func buildAgent(dir string) (string, error) {
+	build := func(out, pkg string) error {
+		cmd := exec.Command("go", "build", "-o", out, pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+		}
+		return nil
+	}
+	real := filepath.Join(dir, "nixos-via")
+	if err := build(real, "../cmd/nixos-via"); err == nil {
+		out, err := exec.Command(real, "agent", "--help").Output()
+		if err == nil && strings.Contains(string(out), "agent receive") {
+			return real, nil
+		}
+	}
+	fmt.Fprintln(os.Stderr, "install tests: nixos-via does not dispatch `agent` (yet); using install/internal/testagent")
+	test := filepath.Join(dir, "testagent")
+	return test, build(test, "./internal/testagent")
 }
 
 // localRunner runs commands as a real subprocess via sh -c, standing in for
