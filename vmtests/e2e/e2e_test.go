@@ -288,17 +288,18 @@ func fileContains(path string, needle []byte) (bool, error) {
 	}
 	defer f.Close()
 	buf := make([]byte, 4<<20)
-	keep := 0
+	carry := 0 // bytes kept from the previous chunk
 	for {
-		n, err := f.Read(buf[keep:])
-		if bytes.Contains(buf[:keep+n], needle) {
+		n, err := f.Read(buf[carry:])
+		total := carry + n
+		if bytes.Contains(buf[:total], needle) {
 			return true, nil
 		}
 		if err != nil {
 			return false, nil
 		}
-		keep = min(len(needle)-1, keep+n)
-		copy(buf, buf[keep+n-keep:keep+n])
+		carry = min(len(needle)-1, total)
+		copy(buf, buf[total-carry:total])
 	}
 }
 
@@ -393,5 +394,23 @@ func checkRootOn(t *testing.T, ctx context.Context, c *target.Conn, dm string) {
 	}
 	if got := run(t, ctx, c, "cat /sys/block/dm-*/dm/name"); !strings.Contains(got, dm) {
 		t.Errorf("device-mapper devices %q, want %s among them", got, dm)
+	}
+}
+
+func TestFileContainsAcrossChunks(t *testing.T) {
+	needle := []byte("0123456789abcdef")
+	for _, at := range []int{-1, 0, 4<<20 - 8, 4 << 20, 9<<20 + 3} {
+		data := make([]byte, 10<<20)
+		if at >= 0 {
+			copy(data[at:], needle)
+		}
+		p := filepath.Join(t.TempDir(), "img")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := fileContains(p, needle)
+		if want := at >= 0; got != want || err != nil {
+			t.Errorf("needle at %d: got %v (%v), want %v", at, got, err, want)
+		}
 	}
 }
