@@ -27,6 +27,19 @@ const (
 	gptSwap  = "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f"
 )
 
+// testShell runs the scripts: busybox sh when installed (its applets stand
+// in for mount, umount, swapon… as on busybox initrds and rescue systems),
+// else sh. DISKO_TEST_SHELL overrides it ("sh", "dash", "busybox sh").
+func testShell() []string {
+	if s := os.Getenv("DISKO_TEST_SHELL"); s != "" {
+		return strings.Fields(s)
+	}
+	if _, err := exec.LookPath("busybox"); err == nil {
+		return []string{"busybox", "sh"}
+	}
+	return []string{"sh"}
+}
+
 // rig is one execution test: loop devices, a root mountpoint, cleanup.
 type rig struct {
 	t      *testing.T
@@ -189,7 +202,8 @@ func (r *rig) run(mode Mode) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, "sh", path, "--yes-wipe-all-disks")
+	sh := testShell()
+	cmd := exec.CommandContext(ctx, sh[0], append(sh[1:], path, "--yes-wipe-all-disks")...)
 	cmd.Env = append(os.Environ(), "DISKO_DEVICE_TIMEOUT=30")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -623,7 +637,8 @@ func TestExecFormatRefusesForeignSignature(t *testing.T) {
 	if err := os.WriteFile(path, []byte(script), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("sh", path).CombinedOutput()
+	sh := testShell()
+	out, err := exec.Command(sh[0], append(sh[1:], path)...).CombinedOutput()
 	if err == nil {
 		t.Fatalf("format over an xfs partition succeeded:\n%s", out)
 	}

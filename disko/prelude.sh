@@ -5,6 +5,12 @@
 # (DISKO_DEVICE_TIMEOUT seconds). Nothing here prints a secret: key material
 # only ever flows through pipes.
 disko_timeout=${DISKO_DEVICE_TIMEOUT:-120}
+# Without a running udev, libdevmapper (LVM, cryptsetup) must create the
+# /dev/mapper and /dev/VG/LV nodes itself instead of waiting for udev.
+if [ ! -e /run/udev/control ]; then
+	DM_DISABLE_UDEV=1
+	export DM_DISABLE_UDEV
+fi
 
 disko_log() { printf 'disko: %s\n' "$*" >&2; }
 disko_die() {
@@ -17,6 +23,32 @@ disko_run() {
 }
 disko_has() { command -v "$1" >/dev/null 2>&1; }
 
+# busybox sh runs its own applets (mount, partprobe, blkid, swapon…) before
+# looking at PATH; their options differ (no blkid -p, a partprobe that drops
+# partitions the kernel cannot parse itself). Prefer the real tools when they
+# are installed.
+disko_bin() {
+	_ifs=$IFS
+	IFS=:
+	for _dir in $PATH; do
+		if [ -n "$_dir" ] && [ -x "$_dir/$1" ] && [ ! -d "$_dir/$1" ]; then
+			IFS=$_ifs
+			printf '%s\n' "$_dir/$1"
+			return 0
+		fi
+	done
+	IFS=$_ifs
+	return 1
+}
+for _tool in blkid partprobe mount umount swapon swapoff mkswap blockdev wipefs; do
+	if _path=$(disko_bin "$_tool"); then
+		case "$_path" in
+		*[!A-Za-z0-9_./-]*) ;;
+		*) eval "$_tool() { $_path \"\$@\"; }" ;;
+		esac
+	fi
+done
+
 # disko_settle [DEV]: make the kernel (and udev, if it runs) see new partitions.
 disko_settle() {
 	if [ -n "${1-}" ]; then
@@ -28,9 +60,20 @@ disko_settle() {
 	fi
 }
 
+# disko_md_active DEV: DEV is a running md array (a stopped array can keep
+# its device node and /dev/md/NAME link).
+disko_md_active() {
+	_k=$(disko_kname "$1")
+	[ -r "/sys/class/block/$_k/md/array_state" ] || return 1
+	case "$(cat "/sys/class/block/$_k/md/array_state")" in
+	clear | inactive) return 1 ;;
+	esac
+	return 0
+}
+
 # disko_md_find NAME: the block device of md array NAME, if assembled.
 disko_md_find() {
-	if [ -b "/dev/md/$1" ]; then
+	if [ -b "/dev/md/$1" ] && disko_md_active "/dev/md/$1"; then
 		printf '%s\n' "/dev/md/$1"
 		return 0
 	fi
@@ -38,6 +81,7 @@ disko_md_find() {
 	for _m in /dev/md[0-9]*; do
 		[ -b "$_m" ] || continue
 		case "${_m#/dev/md}" in *p*) continue ;; esac
+		disko_md_active "$_m" || continue
 		if mdadm --detail --export "$_m" 2>/dev/null | n="$1" awk -F= '
 			$1 == "MD_NAME" { v = $2; sub(/^[^:]*:/, "", v); if (v == ENVIRON["n"]) f = 1 }
 			$1 == "MD_DEVNAME" && $2 == ENVIRON["n"] { f = 1 }
@@ -207,6 +251,33 @@ disko_swap_active() {
 	r="$_r" awk 'NR > 1 && $1 == ENVIRON["r"] { f = 1 } END { exit !f }' /proc/swaps
 }
 
+# disko_umount_tree TARGET: unmount TARGET and everything below it, deepest
+# (latest) first; works with busybox umount, which has no -R.
+disko_umount_tree() {
+	t="$1" awk 'BEGIN { t = ENVIRON["t"]; if (t != "/") sub(/\/+$/, "", t) }
+		{ m = $2; gsub(/\\040/, " ", m); gsub(/\\011/, "\t", m); gsub(/\\134/, "\\", m)
+		  if (m == t || index(m, t "/") == 1 || t == "/") print m }' /proc/self/mounts |
+		sed -n '1!G;h;$p' | while IFS= read -r _t; do
+		if disko_mounted "$_t"; then disko_run umount "$_t"; fi
+	done
+}
+
+# disko_swapon DEV DISCARD-POLICY PRIORITY OPTIONS: util-linux swapon with
+# every option, or busybox swapon with what it supports.
+disko_swapon() {
+	_d=$1 _pol=$2 _pri=$3 _opts=$4
+	set --
+	if swapon --help 2>&1 | grep -q -- --priority; then
+		case "$_pol" in '') ;; both) set -- --discard ;; *) set -- "--discard=$_pol" ;; esac
+		if [ -n "$_pri" ]; then set -- "$@" "--priority=$_pri"; fi
+		disko_run swapon "$@" "--options=$_opts" "$_d"
+	else
+		case "$_pol" in '') ;; both) set -- -d ;; *) set -- "-d$_pol" ;; esac
+		disko_log "busybox swapon: priority and options of $_d are left to NixOS"
+		disko_run swapon "$@" "$_d"
+	fi
+}
+
 # disko_mount TARGET MOUNT-ARGS...: mount unless TARGET is already a mountpoint.
 disko_mount() {
 	_t=$1
@@ -256,7 +327,7 @@ disko_teardown() {
 	done </proc/self/mounts | sed -n '1!G;h;$p')
 	if [ -n "$_targets" ]; then
 		printf '%s\n' "$_targets" | while IFS= read -r _t; do
-			if disko_mounted "$_t"; then disko_run umount -R "$_t"; fi
+			disko_umount_tree "$_t"
 		done
 	fi
 	if disko_swap_active "$_d"; then disko_run swapoff "$_d"; fi

@@ -328,7 +328,7 @@ func (b *builder) destroy() {
 	[ "$disko_answer" = yes ] || disko_die 'not confirmed'
 fi`, strings.ReplaceAll(list.String(), "%", "%%")), "")
 	b.add("", "something is mounted on the root mountpoint", []string{"umount", "-R", b.root},
-		fmt.Sprintf("if disko_mounted %s; then disko_run umount -R %s; fi", shq(b.root), shq(b.root)), "")
+		"disko_umount_tree "+shq(b.root), "")
 	for _, t := range targets {
 		b.add(t.Path, "", []string{"disk-deactivate", t.Device}, "disko_wipe_disk "+shq(t.Device), "")
 	}
@@ -813,21 +813,25 @@ func (b *builder) mount() {
 		}
 		x := s.swap
 		argv := lits("swapon")
+		pol, pri := "", ""
 		if x.DiscardPolicy != nil {
-			if *x.DiscardPolicy == "both" {
+			pol = *x.DiscardPolicy
+			if pol == "both" {
 				argv = append(argv, lit("--discard"))
 			} else {
-				argv = append(argv, lit("--discard="+*x.DiscardPolicy))
+				argv = append(argv, lit("--discard="+pol))
 			}
 		}
 		if x.Priority != nil {
-			argv = append(argv, lit(fmt.Sprintf("--priority=%d", *x.Priority)))
+			pri = strconv.Itoa(*x.Priority)
+			argv = append(argv, lit("--priority="+pri))
 		}
-		argv = append(argv, lit("--options="+strings.Join(x.MountOptions, ",")))
+		opts := strings.Join(x.MountOptions, ",")
+		argv = append(argv, lit("--options="+opts))
 		d := b.dev(x.Device)
 		argv = append(argv, d)
 		b.add(x.Path, "swap not active and DISKO_SKIP_SWAP != 1", keyWords(argv),
-			fmt.Sprintf("if [ \"${DISKO_SKIP_SWAP-}\" != 1 ] && ! disko_swap_active %s; then disko_run %s; fi", d.sh, shWords(argv)),
+			fmt.Sprintf("if [ \"${DISKO_SKIP_SWAP-}\" != 1 ] && ! disko_swap_active %s; then disko_swapon %s %s %s %s; fi", d.sh, d.sh, shq(pol), shq(pri), shq(opts)),
 			"disko §5.1 (PR #1057): swap partitions were no longer activated in mount mode")
 	}
 }
