@@ -39,28 +39,12 @@ echo "==> keys: the provider's host key, and the test systems' login key"
 install -m 600 vmtests/flake/keys/snakeoil_ed25519 "$dir/login_key"
 cp vmtests/flake/keys/snakeoil_ed25519.pub "$dir/login_key.pub"
 
-echo "==> building the provider image (a generic Linux host) and the kexec installer"
-"$nv" image provider --out "$dir/provider" --host-key "$dir/host_key" --authorized-keys "$dir/login_key.pub"
+echo "==> building the provider image (a generic Linux host, with its own UEFI boot disk) and the kexec installer"
+"$nv" image provider --out "$dir/provider" --host-key "$dir/host_key" --authorized-keys "$dir/login_key.pub" \
+  --boot-disk "$dir/provider-disk.qcow2"
 "$nv" image installer --out "$dir/installer.tar.gz" --agent "$nv"
 
-echo "==> the provider's boot disk (ESP with systemd-boot, no loop devices) and a blank target disk"
-export MTOOLS_SKIP_CHECK=1
-esp=$dir/esp.img
-rm -f "$esp"
-kib=$(( ( $(stat -c %s "$dir/provider/bzImage") + $(stat -c %s "$dir/provider/initrd") ) / 1024 + 16384 ))
-mkfs.vfat -C "$esp" "$kib" >/dev/null
-mmd -i "$esp" ::/EFI ::/EFI/BOOT ::/loader ::/loader/entries
-mcopy -i "$esp" /usr/lib/systemd/boot/efi/systemd-bootx64.efi ::/EFI/BOOT/BOOTX64.EFI
-mcopy -i "$esp" "$dir/provider/bzImage" ::/vmlinuz
-mcopy -i "$esp" "$dir/provider/initrd" ::/initrd
-printf 'default provider.conf\ntimeout 0\n' > "$dir/loader.conf"
-printf 'title provider\nlinux /vmlinuz\ninitrd /initrd\noptions %s\n' "$(cat "$dir/provider/cmdline")" > "$dir/provider.conf"
-mcopy -i "$esp" "$dir/loader.conf" ::/loader/loader.conf
-mcopy -i "$esp" "$dir/provider.conf" ::/loader/entries/provider.conf
-rm -f "$dir/provider-disk.img"
-truncate -s "$((kib + 2048))K" "$dir/provider-disk.img"
-sgdisk -q -n "1:1M:+${kib}K" -t 1:ef00 "$dir/provider-disk.img"
-dd if="$esp" of="$dir/provider-disk.img" bs=1M seek=1 conv=notrunc status=none
+echo "==> a blank 4 GiB target disk"
 rm -f "$dir/target.qcow2"
 qemu-img create -q -f qcow2 "$dir/target.qcow2" 4G
 cp /usr/share/OVMF/OVMF_VARS_4M.fd "$dir/OVMF_VARS.fd"
@@ -75,7 +59,7 @@ qemu-system-x86_64 -name nixos-via-demo -accel tcg -cpu qemu64,+ssse3,+sse4.1,+s
   -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22" -device virtio-net-pci,netdev=n0,romfile= \
   -device virtio-rng-pci \
   -drive "file=$dir/target.qcow2,if=none,id=d0,format=qcow2,cache=unsafe" -device virtio-blk-pci,drive=d0,bootindex=0 \
-  -drive "file=$dir/provider-disk.img,if=none,id=d1,format=raw,cache=unsafe" -device virtio-blk-pci,drive=d1,bootindex=1
+  -drive "file=$dir/provider-disk.qcow2,if=none,id=d1,format=qcow2,cache=unsafe" -device virtio-blk-pci,drive=d1,bootindex=1
 
 printf '[127.0.0.1]:%s %s\n' "$port" "$(cut -d' ' -f1,2 "$dir/host_key.pub")" > "$dir/known_hosts"
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nixos-via/nixos-via/cmd/nixos-via/cli"
+	"github.com/nixos-via/nixos-via/images"
 	"github.com/nixos-via/nixos-via/internal/target"
 	"github.com/nixos-via/nixos-via/vmtests/testimg"
 	"github.com/nixos-via/nixos-via/vmtests/vm"
@@ -74,45 +75,16 @@ func setup(t *testing.T) *world {
 		installer: inst.Path, agent: testimg.Agent(t), flake: "path:" + flakeDir(t)}
 }
 
-// providerDisk makes a GPT disk whose ESP boots the provider kernel and
-// initrd through systemd-boot, without loop devices (mtools), so that one
-// QEMU process under OVMF boots the provider first and, once the target
-// disk has a bootloader, the installed system.
+// providerDisk is the provider's own boot disk (ESP + systemd-boot), so
+// that one QEMU process under OVMF boots the provider first and, once the
+// target disk (first in the boot order) has a bootloader, the installed system.
 func providerDisk(t *testing.T, kernel, initrd, cmdline string) string {
 	t.Helper()
-	dir := t.TempDir()
-	esp := filepath.Join(dir, "esp.img")
-	size := fileSize(t, kernel) + fileSize(t, initrd) + 8<<20
-	espKiB := (size>>10 + 1023) / 1024 * 1024
-	run := func(name string, args ...string) {
-		t.Helper()
-		cmd := exec.Command(name, args...)
-		cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-		}
+	disk := filepath.Join(t.TempDir(), "provider-disk.qcow2") // the harness's overlays want qcow2
+	if err := images.BuildBootDisk(t.Context(), disk, kernel, initrd, cmdline); err != nil {
+		t.Fatal(err)
 	}
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	run("mkfs.vfat", "-C", esp, fmt.Sprint(espKiB))
-	run("mmd", "-i", esp, "::/EFI", "::/EFI/BOOT", "::/loader", "::/loader/entries")
-	run("mcopy", "-i", esp, "/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "::/EFI/BOOT/BOOTX64.EFI")
-	run("mcopy", "-i", esp, kernel, "::/vmlinuz")
-	run("mcopy", "-i", esp, initrd, "::/initrd")
-	run("mcopy", "-i", esp, write("loader.conf", "default provider.conf\ntimeout 0\n"), "::/loader/loader.conf")
-	run("mcopy", "-i", esp, write("provider.conf", "title provider\nlinux /vmlinuz\ninitrd /initrd\noptions "+cmdline+"\n"), "::/loader/entries/provider.conf")
-	disk := filepath.Join(dir, "provider-disk.img")
-	run("truncate", "-s", fmt.Sprintf("%dK", espKiB+2048), disk)
-	run("sgdisk", "-n", fmt.Sprintf("1:1M:+%dK", espKiB), "-t", "1:ef00", disk)
-	run("dd", "if="+esp, "of="+disk, "bs=1M", "seek=1", "conv=notrunc", "status=none")
-	qcow := filepath.Join(dir, "provider-disk.qcow2") // the harness's overlays want qcow2
-	run("qemu-img", "convert", "-q", "-O", "qcow2", disk, qcow)
-	return qcow
+	return disk
 }
 
 func fileSize(t *testing.T, p string) int64 {

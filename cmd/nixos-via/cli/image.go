@@ -178,9 +178,10 @@ func imageInstaller(ctx context.Context, env Env, args []string) *imageErr {
 func imageProvider(ctx context.Context, env Env, args []string) *imageErr {
 	fs := pflag.NewFlagSet("nixos-via image provider", pflag.ContinueOnError)
 	var c imageCommon
-	var user, passwordEnv, userKeys, hostname string
+	var user, passwordEnv, userKeys, hostname, bootDisk string
 	var noKexec bool
 	c.register(fs, "output directory")
+	fs.StringVar(&bootDisk, "boot-disk", "", "also write a GPT disk image (raw, or qcow2 by its name) whose ESP boots the provider with systemd-boot under UEFI")
 	fs.StringVar(&user, "user", "", "non-root login user in group sudo")
 	fs.StringVar(&passwordEnv, "user-password-env", "", "read the user's sudo password from this environment variable (default: sudo without password)")
 	fs.StringVar(&userKeys, "user-authorized-keys", "", "authorized_keys file for --user (default: root's)")
@@ -241,5 +242,11 @@ func imageProvider(ctx context.Context, env Env, args []string) *imageErr {
 		return &imageErr{ExitFailure, err}
 	}
 	fmt.Fprintf(env.Stdout, "kernel\t%s\ninitrd\t%s\t%d bytes\ncmdline\t%s\n", p.Kernel, p.Initrd, p.InitrdBytes, p.Cmdline)
+	if bootDisk != "" {
+		if err := images.BuildBootDisk(ctx, bootDisk, p.Kernel, p.Initrd, p.Cmdline); err != nil {
+			return &imageErr{ExitFailure, err}
+		}
+		fmt.Fprintf(env.Stdout, "boot disk\t%s\n", bootDisk)
+	}
 	return nil
 }
