@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -47,7 +48,14 @@ type receiver struct {
 	pending      []pendingPath
 	pendingBytes uint64
 	batchStart   time.Time
-	stats        ReceiveStats
+
+	// A committer goroutine syncs and renames full batches while the next
+	// batch is restored, so the stream keeps flowing during a sync.
+	batches   chan []pendingPath
+	committed chan struct{} // closed when the committer is done
+	mu        sync.Mutex
+	commitErr error
+	stats     ReceiveStats
 }
 
 // Receive reads a closure stream (see the package comment) from r and installs
@@ -91,12 +99,52 @@ func Receive(ctx context.Context, r io.Reader, root string, opts ReceiveOptions)
 
 // receiveDecoded is Receive after decompression.
 func receiveDecoded(ctx context.Context, r io.Reader, l layout, opts ReceiveOptions) (ReceiveStats, error) {
-	rc := &receiver{l: l, opts: opts}
+	rc := &receiver{l: l, opts: opts, batches: make(chan []pendingPath, 1), committed: make(chan struct{})}
+	go rc.committer()
 	err := rc.run(ctx, &frameReader{r: bufio.NewReaderSize(r, 256<<10)})
-	if cerr := rc.commit(); cerr != nil {
-		err = errors.Join(err, cerr)
+	// Whatever happened, verified paths are committed.
+	rc.flush()
+	close(rc.batches)
+	<-rc.committed
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.commitErr != nil && !errors.Is(err, rc.commitErr) {
+		err = errors.Join(err, rc.commitErr)
 	}
 	return rc.stats, err
+}
+
+// committer commits batches in order; after a failure it only cleans up.
+func (rc *receiver) committer() {
+	defer close(rc.committed)
+	for batch := range rc.batches {
+		if rc.failed() != nil {
+			for _, p := range batch {
+				nar.RemoveAll(p.tmp)
+			}
+			continue
+		}
+		if err := rc.commit(batch); err != nil {
+			rc.mu.Lock()
+			rc.commitErr = err
+			rc.mu.Unlock()
+		}
+	}
+}
+
+func (rc *receiver) failed() error {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.commitErr
+}
+
+// flush hands the pending paths to the committer (waiting while it still has
+// a batch queued).
+func (rc *receiver) flush() {
+	if len(rc.pending) > 0 {
+		rc.batches <- rc.pending
+	}
+	rc.pending, rc.pendingBytes = nil, 0
 }
 
 func (rc *receiver) run(ctx context.Context, fr *frameReader) error {
@@ -107,6 +155,9 @@ func (rc *receiver) run(ctx context.Context, fr *frameReader) error {
 	for {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("receive: %w", err)
+		}
+		if err := rc.failed(); err != nil {
+			return err
 		}
 		kind, err := fr.item()
 		if err != nil {
@@ -125,9 +176,7 @@ func (rc *receiver) run(ctx context.Context, fr *frameReader) error {
 		paths++
 		narBytes += info.NarSize
 		if rc.pendingBytes >= rc.opts.BatchBytes || len(rc.pending) >= rc.opts.BatchPaths || time.Since(rc.batchStart) >= rc.opts.BatchAge {
-			if err := rc.commit(); err != nil {
-				return err
-			}
+			rc.flush()
 		}
 	}
 }
@@ -192,9 +241,7 @@ func (rc *receiver) receivePath(fr *frameReader, info nix.PathInfo) error {
 //
 // A crash before the record file's rename leaves paths without a record
 // (sent again); a record alone never makes a path valid.
-func (rc *receiver) commit() (err error) {
-	pending := rc.pending
-	rc.pending, rc.pendingBytes = nil, 0
+func (rc *receiver) commit(pending []pendingPath) (err error) {
 	if len(pending) == 0 {
 		return nil
 	}
@@ -250,10 +297,12 @@ func (rc *receiver) commit() (err error) {
 	if err := fsyncDir(rc.l.validDir()); err != nil {
 		return fmt.Errorf("receive: %w", err)
 	}
+	rc.mu.Lock()
 	for _, p := range pending {
 		rc.stats.Paths++
 		rc.stats.NarBytes += p.info.NarSize
 	}
+	rc.mu.Unlock()
 	return nil
 }
 

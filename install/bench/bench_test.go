@@ -24,10 +24,12 @@ import (
 )
 
 type result struct {
-	name     string
-	wall     time.Duration
-	wire     int64
-	maxRSSKB int64
+	name      string
+	wall      time.Duration
+	wire      int64
+	maxRSSKB  int64
+	clientCPU time.Duration // user+system of the client's process tree
+	serverCPU time.Duration // user+system of sshd's sessions and what they ran
 }
 
 type env struct {
@@ -36,8 +38,23 @@ type env struct {
 	narBytes               uint64
 	via                    string
 	server                 *sshtest.Server
+	sshdPID                int
 	proxy                  *sshtest.Proxy
 	knownHosts             string
+}
+
+// childrenCPU is the CPU time of the reaped children of pid (cutime+cstime
+// in /proc/pid/stat): for sshd, every session and the commands they ran.
+func childrenCPU(b *testing.B, pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command name (which is in parentheses) start at field 3.
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	cu, _ := strconv.ParseInt(f[13], 10, 64)        // field 16, cutime
+	cs, _ := strconv.ParseInt(f[14], 10, 64)        // field 17, cstime
+	return time.Duration(cu+cs) * time.Second / 100 // USER_HZ
 }
 
 func setup(b *testing.B) *env {
@@ -71,6 +88,13 @@ func setup(b *testing.B) *env {
 		b.Fatalf("go build via: %v: %s", err, out)
 	}
 	e.server = sshtest.Start(b, sshtest.Options{})
+	out, err := exec.Command("pgrep", "-f", "sshd -D -e -f "+filepath.Join(e.server.Dir, "sshd_config")).Output()
+	if err != nil {
+		b.Fatalf("find the test sshd: %v", err)
+	}
+	if e.sshdPID, err = strconv.Atoi(strings.Fields(string(out))[0]); err != nil {
+		b.Fatal(err)
+	}
 	e.proxy = sshtest.StartProxy(b, e.server.Addr)
 	e.knownHosts = filepath.Join(e.work, "known_hosts")
 	line := fmt.Sprintf("[127.0.0.1]:%d %s", e.proxy.Port, ssh.MarshalAuthorizedKey(e.server.HostKey))
@@ -94,6 +118,7 @@ func (e *env) sshOpts() string {
 func (e *env) run(b *testing.B, name, script string, extraEnv ...string) result {
 	b.Helper()
 	before := e.proxy.BytesToTarget()
+	serverBefore := childrenCPU(b, e.sshdPID)
 	cmd := exec.Command("sh", "-c", script)
 	cmd.Env = append(os.Environ(), extraEnv...)
 	start := time.Now()
@@ -110,8 +135,10 @@ func (e *env) run(b *testing.B, name, script string, extraEnv ...string) result 
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss
-	return result{name: name, wall: wall, wire: wire, maxRSSKB: rss}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	return result{name: name, wall: wall, wire: wire, maxRSSKB: ru.Maxrss,
+		clientCPU: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(),
+		serverCPU: childrenCPU(b, e.sshdPID) - serverBefore}
 }
 
 func (e *env) freshRoot(b *testing.B, name string) string {
@@ -206,15 +233,16 @@ func BenchmarkCopy(b *testing.B) {
 	nixCopy, tar := best[3].wall, best[4].wall
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\n%d paths, %.0f MB of NAR (MB = 10^6 bytes); best of %d rounds (median in brackets)\n\n", len(e.paths), float64(e.narBytes)/1e6, rounds)
-	fmt.Fprintln(&sb, "| method | wall time | MB/s (NAR) | on the wire | peak RSS (client) | speed vs nix copy | speed vs tar pipe |")
-	fmt.Fprintln(&sb, "|---|---|---|---|---|---|---|")
+	fmt.Fprintln(&sb, "| method | wall time | MB/s (NAR) | on the wire | peak RSS (client) | CPU client + server | speed vs nix copy | speed vs tar pipe |")
+	fmt.Fprintln(&sb, "|---|---|---|---|---|---|---|---|")
 	for i, r := range best {
 		mbps := fmt.Sprintf("%.0f", float64(e.narBytes)/1e6/r.wall.Seconds())
 		if strings.Contains(r.name, "re-run") {
 			mbps = "–"
 		}
-		fmt.Fprintf(&sb, "| %s | %.2f s (%.2f s) | %s | %.1f MB | %.0f MB | %.2f× | %.2f× |\n", r.name, r.wall.Seconds(), median[i].Seconds(), mbps,
-			float64(r.wire)/1e6, float64(r.maxRSSKB)/1024, nixCopy.Seconds()/r.wall.Seconds(), tar.Seconds()/r.wall.Seconds())
+		fmt.Fprintf(&sb, "| %s | %.2f s (%.2f s) | %s | %.1f MB | %.0f MB | %.1f + %.1f s | %.2f× | %.2f× |\n", r.name, r.wall.Seconds(), median[i].Seconds(), mbps,
+			float64(r.wire)/1e6, float64(r.maxRSSKB)/1024, r.clientCPU.Seconds(), r.serverCPU.Seconds(),
+			nixCopy.Seconds()/r.wall.Seconds(), tar.Seconds()/r.wall.Seconds())
 	}
 	fmt.Print(sb.String())
 }
