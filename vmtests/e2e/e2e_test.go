@@ -98,6 +98,7 @@ func fileSize(t *testing.T, p string) int64 {
 // machine is one provider VM with its target disks.
 type machine struct {
 	v          *vm.VM
+	port       int // where nixos-via connects: the VM's forward, or a proxy in front
 	knownHosts string
 	hostLine   string
 }
@@ -124,7 +125,7 @@ func (w *world) bootWith(t *testing.T, name string, targets int, memMiB int, con
 	if err := os.WriteFile(kh, []byte(line), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return &machine{v: v, knownHosts: kh, hostLine: line}
+	return &machine{v: v, port: v.SSHPort, knownHosts: kh, hostLine: line}
 }
 
 // nixosVia runs the CLI in-process and returns its exit code and output.
@@ -155,14 +156,14 @@ func (w *world) installArgs(m *machine, scenario string, extra ...string) []stri
 		"--timeout-kexec", "4m", "--timeout-reboot", "4m", "--yes",
 	}
 	args = append(args, extra...)
-	return append(args, fmt.Sprintf("root@127.0.0.1:%d", m.v.SSHPort))
+	return append(args, fmt.Sprintf("root@127.0.0.1:%d", m.port))
 }
 
 // dialInstalled connects to the installed system with the known_hosts the
 // install left behind (it must hold the new system's key now).
 func dialInstalled(t *testing.T, ctx context.Context, w *world, m *machine) *target.Conn {
 	t.Helper()
-	c, err := target.Dial(ctx, target.Options{Destination: fmt.Sprintf("root@127.0.0.1:%d", m.v.SSHPort),
+	c, err := target.Dial(ctx, target.Options{Destination: fmt.Sprintf("root@127.0.0.1:%d", m.port),
 		IdentityFiles: []string{w.keys.ClientKeyFile}, KnownHostsFiles: []string{m.knownHosts},
 		StrictHostKeyChecking: target.StrictYes, SSHConfigFile: "none", ConnectTimeout: 20 * time.Second}, t.TempDir())
 	if err != nil {
