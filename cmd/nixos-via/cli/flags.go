@@ -431,7 +431,8 @@ func ParseArgs(args []string) (*Options, bool, error) {
 		}
 		return o, false, nil
 	}
-	if o.Flake == "" && o.StorePaths == nil {
+	kexecOnly := len(o.Phases) == 1 && o.Phases[0] == "kexec"
+	if o.Flake == "" && o.StorePaths == nil && !kexecOnly {
 		return nil, false, usagef("give --flake REF#NAME or --store-paths DISKO SYSTEM")
 	}
 	if o.Host == "" {

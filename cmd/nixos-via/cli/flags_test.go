@@ -130,6 +130,9 @@ func TestParseArgsForms(t *testing.T) {
 		{"phases deduplicated in the given order",
 			[]string{"-f", ".#x", "--phases", "install,disko,install", "h"},
 			func(o *Options) (any, any) { return o.Phases, []string{"install", "disko"} }},
+		{"--phases kexec needs no system to install",
+			[]string{"--phases", "kexec", "--kexec", "/k.tar.gz", "h"},
+			func(o *Options) (any, any) { return []any{o.Phases, o.Flake}, []any{[]string{"kexec"}, ""} }},
 		{"--flag=value form",
 			[]string{"--flake=.#x", "--ssh-port=23", "--phases=disko", "h"},
 			func(o *Options) (any, any) {
