@@ -237,9 +237,11 @@ func waitInstaller(ctx context.Context, before *target.Resolved, key ssh.PublicK
 				return nil, ctx.Err()
 			}
 			var mm *target.HostKeyMismatchError
-			if errors.As(err, &mm) {
+			if errors.As(err, &mm) && port == ports[0] {
 				return nil, &Error{Step: "reconnect", Err: fmt.Errorf("the installer must present the host's own key, but: %w", err)}
 			}
+			// Another key on a fallback port is another server (say, a
+			// forward to something else): keep waiting for ours.
 			last[port] = err
 		}
 		if time.Now().After(deadline) {
