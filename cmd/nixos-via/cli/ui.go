@@ -22,6 +22,8 @@ type ui struct {
 	bar      *progressbar.ProgressBar
 	barKey   string
 	lastLine time.Time
+	lastKey  string
+	lastDone int64
 	now      func() time.Time
 }
 
@@ -87,11 +89,14 @@ func (u *ui) progress(e event.Event) {
 		u.bar.Set64(e.Done)
 		return
 	}
-	// No terminal: a line every 5 s and at the end.
+	// No terminal: a line every 5 s and at the end (once).
 	if e.Done < e.Total && u.now().Sub(u.lastLine) < 5*time.Second {
 		return
 	}
-	u.lastLine = u.now()
+	if key == u.lastKey && e.Done == u.lastDone {
+		return
+	}
+	u.lastLine, u.lastKey, u.lastDone = u.now(), key, e.Done
 	if e.Unit == "bytes" {
 		fmt.Fprintf(u.out, "    %s: %s of %s\n", e.Msg, humanBytes(e.Done), humanBytes(e.Total))
 	} else {

@@ -41,12 +41,16 @@ func TestUIPlainLinesThrottleProgress(t *testing.T) {
 		now = now.Add(time.Second)
 		u.Emit(event.Event{Phase: "install", Kind: event.Progress, Msg: "closure", Done: i << 20, Total: 10 << 20, Unit: "bytes"})
 	}
+	u.Emit(event.Event{Phase: "install", Kind: event.Progress, Msg: "closure", Done: 10 << 20, Total: 10 << 20, Unit: "bytes"})
 	u.Emit(event.Event{Kind: event.Warn, Msg: "slow link"})
 	got := errb.String()
 	for _, want := range []string{"==> [install] copy closure\n", "closure: 10.0 MiB of 10.0 MiB\n", "warning: slow link\n"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("output lacks %q:\n%s", want, got)
 		}
+	}
+	if n := strings.Count(got, "closure: 10.0 MiB of 10.0 MiB"); n != 1 {
+		t.Errorf("the final progress line is printed %d times, want once:\n%s", n, got)
 	}
 	if n := strings.Count(got, "closure: "); n < 2 || n > 4 {
 		t.Errorf("%d progress lines for 10 s of progress, want a few (one per 5 s + the end):\n%s", n, got)
