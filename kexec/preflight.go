@@ -135,7 +135,11 @@ func ramFiles(in PreflightInput) string {
 	if !in.WorkDirRAM {
 		return ""
 	}
-	return " + the unpacked files on a RAM filesystem"
+	var files int64
+	for _, n := range in.Tarball.Files {
+		files += n
+	}
+	return fmt.Sprintf(" + %d MiB of unpacked files on a RAM filesystem", files>>20)
 }
 
 func sbNote(f *target.Facts) string {

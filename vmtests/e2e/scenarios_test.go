@@ -92,7 +92,7 @@ func TestRefusalsTouchNothing(t *testing.T) {
 		// raid1 names /dev/vda and /dev/vdb; with no target disk the
 		// provider's own disk is vda and vdb is missing.
 		{"missing disk", "raid1", 0, 512, false, cli.ExitRefused, "/dev/vdb, which the host does not have"},
-		{"too little RAM", "efi-ext4", 1, 192, false, cli.ExitRefused, "MiB of RAM but this installer needs"},
+		{"too little RAM", "efi-ext4", 1, 192, false, cli.ExitRefused, "pre-flight memory: the host has"},
 		{"changed host key", "efi-ext4", 1, 512, true, cli.ExitHostKey, "host key for [127.0.0.1]"},
 	}
 	for _, tc := range tests {
