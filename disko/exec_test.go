@@ -672,3 +672,82 @@ func TestExecDestroyWipesPreviousLayout(t *testing.T) {
 		}
 	}
 }
+
+// A missing or empty key file stops the script before luksFormat: nothing
+// is ever encrypted with an empty key.
+func TestExecMissingKeyFileStops(t *testing.T) {
+	skipUnlessReady(t, requirement{tools: []string{"cryptsetup", "mkfs.btrfs"}})
+	empty := writeSecret(t, t.TempDir(), "empty.key", "")
+	r := newRig(t, "luks-btrfs.json", 1, 128, map[string]string{"@KEYFILE@": empty, "@KEYFILE2@": empty})
+	script, err := r.l.Script(ModeDestroyFormatMount, RenderOptions{RootMountpoint: r.root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(r.dir, "script.sh")
+	if err := os.WriteFile(path, []byte(script), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sh := testShell()
+	out, err := exec.Command(sh[0], append(sh[1:], path, "--yes-wipe-all-disks")...).CombinedOutput()
+	if err == nil {
+		t.Fatalf("the script went on with an empty key file:\n%s", out)
+	}
+	if !strings.Contains(string(out), "key file "+empty+" of LUKS nvtcrypt1 is missing or empty") {
+		t.Errorf("unclear error:\n%s", out)
+	}
+	if strings.Contains(string(out), "luksFormat") {
+		t.Errorf("luksFormat ran:\n%s", out)
+	}
+	if got := blkidProbe(r.part(0, 1))["TYPE"]; got != "" {
+		t.Errorf("partition got a %q signature", got)
+	}
+}
+
+func TestExecLegacyMsdosTable(t *testing.T) {
+	skipUnlessReady(t, requirement{tools: []string{"parted", "mkfs.ext4", "mkswap", "swapon"}, fs: []string{"ext4"}})
+	r := newRig(t, "legacy-msdos.json", 1, 256, nil)
+	check := func() {
+		if pt := blkidProbe(r.loops[0])["PTTYPE"]; pt != "dos" {
+			t.Errorf("partition table %q, want dos", pt)
+		}
+		root, swap := blkidProbe(r.part(0, 1)), blkidProbe(r.part(0, 2))
+		if root["TYPE"] != "ext4" || root["PART_ENTRY_TYPE"] != "0x83" || root["PART_ENTRY_FLAGS"] != "0x80" {
+			t.Errorf("partition 1: %v, want a bootable 0x83 ext4 partition", root)
+		}
+		if swap["TYPE"] != "swap" || swap["PART_ENTRY_TYPE"] != "0x82" {
+			t.Errorf("partition 2: %v, want a 0x82 swap partition", swap)
+		}
+		r.expectMount("/", "ext4", r.part(0, 1))
+		if !activeSwaps()[r.part(0, 2)] {
+			t.Errorf("swap %s is not active", r.part(0, 2))
+		}
+	}
+	r.cycle(check)
+}
+
+// disko §5.2 and the MBR numbering of hybrid partitions: with the default
+// efiGptPartitionFirst = true, sgdisk -h puts the protective EE entry
+// first, so GPT partition 1 is MBR entry 2.
+func TestExecHybridMBR(t *testing.T) {
+	skipUnlessReady(t, requirement{tools: []string{"sfdisk", "mkfs.ext4"}, fs: []string{"ext4"}})
+	r := newRig(t, "hybrid-mbr.json", 1, 128, nil)
+	r.cycle(func() {
+		r.expectPart(0, 1, "disk-main-firm", gptLinux, "ext4")
+		r.expectPart(0, 2, "disk-main-root", gptLinux, "ext4")
+		r.expectMount("/", "ext4", r.part(0, 2))
+		out, err := exec.Command("sfdisk", "--label-nested", "dos", "-d", r.loops[0]).Output()
+		if err != nil {
+			t.Fatalf("sfdisk -d: %v", err)
+		}
+		var entries []string
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(line, r.loops[0]) {
+				entries = append(entries, strings.Join(strings.Fields(line[strings.Index(line, ":")+1:]), " "))
+			}
+		}
+		want := []string{"start= 1, size= 2047, type=ee", "start= 2048, size= 32768, type=c, bootable"}
+		if strings.Join(entries, "\n") != strings.Join(want, "\n") {
+			t.Errorf("hybrid MBR entries:\n%s\nwant:\n%s", strings.Join(entries, "\n"), strings.Join(want, "\n"))
+		}
+	})
+}

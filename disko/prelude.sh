@@ -287,6 +287,15 @@ disko_mount() {
 	disko_run mount "$@"
 }
 
+# disko_need_key FILE NAME: stop unless the key (or password) file of LUKS
+# NAME exists and is not empty, so that nothing is ever formatted with an
+# empty key. The content stays in the shell.
+disko_need_key() {
+	if [ ! -r "$1" ] || [ -z "$(cat "$1")" ]; then
+		disko_die "key file $1 of LUKS $2 is missing or empty (upload it first, e.g. --disk-encryption-keys)"
+	fi
+}
+
 # disko_password NAME: read a passphrase from the terminal (not echoed).
 disko_password() {
 	[ -r /dev/tty ] || disko_die "LUKS $1 needs a passphrase but there is no terminal (use passwordFile or settings.keyFile)"

@@ -494,14 +494,32 @@ func (b *builder) createGPT(g *GPT) {
 		if fix != "" {
 			b.fixed(fix)
 		}
-		for _, p := range hybrid {
+		// sgdisk -h puts the protective EE entry first unless :EE ends the
+		// list, and numbers the hybrid entries in list order: the MBR
+		// number of a partition is its position in that list (+1 after EE),
+		// not its GPT number as upstream assumed.
+		for i, p := range hybrid {
+			mbr := i + 1
+			if g.EFIGptPartitionFirst {
+				mbr++
+			}
+			fix := ""
+			if mbr != p.Index {
+				fix = fmt.Sprintf("disko (found here): the MBR entry of GPT partition %d is %d, upstream retyped MBR entry %d", p.Index, mbr, p.Index)
+			}
 			if t := p.Hybrid.MBRPartitionType; t != nil {
 				d := b.dev(g.Device)
-				b.cmd(p.Path, "", "", []word{lit("sfdisk"), lit("--label-nested"), lit("dos"), lit("--part-type"), d, lit(strconv.Itoa(p.Index)), lit(*t)})
+				b.cmd(p.Path, "", "", []word{lit("sfdisk"), lit("--label-nested"), lit("dos"), lit("--part-type"), d, lit(strconv.Itoa(mbr)), lit(*t)})
+				if fix != "" {
+					b.fixed(fix)
+				}
 			}
 			if p.Hybrid.MBRBootableFlag {
 				d := b.dev(g.Device)
-				b.cmd(p.Path, "", "", []word{lit("sfdisk"), lit("--label-nested"), lit("dos"), lit("--activate"), d, lit(strconv.Itoa(p.Index))})
+				b.cmd(p.Path, "", "", []word{lit("sfdisk"), lit("--label-nested"), lit("dos"), lit("--activate"), d, lit(strconv.Itoa(mbr))})
+				if fix != "" {
+					b.fixed(fix)
+				}
 			}
 			b.add(p.Path, "", []string{"settle"}, "disko_settle", "")
 		}
@@ -561,6 +579,7 @@ func (b *builder) createTable(t *Table) {
 type luksKey struct {
 	args  []word // --key-file … [--keyfile-size …]
 	stdin string // shell producing the key on stdin ("" = none)
+	check string // shell stopping the script when the key source is unusable
 	ask   bool
 }
 
@@ -582,6 +601,7 @@ func (b *builder) luksKey(l *LUKS) luksKey {
 	case l.Settings["keyFile"] != nil:
 		kf, _ := l.Settings["keyFile"].(string)
 		k.args = append([]word{lit("--key-file"), lit(kf)}, sizeArgs()...)
+		k.check = fmt.Sprintf("disko_need_key %s %s", shq(kf), shq(l.Name))
 	case l.AskPassword:
 		k.args = append([]word{lit("--key-file"), {"-", "@password"}}, sizeArgs()...)
 		k.stdin = `printf '%s' "$disko_pw"`
@@ -591,8 +611,10 @@ func (b *builder) luksKey(l *LUKS) luksKey {
 		// as disko's "$(cat FILE)"; it only travels through a pipe.
 		k.args = append([]word{lit("--key-file"), {"-", "@passwordfile:" + *l.PasswordFile}}, sizeArgs()...)
 		k.stdin = fmt.Sprintf(`printf '%%s' "$(cat %s)"`, shq(*l.PasswordFile))
+		k.check = fmt.Sprintf("disko_need_key %s %s", shq(*l.PasswordFile), shq(l.Name))
 	case l.KeyFile != nil:
 		k.args = append([]word{lit("--key-file"), lit(*l.KeyFile)}, sizeArgs()...)
+		k.check = fmt.Sprintf("disko_need_key %s %s", shq(*l.KeyFile), shq(l.Name))
 	default:
 		b.fail("%s: LUKS %q has no key source", l.Path, l.Name)
 	}
@@ -600,10 +622,13 @@ func (b *builder) luksKey(l *LUKS) luksKey {
 }
 
 func (k luksKey) pipe(cmd string) string {
-	if k.stdin == "" {
-		return cmd
+	if k.stdin != "" {
+		cmd = k.stdin + " | " + cmd
 	}
-	return k.stdin + " | " + cmd
+	if k.check != "" {
+		cmd = k.check + "\n\t" + cmd
+	}
+	return cmd
 }
 
 func (b *builder) luksOpenArgs(l *LUKS) []word {
