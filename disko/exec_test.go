@@ -51,6 +51,7 @@ type rig struct {
 	vgs    []string
 	luks   []string
 	mds    []string
+	pools  []string
 }
 
 type requirement struct {
@@ -179,6 +180,9 @@ func newRig(t *testing.T, file string, n, sizeMB int, subst map[string]string) *
 	}
 	for _, m := range r.l.MDArrays {
 		r.mds = append(r.mds, m.Name)
+	}
+	for _, z := range r.l.Zpools {
+		r.pools = append(r.pools, z.Name)
 	}
 	r.l.eachContent(func(_ Device, c Content) {
 		if x, ok := c.(*LUKS); ok {
@@ -365,6 +369,9 @@ func (r *rig) cleanup() {
 				run("swapoff", dev)
 			}
 		}
+	}
+	for _, pool := range r.pools {
+		run("zpool", "destroy", "-f", pool)
 	}
 	for _, vg := range r.vgs {
 		run("vgchange", "-a", "n", vg)
@@ -749,5 +756,47 @@ func TestExecHybridMBR(t *testing.T) {
 		if strings.Join(entries, "\n") != strings.Join(want, "\n") {
 			t.Errorf("hybrid MBR entries:\n%s\nwant:\n%s", strings.Join(entries, "\n"), strings.Join(want, "\n"))
 		}
+	})
+}
+
+func moduleLoads(name string) bool {
+	if kernelHasFS(name) {
+		return true
+	}
+	return exec.Command("modprobe", name).Run() == nil
+}
+
+// ZFS runs only where the zfs module loads (it is not in Debian's kernel).
+func TestExecZFS(t *testing.T) {
+	skipUnlessReady(t, requirement{tools: []string{"zpool", "zfs", "mkfs.ext4"}, fs: []string{"ext4"}})
+	if !moduleLoads("zfs") {
+		t.Skipf("the zfs kernel module does not load on %s", kernelRelease())
+	}
+	r := newRig(t, "zfs.json", 2, 256, nil)
+	r.cycle(func() {
+		r.expectPart(0, 1, "disk-a-zfs", gptLinux, "zfs_member")
+		r.expectPart(1, 1, "disk-b-zfs", gptLinux, "zfs_member")
+		r.expectMount("/", "zfs", "")
+		r.expectMount("/nix", "zfs", "")
+		r.expectMount("/legacy", "zfs", "")
+		r.expectMount("/vol", "ext4", "/dev/zvol/nvtzpool/vol")
+		out, err := exec.Command("zpool", "status", "nvtzpool").Output()
+		if err != nil || !strings.Contains(string(out), "mirror-0") {
+			t.Errorf("nvtzpool is not a mirror: %v\n%s", err, out)
+		}
+	})
+}
+
+// bcachefs runs only where the bcachefs module loads.
+func TestExecBcachefs(t *testing.T) {
+	skipUnlessReady(t, requirement{tools: []string{"bcachefs"}})
+	if !moduleLoads("bcachefs") {
+		t.Skipf("the bcachefs kernel module does not load on %s", kernelRelease())
+	}
+	r := newRig(t, "bcachefs.json", 1, 256, nil)
+	r.cycle(func() {
+		r.expectPart(0, 1, "disk-main-root", gptLinux, "bcachefs")
+		r.expectMount("/", "bcachefs", "")
+		r.expectMount("/home", "bcachefs", "")
 	})
 }

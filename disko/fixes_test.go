@@ -276,3 +276,29 @@ func TestRootMountpoint(t *testing.T) {
 		t.Error("a relative root mountpoint was accepted")
 	}
 }
+
+// The execution layouts parse and render in every mode, also where the
+// execution tests themselves are skipped.
+func TestExecLayoutsRender(t *testing.T) {
+	files, err := filepath.Glob("testdata/exec/*.json")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no execution layouts: %v", err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := strings.NewReplacer("@KEYFILE@", "/tmp/k1", "@KEYFILE2@", "/tmp/k2", "@PASSWORDFILE@", "/tmp/pw").Replace(string(b))
+		l, err := Parse([]byte(s))
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		for _, m := range []Mode{ModeDestroyFormatMount, ModeFormat, ModeMount, ModeUnmount, ModeDestroy} {
+			if _, err := l.Script(m, RenderOptions{}); err != nil {
+				t.Errorf("%s %s: %v", f, m, err)
+			}
+		}
+	}
+}
