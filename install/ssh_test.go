@@ -155,20 +155,17 @@ func TestSendOverSSHCutThenResume(t *testing.T) {
 	defer cancel()
 
 	// Paths go biggest first: blob-a (2 MiB), then blob-b (1 MiB). Cut once
-	// 100 KiB of blob-b went out and the agent has started restoring it, so
-	// blob-a is verified and the cut lands inside blob-b.
-	var blobA, blobB string
+	// 100 KiB of blob-b went out and the agent has restored all of blob-a, so
+	// the cut lands inside blob-b.
+	var blobA string
 	var after int64
 	for _, info := range infos {
 		if strings.Contains(info.Path, "-via-blob-a-") {
 			blobA, after = info.Path, int64(info.NarSize)+100<<10
 		}
-		if strings.Contains(info.Path, "-via-blob-b-") {
-			blobB = info.Path
-		}
 	}
 	cut := &proxyCutRunner{Runner: dialVia(t, s, p), p: p, after: after, before: func() {
-		waitFor(t, filepath.Join(root, "nix/store"), tmpPrefix+filepath.Base(blobB))
+		waitForFile(t, filepath.Join(root, "nix/store"), tmpPrefix+filepath.Base(blobA), "random", 2<<20)
 	}}
 	_, err := Send(ctx, cut, infos, SendOptions{Agent: agentBin, Root: root})
 	if !cut.fired.Load() {
@@ -218,17 +215,20 @@ func waitAgentsGone(t *testing.T, root string) {
 	}
 }
 
-// waitFor waits until dir has an entry whose name starts with prefix.
-func waitFor(t *testing.T, dir, prefix string) {
+// waitForFile waits until dir has an entry whose name starts with prefix
+// and that holds file with size bytes.
+func waitForFile(t *testing.T, dir, prefix, file string, size int64) {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		entries, _ := os.ReadDir(dir)
 		for _, e := range entries {
 			if strings.HasPrefix(e.Name(), prefix) {
-				return
+				if fi, err := os.Stat(filepath.Join(dir, e.Name(), file)); err == nil && fi.Size() == size {
+					return
+				}
 			}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Errorf("no %s* in %s after 10s", prefix, dir)
+	t.Errorf("no complete %s*/%s in %s after 10s", prefix, file, dir)
 }
