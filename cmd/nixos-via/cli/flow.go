@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -301,12 +302,18 @@ func (f *flow) kexec(ctx context.Context, tb *kexec.Tarball) error {
 		return &PhaseError{Phase: "kexec", Err: err}
 	}
 	f.step("kexec", "loading the installer kernel")
-	if _, err := kexec.RunScript(ctx, f.conn, w, f.o.KexecExtraFlags); err != nil {
+	runOut, err := kexec.RunScript(ctx, f.conn, w, f.o.KexecExtraFlags)
+	if err != nil {
 		return &PhaseError{Phase: "kexec", Err: err}
 	}
 	conn, facts, err := kexec.Reconnect(ctx, f.conn, kexec.Options{PostKexecPort: f.o.PostKexecPort,
 		DownTimeout: f.o.TimeoutKexec, UpTimeout: f.o.TimeoutKexec, Home: home(f.env), Events: f.ui})
 	if err != nil {
+		// The last thing the host said is run's output: show it.
+		var ke *kexec.Error
+		if errors.As(err, &ke) && ke.Output == "" {
+			ke.Output = lastLines(runOut, 20)
+		}
 		return &PhaseError{Phase: "kexec", Err: err}
 	}
 	f.conn, f.facts = conn, facts
@@ -373,6 +380,15 @@ func (f *flow) runScript(ctx context.Context, phase, name, script string, args .
 		return fmt.Errorf("%s: %w\n--- last lines ---\n%s", name, err, tail.String())
 	}
 	return nil
+}
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // lineTail keeps the last max lines.
