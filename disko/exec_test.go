@@ -800,3 +800,26 @@ func TestExecBcachefs(t *testing.T) {
 		r.expectMount("/home", "bcachefs", "")
 	})
 }
+
+// Without udev there is no /dev/disk/by-diskseq: the script finds the disk
+// through sysfs (case 17 of disko's examples names its disk this way).
+func TestExecDiskByDiskseq(t *testing.T) {
+	skipUnlessReady(t, requirement{tools: []string{"mkfs.ext4"}, fs: []string{"ext4"}})
+	r := newRig(t, "bios-boot.json", 1, 128, nil)
+	seq, err := os.ReadFile("/sys/class/block/" + filepath.Base(r.loops[0]) + "/diskseq")
+	if err != nil {
+		t.Skipf("no diskseq in sysfs: %v", err)
+	}
+	link := "/dev/disk/by-diskseq/" + strings.TrimSpace(string(seq))
+	if _, err := os.Stat(link); err == nil {
+		t.Skip("udev made the by-diskseq link; this test is about its absence")
+	}
+	r.l, err = Parse([]byte(strings.Replace(r.layout, r.loops[0], link, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.cycle(func() {
+		r.expectPart(0, 2, "disk-main-root", gptLinux, "ext4")
+		r.expectMount("/", "ext4", r.part(0, 2))
+	})
+}

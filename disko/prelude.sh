@@ -119,10 +119,49 @@ disko_dev() {
 				printf '%s\n' "$1"
 				return 0
 			fi
+			if _r=$(disko_disk_link "$1"); then
+				printf '%s\n' "$_r"
+				return 0
+			fi
 			;;
 		esac
 		disko_wait_tick "block device $1" || return 1
 	done
+}
+
+# disko_disk_link PATH: the whole disk a udev /dev/disk/by-diskseq or
+# /dev/disk/by-id link would point to, found in sysfs when udev made no links
+# (by-id: wwn-, nvme-MODEL_SERIAL, virtio-SERIAL, and any -SERIAL suffix).
+disko_disk_link() {
+	case "$1" in
+	/dev/disk/by-diskseq/*) _want=${1#/dev/disk/by-diskseq/} _kind=seq ;;
+	/dev/disk/by-id/*) _want=${1#/dev/disk/by-id/} _kind=id ;;
+	*) return 1 ;;
+	esac
+	case "$_want" in *-part[0-9]*) return 1 ;; esac
+	_found=''
+	for _s in /sys/class/block/*; do
+		[ -e "$_s/partition" ] && continue
+		_n=${_s##*/}
+		if [ "$_kind" = seq ]; then
+			if [ "$(cat "$_s/diskseq" 2>/dev/null)" = "$_want" ]; then _found="$_found $_n"; fi
+			continue
+		fi
+		_wwid=$(cat "$_s/wwid" 2>/dev/null || cat "$_s/device/wwid" 2>/dev/null || :)
+		_serial=$(cat "$_s/serial" 2>/dev/null || cat "$_s/device/serial" 2>/dev/null || :)
+		_model=$(cat "$_s/device/model" 2>/dev/null || :)
+		_serial=$(printf '%s' "$_serial" | sed 's/^ *//; s/ *$//; s/ /_/g')
+		_model=$(printf '%s' "$_model" | sed 's/^ *//; s/ *$//; s/ /_/g')
+		case "$_want" in
+		wwn-*) [ -n "$_wwid" ] && [ "wwn-${_wwid#naa.}" = "$_want" ] && _found="$_found $_n" ;;
+		nvme-*) [ -n "$_serial" ] && [ "nvme-${_model}_${_serial}" = "$_want" ] && _found="$_found $_n" ;;
+		virtio-*) [ -n "$_serial" ] && [ "virtio-$_serial" = "$_want" ] && _found="$_found $_n" ;;
+		*) [ -n "$_serial" ] && case "$_want" in *"_$_serial" | *"-$_serial") _found="$_found $_n" ;; esac ;;
+		esac
+	done
+	set -- $_found
+	[ $# -eq 1 ] || return 1
+	printf '/dev/%s\n' "$1"
 }
 
 # disko_parent DEV: kernel name of the disk a partition belongs to.
