@@ -662,7 +662,7 @@ func (b *builder) createLUKS(l *LUKS) {
 		// key slot on every re-run; test it first.
 		test := fmt.Sprintf("cryptsetup open --test-passphrase %s --key-file %s >/dev/null 2>&1", d.sh, shq(extra))
 		b.add(l.Path, extra+" does not unlock "+l.Device+" yet", keyWords(add),
-			fmt.Sprintf("if ! %s; then\n\t%s\nfi", test, b.askFirst(l, k, "disko_run "+shWords(add))), "")
+			fmt.Sprintf("disko_need_key %s %s\nif ! %s; then\n\t%s\nfi", shq(extra), shq(l.Name), test, b.askFirst(l, k, "disko_run "+shWords(add))), "")
 		b.fixed("disko §5.9: luksAddKey of additionalKeyFiles re-ran on every format and filled key slots")
 	}
 	b.createContent(l.Content)
