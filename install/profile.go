@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -122,14 +121,4 @@ func ApplyProfilePlan(root string, plan ProfilePlan) error {
 		return fsyncDir(filepath.Join(root, ProfilesDir))
 	}
 	return nil
-}
-
-// SortedGenerations returns the generation numbers in ascending order.
-func SortedGenerations(gens map[int]string) []int {
-	ns := make([]int, 0, len(gens))
-	for n := range gens {
-		ns = append(ns, n)
-	}
-	sort.Ints(ns)
-	return ns
 }
