@@ -153,6 +153,11 @@ func (f *flow) install(ctx context.Context) error {
 mkdir -p /mnt/tmp /mnt/nix/var/nix/profiles /mnt/nix/var/nix/gcroots /mnt/etc
 chmod 1777 /mnt/tmp
 chroot /mnt %[1]s --load-db
+# The Nix database is now the record of what is valid; the agent's own
+# records were only for resuming the copy.
+rm -rf /mnt/nix/var/nixos-via
+# As Nix leaves a store it manages (NixOS's nixbld group is gid 30000).
+chown root:30000 /mnt/nix/store && chmod 1775 /mnt/nix/store
 cd /mnt/nix/var/nix/profiles
 n=0
 for l in system-*-link; do
