@@ -3,6 +3,8 @@ package cli
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +31,8 @@ type flow struct {
 	script string // rendered disko script
 	conn   *target.Conn
 	facts  *target.Facts
+
+	diskoDone bool // the installer already applied this layout (a resumed run)
 
 	toplevel string         // the system to install
 	closure  []nix.PathInfo // its closure
@@ -94,7 +98,10 @@ func (f *flow) run(ctx context.Context) error {
 	defer func() { f.conn.Close() }()
 	f.info("probe", "%s %s, %s, %d MiB RAM, %s, logged in as %s", facts.OSName, facts.Arch, facts.Kernel, facts.MemTotalKiB>>10, facts.Firmware, facts.User)
 
-	if f.layout != nil {
+	if f.layout != nil && facts.IsInstaller && f.wipes() {
+		f.diskoDone = f.layoutAlreadyApplied(ctx)
+	}
+	if f.layout != nil && !f.diskoDone {
 		if err := f.checkDisks(ctx); err != nil {
 			return err
 		}
@@ -113,7 +120,10 @@ func (f *flow) run(ctx context.Context) error {
 			return usagef("%v", err)
 		}
 	}
-	if f.has("disko") {
+	if f.has("disko") && f.diskoDone {
+		f.info("disko", "this installer already applied this exact layout since it booted and /mnt is mounted: "+
+			"nothing is erased again and the install resumes (reboot the installer to start from scratch)")
+	} else if f.has("disko") {
 		if err := f.disko(ctx); err != nil {
 			return &PhaseError{Phase: "disko", Err: err}
 		}
@@ -331,7 +341,38 @@ func (f *flow) disko(ctx context.Context) error {
 	}
 	f.step("disko", "partitioning, formatting and mounting under /mnt")
 	// The wipe was listed and confirmed in checkDisks, before kexec.
-	return f.runScript(ctx, "disko", "disko script", f.script, "--yes-wipe-all-disks")
+	if err := f.runScript(ctx, "disko", "disko script", f.script, "--yes-wipe-all-disks"); err != nil {
+		return err
+	}
+	if f.wipes() {
+		// Remember, in the installer's RAM, that this layout is in place,
+		// so a run cut later can be repeated without erasing the copy.
+		cmd := "mkdir -p /run/nixos-via && echo " + f.layoutDigest() + " > " + diskoMarker
+		if _, err := f.conn.Output(ctx, cmd, nil); err != nil {
+			return fmt.Errorf("record the applied layout: %w", err)
+		}
+	}
+	return nil
+}
+
+// diskoMarker holds the digest of the last layout script the installer
+// ran; it lives in RAM, so it is gone after any reboot.
+const diskoMarker = "/run/nixos-via/disko-applied"
+
+func (f *flow) layoutDigest() string {
+	sum := sha256.Sum256([]byte(f.script))
+	return hex.EncodeToString(sum[:])
+}
+
+// layoutAlreadyApplied says the installer ran this very layout since it
+// booted and /mnt is still mounted.
+func (f *flow) layoutAlreadyApplied(ctx context.Context) bool {
+	out, err := f.conn.Output(ctx, "cat "+diskoMarker+" 2>/dev/null; grep -q ' /mnt ' /proc/mounts && echo mounted", nil)
+	if err != nil {
+		return false
+	}
+	lines := strings.Fields(string(out))
+	return len(lines) == 2 && lines[0] == f.layoutDigest() && lines[1] == "mounted"
 }
 
 // uploadSecret copies a local file (or pipe) to remote as root with mode

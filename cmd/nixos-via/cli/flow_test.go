@@ -75,6 +75,7 @@ func TestDiskoPhaseOnALoopDevice(t *testing.T) {
 	}
 	loop := strings.TrimSpace(string(out))
 	t.Cleanup(func() {
+		os.Remove("/run/nixos-via/disko-applied") // the marker the disko phase leaves
 		exec.Command("umount", "-R", "/mnt").Run()
 		exec.Command("losetup", "-d", loop).Run()
 	})
