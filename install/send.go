@@ -88,7 +88,7 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 	for _, m := range missing {
 		total += m.NarSize
 	}
-	emit(sink, event.Event{Kind: event.Step, Msg: fmt.Sprintf("copy closure: %d of %d paths missing on the target (%s)", len(missing), len(infos), humanBytes(total)),
+	emit(sink, event.Event{Kind: event.Step, Msg: fmt.Sprintf("copy closure: %d of %d paths missing on the target (%s)", len(missing), len(infos), event.Bytes(int64(total))),
 		Data: map[string]string{"paths_total": fmt.Sprint(len(missing)), "bytes_total": fmt.Sprint(total), "paths_present": fmt.Sprint(stats.Present)}})
 	if len(missing) == 0 {
 		emit(sink, event.Event{Kind: event.Done, Msg: "copy closure: nothing to send"})
@@ -134,7 +134,7 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 		return stats, fmt.Errorf("send closure: %w", firstCause(errs))
 	}
 	prog.emit(true)
-	emit(sink, event.Event{Kind: event.Done, Msg: fmt.Sprintf("copy closure: sent %d paths (%s NAR, %s on the wire)", stats.Sent, humanBytes(stats.NarBytes), humanBytes(stats.WireBytes))})
+	emit(sink, event.Event{Kind: event.Done, Msg: fmt.Sprintf("copy closure: sent %d paths (%s NAR, %s on the wire)", stats.Sent, event.Bytes(int64(stats.NarBytes)), event.Bytes(int64(stats.WireBytes)))})
 	return stats, nil
 }
 
@@ -454,18 +454,6 @@ func emit(s event.Sink, e event.Event) {
 	e.Time = time.Now()
 	e.Phase = "install"
 	s.Emit(e)
-}
-
-func humanBytes(n uint64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
 
 func tail(s string) string {

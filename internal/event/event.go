@@ -2,7 +2,10 @@
 // cmd/nixos-via renders events as progress bars, plain lines or JSON.
 package event
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Kind says what an Event reports.
 type Kind string
@@ -48,3 +51,16 @@ type Func func(Event)
 
 // Emit calls f(e).
 func (f Func) Emit(e Event) { f(e) }
+
+// Bytes formats a byte count for progress messages (1.5 MiB, 2.0 GiB).
+func Bytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

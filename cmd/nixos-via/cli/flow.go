@@ -270,8 +270,8 @@ func (f *flow) fetchTarball(ctx context.Context, src string) (*kexec.Tarball, er
 	if err != nil {
 		return nil, err
 	}
-	f.info("kexec", "sha256 %s, %s (kernel %s, initrd %s, %s unpacked)", tb.SHA256, humanBytes(tb.Bytes),
-		humanBytes(tb.KernelBytes), humanBytes(tb.InitrdBytes), humanBytes(tb.InitrdUnpacked))
+	f.info("kexec", "sha256 %s, %s (kernel %s, initrd %s, %s unpacked)", tb.SHA256, event.Bytes(tb.Bytes),
+		event.Bytes(tb.KernelBytes), event.Bytes(tb.InitrdBytes), event.Bytes(tb.InitrdUnpacked))
 	return tb, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nixos-via/nixos-via/install"
+	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/nix"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
@@ -54,7 +55,7 @@ func (f *flow) buildSystem(ctx context.Context) error {
 	for _, p := range closure {
 		size += p.NarSize
 	}
-	f.info("build", "system %s: %d paths, %s", f.toplevel, len(closure), humanBytes(int64(size)))
+	f.info("build", "system %s: %d paths, %s", f.toplevel, len(closure), event.Bytes(int64(size)))
 	f.nixStore = findNixStore(f.toplevel, closure)
 	if f.nixStore == "" {
 		return fmt.Errorf("the system %s has no nix-store (looked in sw/bin and the closure): it cannot register its own store", f.toplevel)
@@ -239,7 +240,7 @@ NIXOS_INSTALL_BOOTLOADER=1 chroot /mnt "$system/bin/switch-to-configuration" boo
 
 func sendSummary(s install.SendStats) string {
 	return fmt.Sprintf("%d paths: %d already there, %d sent (%s of NAR, %s on the wire)",
-		s.Paths, s.Present, s.Sent, humanBytes(int64(s.NarBytes)), humanBytes(int64(s.WireBytes)))
+		s.Paths, s.Present, s.Sent, event.Bytes(int64(s.NarBytes)), event.Bytes(int64(s.WireBytes)))
 }
 
 // uploadVerified uploads local to remote (mode 0755) and checks its sha256 there.

@@ -98,7 +98,7 @@ func (u *ui) progress(e event.Event) {
 	}
 	u.lastLine, u.lastKey, u.lastDone = u.now(), key, e.Done
 	if e.Unit == "bytes" {
-		fmt.Fprintf(u.out, "    %s: %s of %s\n", e.Msg, humanBytes(e.Done), humanBytes(e.Total))
+		fmt.Fprintf(u.out, "    %s: %s of %s\n", e.Msg, event.Bytes(e.Done), event.Bytes(e.Total))
 	} else {
 		fmt.Fprintf(u.out, "    %s: %d of %d %s\n", e.Msg, e.Done, e.Total, e.Unit)
 	}
@@ -110,16 +110,4 @@ func (u *ui) finishBar() {
 		fmt.Fprintln(u.out)
 		u.bar = nil
 	}
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
