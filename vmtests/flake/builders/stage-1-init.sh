@@ -90,8 +90,10 @@ EOT
 	fi
 	tries=0
 	while :; do
-		printf 'Enter passphrase for %s (%s): ' "$name" "$dev"
+		# Echo off before the prompt: whoever types as soon as the prompt
+		# shows must never see the passphrase echoed on the console.
 		stty -echo 2>/dev/null
+		printf 'Enter passphrase for %s (%s): ' "$name" "$dev"
 		read -r pass
 		stty echo 2>/dev/null
 		echo
