@@ -73,6 +73,9 @@ type Options struct {
 	SudoPassword string
 	// Warn receives warnings meant for the user (e.g. host key checking off).
 	Warn func(msg string)
+	// Trace, when set, is told every command run on the host (its first
+	// line; commands never carry secrets, those go on stdin), for --debug.
+	Trace func(cmd string)
 }
 
 // Resolved is where and how to connect once ssh_config and -o options have

@@ -109,6 +109,9 @@ func (c *Conn) wrap(cmd string) (string, string) {
 
 // RunAsLogin runs cmd as the login user, without escalation.
 func (c *Conn) RunAsLogin(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if c.res.Trace != nil {
+		c.res.Trace(shortCmd(cmd))
+	}
 	sess, err := c.client.NewSession()
 	if err != nil {
 		return fmt.Errorf("ssh %s: new session: %w", c.res.Addr(), err)

@@ -24,11 +24,12 @@ type connFlags struct {
 	HostKey         string
 	SudoPasswordEnv string
 	TimeoutConnect  time.Duration
+	Debug           bool
 }
 
 func (o *Options) conn() connFlags {
 	return connFlags{Host: o.Host, IdentityFile: o.IdentityFile, Port: o.Port, SSHOptions: o.SSHOptions,
-		EnvPassword: o.EnvPassword, HostKey: o.HostKey, SudoPasswordEnv: o.SudoPasswordEnv, TimeoutConnect: o.TimeoutConnect}
+		EnvPassword: o.EnvPassword, HostKey: o.HostKey, SudoPasswordEnv: o.SudoPasswordEnv, TimeoutConnect: o.TimeoutConnect, Debug: o.Debug}
 }
 
 // terminal returns the file behind r when it is a terminal.
@@ -50,6 +51,9 @@ func (c connFlags) targetOptions(env Env, warn func(string)) (target.Options, er
 		AgentSocket: env.Getenv("SSH_AUTH_SOCK"),
 		HostKeyPin:  c.HostKey,
 		Warn:        warn,
+	}
+	if c.Debug {
+		o.Trace = func(cmd string) { fmt.Fprintf(env.Stderr, "+ ssh: %s\n", cmd) }
 	}
 	if c.IdentityFile != "" {
 		o.IdentityFiles = []string{c.IdentityFile}

@@ -55,7 +55,7 @@ func (f *flow) warn(msg string) { f.ui.Emit(event.Event{Kind: event.Warn, Msg: m
 // checked before the first connection; nothing destructive runs before the
 // pre-flight checks on the host have passed.
 func (f *flow) run(ctx context.Context) error {
-	if f.o.Debug {
+	if f.o.Debug || f.o.PrintBuildLog {
 		f.nix.Log = f.env.Stderr
 	}
 	for _, p := range f.o.NixOptions {

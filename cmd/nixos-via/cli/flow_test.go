@@ -99,3 +99,21 @@ func TestDiskoPhaseOnALoopDevice(t *testing.T) {
 		}
 	}
 }
+
+func TestDebugTracesRemoteCommands(t *testing.T) {
+	s := sshtest.Start(t, sshtest.Options{})
+	ref := layoutFlake(t, missingDiskLayout)
+	code, _, stderr := runCLI(t, nil, "--debug", "--flake", ref+"#t", "--phases", "disko", fmt.Sprintf("root@127.0.0.1:%d", s.Port),
+		"-i", s.ClientKey, "--ssh-option", "UserKnownHostsFile="+s.KnownHosts)
+	if code != ExitRefused {
+		t.Fatalf("exit %d, want %d; stderr:\n%s", code, ExitRefused, stderr)
+	}
+	if !strings.Contains(stderr, "+ ssh: sh -s") || !strings.Contains(stderr, "+ ssh: d=/dev/nixos-via-no-such-disk") {
+		t.Errorf("--debug did not trace the remote commands:\n%s", stderr)
+	}
+	code, _, stderr = runCLI(t, nil, "--flake", ref+"#t", "--phases", "disko", fmt.Sprintf("root@127.0.0.1:%d", s.Port),
+		"-i", s.ClientKey, "--ssh-option", "UserKnownHostsFile="+s.KnownHosts)
+	if strings.Contains(stderr, "+ ssh:") {
+		t.Errorf("remote commands traced without --debug:\n%s", stderr)
+	}
+}
