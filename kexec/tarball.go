@@ -304,15 +304,8 @@ func (tb *Tarball) inspect() error {
 	if err != nil {
 		return fmt.Errorf("installer tarball: %w", err)
 	}
-	var missing []string
-	for _, f := range []string{"kexec/run", "kexec/bzImage", "kexec/initrd"} {
-		if _, ok := tb.Files[f]; !ok {
-			missing = append(missing, f)
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("installer tarball %s is not a kexec installer: it lacks %s (a nixos-images style tarball has a top-level kexec/ folder with run, bzImage and initrd)",
-			tb.Source, strings.Join(missing, ", "))
+	if err := tb.checkLayout(); err != nil {
+		return err
 	}
 	tb.KernelBytes = tb.Files["kexec/bzImage"]
 	tb.InitrdBytes = tb.Files["kexec/initrd"]
@@ -322,6 +315,21 @@ func (tb *Tarball) inspect() error {
 		tb.InitrdUnpacked, tb.InitrdEstimated = tb.InitrdBytes*4, true
 	} else {
 		tb.InitrdUnpacked = n
+	}
+	return nil
+}
+
+// checkLayout makes sure the tarball is a kexec installer.
+func (tb *Tarball) checkLayout() error {
+	var missing []string
+	for _, f := range []string{"kexec/run", "kexec/bzImage", "kexec/initrd"} {
+		if _, ok := tb.Files[f]; !ok {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("installer tarball %s is not a kexec installer: it lacks %s (a nixos-images style tarball has a top-level kexec/ folder with run, bzImage and initrd)",
+			tb.Source, strings.Join(missing, ", "))
 	}
 	return nil
 }

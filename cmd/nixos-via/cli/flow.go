@@ -82,7 +82,7 @@ func (f *flow) run(ctx context.Context) error {
 		}
 	}
 	var tb *kexec.Tarball
-	if f.has("kexec") && f.o.Kexec != "" {
+	if f.has("kexec") && f.o.Kexec != "" && !kexec.IsURL(f.o.Kexec) {
 		var err error
 		if tb, err = f.fetchTarball(ctx, f.o.Kexec); err != nil {
 			return err
@@ -285,21 +285,57 @@ func (f *flow) kexec(ctx context.Context, tb *kexec.Tarball) error {
 	if _, err := kexec.Preflight(kexec.PreflightInput{Facts: f.facts, CustomImage: f.o.Kexec != "", WorkDirFree: -1}); err != nil {
 		return err
 	}
-	if tb == nil {
+	src := f.o.Kexec
+	if src == "" {
 		url, err := kexec.DefaultURL(f.facts.Arch)
 		if err != nil {
 			return &kexec.Refusal{Check: "arch", Msg: err.Error()}
 		}
-		if tb, err = f.fetchTarball(ctx, url); err != nil {
+		src = url
+	}
+	var w kexec.WorkDir
+	onHost := false
+	if tb == nil && kexec.IsURL(src) {
+		// A host in a data centre is usually closer to the release than
+		// we are: let it fetch the tarball itself when it can.
+		if p := kexec.ProbeDownload(ctx, f.conn, f.facts, src); p.OK {
+			var err error
+			if w, err = kexec.PrepareWorkDir(ctx, f.conn); err != nil {
+				return &PhaseError{Phase: "kexec", Err: err}
+			}
+			if err := roomToDownload(f.facts, w, p.Bytes); err != nil {
+				kexec.RemoveWorkDir(ctx, f.conn, w)
+				return err
+			}
+			f.step("kexec", "the host downloads the installer from %s", src)
+			if tb, err = kexec.DownloadOnHost(ctx, f.conn, f.facts, src, f.o.KexecSHA256, w); err != nil {
+				kexec.RemoveWorkDir(ctx, f.conn, w)
+				return &PhaseError{Phase: "kexec", Err: err}
+			}
+			f.info("kexec", "sha256 %s, %s (kernel %s, initrd %s)", tb.SHA256, event.Bytes(tb.Bytes), event.Bytes(tb.KernelBytes), event.Bytes(tb.InitrdBytes))
+			onHost = true
+		} else {
+			f.info("kexec", "the host cannot fetch %s itself (%s): it comes from here", src, p.Why)
+		}
+	}
+	if tb == nil {
+		var err error
+		if tb, err = f.fetchTarball(ctx, src); err != nil {
 			return err
 		}
 	}
-	w, err := kexec.PrepareWorkDir(ctx, f.conn)
-	if err != nil {
-		return &PhaseError{Phase: "kexec", Err: err}
+	if w.Path == "" {
+		var err error
+		if w, err = kexec.PrepareWorkDir(ctx, f.conn); err != nil {
+			return &PhaseError{Phase: "kexec", Err: err}
+		}
 	}
-	warnings, err := kexec.Preflight(kexec.PreflightInput{Facts: f.facts, Tarball: tb, CustomImage: f.o.Kexec != "",
-		ForceKexec: f.o.ForceKexec, WorkDirFree: w.Free, WorkDirRAM: w.InRAM()})
+	in := kexec.PreflightInput{Facts: f.facts, Tarball: tb, CustomImage: f.o.Kexec != "",
+		ForceKexec: f.o.ForceKexec, WorkDirFree: w.Free, WorkDirRAM: w.InRAM()}
+	if onHost {
+		in.WorkDirFree = -1 // the files are already there
+	}
+	warnings, err := kexec.Preflight(in)
 	if err != nil {
 		kexec.RemoveWorkDir(ctx, f.conn, w)
 		return err
@@ -307,9 +343,11 @@ func (f *flow) kexec(ctx context.Context, tb *kexec.Tarball) error {
 	for _, m := range warnings {
 		f.warn(m)
 	}
-	f.step("kexec", "uploading the installer to %s", w.Path)
-	if err := kexec.Upload(ctx, f.conn, tb, w, f.ui); err != nil {
-		return &PhaseError{Phase: "kexec", Err: err}
+	if !onHost {
+		f.step("kexec", "uploading the installer to %s", w.Path)
+		if err := kexec.Upload(ctx, f.conn, tb, w, f.ui); err != nil {
+			return &PhaseError{Phase: "kexec", Err: err}
+		}
 	}
 	f.step("kexec", "loading the installer kernel")
 	runOut, err := kexec.RunScript(ctx, f.conn, w, f.o.KexecExtraFlags)
@@ -328,6 +366,24 @@ func (f *flow) kexec(ctx context.Context, tb *kexec.Tarball) error {
 	}
 	f.conn, f.facts = conn, facts
 	f.info("kexec", "the installer answers with the host's own key (%s), %d MiB RAM", facts.OSName, facts.MemTotalKiB>>10)
+	return nil
+}
+
+// roomToDownload refuses a host download that would not fit: the tarball
+// and its unpacked files need about twice its size where they land (and,
+// on a RAM filesystem, in memory).
+func roomToDownload(f *target.Facts, w kexec.WorkDir, size int64) error {
+	if size <= 0 {
+		return nil
+	}
+	if w.Free >= 0 && w.Free < 2*size {
+		return &kexec.Refusal{Check: "disk-space", Msg: fmt.Sprintf("the host has %d MiB free in %s but downloading and unpacking the %d MiB installer needs about %d MiB",
+			w.Free>>20, w.Path, size>>20, 2*size>>20)}
+	}
+	if w.InRAM() && f.MemAvailKiB*1024 < 2*size+kexec.LoadMargin {
+		return &kexec.Refusal{Check: "memory", Msg: fmt.Sprintf("the host has %d MiB available and %s is in RAM, but downloading and unpacking the %d MiB installer there needs about %d MiB",
+			f.MemAvailKiB>>10, w.Path, size>>20, (2*size+kexec.LoadMargin)>>20)}
+	}
 	return nil
 }
 

@@ -1,7 +1,12 @@
 package cli
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,4 +121,51 @@ func TestDebugTracesRemoteCommands(t *testing.T) {
 	if strings.Contains(stderr, "+ ssh:") {
 		t.Errorf("remote commands traced without --debug:\n%s", stderr)
 	}
+}
+
+func TestKexecURLIsFetchedByTheHost(t *testing.T) {
+	s := sshtest.Start(t, sshtest.Options{})
+	tarball := fakeInstaller(t, "#!/bin/sh\necho fake installer: no kexec here\n")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(tarball) }))
+	defer srv.Close()
+	code, _, stderr := runCLI(t, nil, "--phases", "kexec", "--kexec", srv.URL+"/installer.tar.gz", fmt.Sprintf("root@127.0.0.1:%d", s.Port),
+		"-i", s.ClientKey, "--ssh-option", "UserKnownHostsFile="+s.KnownHosts)
+	if strings.Contains(stderr, "pre-flight container") {
+		// This machine is a container: kexec is refused before anything
+		// is fetched (vmtests/e2e covers the download in a VM).
+		if code != ExitRefused || strings.Contains(stderr, "downloads") {
+			t.Errorf("exit %d, want %d before any download:\n%s", code, ExitRefused, stderr)
+		}
+		return
+	}
+	if code != ExitKexec {
+		t.Fatalf("exit %d, want %d (the fake run prints no marker); stderr:\n%s", code, ExitKexec, stderr)
+	}
+	for _, want := range []string{"the host downloads the installer from " + srv.URL, "fake installer: no kexec here"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if strings.Contains(stderr, "uploading the installer") {
+		t.Errorf("the installer was uploaded although the host fetched it:\n%s", stderr)
+	}
+}
+
+// fakeInstaller is a gzip tarball in the kexec layout whose run is script.
+func fakeInstaller(t *testing.T, script string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for _, e := range []struct {
+		name string
+		mode int64
+		data string
+	}{{"kexec/run", 0o755, script}, {"kexec/bzImage", 0o644, "kernel"}, {"kexec/initrd", 0o644, "initrd"}} {
+		tw.WriteHeader(&tar.Header{Name: e.name, Mode: e.mode, Size: int64(len(e.data)), Typeflag: tar.TypeReg})
+		tw.Write([]byte(e.data))
+	}
+	tw.Close()
+	zw.Close()
+	return buf.Bytes()
 }

@@ -1,0 +1,121 @@
+package kexec
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nixos-via/nixos-via/internal/target"
+)
+
+// IsURL says src is an http(s) URL rather than a local file.
+func IsURL(src string) bool {
+	u, err := url.Parse(src)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+// Probe is what the host saw when it asked for the tarball's URL.
+type Probe struct {
+	OK    bool
+	Bytes int64 // Content-Length, -1 unknown
+	Why   string
+}
+
+// ProbeDownload asks whether the host itself can fetch src (curl or wget,
+// and the network), without downloading it: a host in a data centre is
+// usually much closer to the release than we are.
+func ProbeDownload(ctx context.Context, conn *target.Conn, f *target.Facts, src string) Probe {
+	if !f.Tools.Tar {
+		return Probe{Why: "the host has no tar to unpack it"}
+	}
+	var cmd string
+	switch {
+	case f.Tools.Curl:
+		cmd = "curl -fsSLI --max-time 20 " + target.ShellQuote(src)
+	case f.Tools.Wget:
+		cmd = "wget -q -S --spider -T 20 " + target.ShellQuote(src) + " 2>&1"
+	default:
+		return Probe{Why: "the host has neither curl nor wget"}
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := conn.Output(pctx, cmd, nil)
+	if err != nil {
+		return Probe{Why: fmt.Sprintf("the host cannot fetch it: %v", err)}
+	}
+	p := Probe{OK: true, Bytes: -1}
+	// The last Content-Length wins (redirects print several header blocks).
+	for _, line := range strings.Split(string(out), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && strings.EqualFold(k, "content-length") {
+			if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+				p.Bytes = n
+			}
+		}
+	}
+	return p
+}
+
+// DownloadOnHost has the host fetch src into w, check its sha256 when
+// wantSHA256 is set, and unpack it there. It returns the tarball as the
+// host has it (Dir is empty: nothing is local). The unpacked initrd size
+// cannot be measured here, so it is estimated.
+func DownloadOnHost(ctx context.Context, conn *target.Conn, f *target.Facts, src, wantSHA256 string, w WorkDir) (*Tarball, error) {
+	name := path.Base(strings.SplitN(src, "?", 2)[0])
+	flag := "-z"
+	switch {
+	case strings.HasSuffix(name, ".xz"):
+		flag = "-J"
+	case strings.HasSuffix(name, ".zst"):
+		flag = "--zstd"
+	case strings.HasSuffix(name, ".tar"):
+		flag = ""
+	}
+	fetch := "curl -fsSL --retry 3 -o installer.tar " + target.ShellQuote(src)
+	if !f.Tools.Curl {
+		fetch = "wget -q -O installer.tar " + target.ShellQuote(src)
+	}
+	script := fmt.Sprintf(`set -e
+cd %s
+%s
+echo "sha256=$(sha256sum installer.tar | cut -d' ' -f1)"
+echo "bytes=$(wc -c < installer.tar)"
+tar %s -xf installer.tar
+rm -f installer.tar
+find kexec -type f | while read -r p; do echo "file=$(wc -c < "$p") $p"; done
+`, target.ShellQuote(w.Path), fetch, flag)
+	var out, errb bytes.Buffer
+	if err := conn.RunAsLogin(ctx, "sh -s", strings.NewReader(script), &out, &errb); err != nil {
+		return nil, &Error{Step: "download", Err: fmt.Errorf("the host could not fetch and unpack %s: %w", src, err), Output: errb.String()}
+	}
+	tb := &Tarball{Source: src, Files: map[string]int64{}}
+	for _, line := range strings.Split(out.String(), "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		switch k {
+		case "sha256":
+			tb.SHA256 = v
+		case "bytes":
+			tb.Bytes, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		case "file":
+			size, p, ok := strings.Cut(strings.TrimSpace(v), " ")
+			if n, err := strconv.ParseInt(size, 10, 64); ok && err == nil {
+				tb.Files[p] = n
+			}
+		}
+	}
+	if wantSHA256 != "" && tb.SHA256 != strings.ToLower(wantSHA256) {
+		return nil, &Error{Step: "download", Err: fmt.Errorf("the tarball the host fetched from %s has sha256 %s, want %s (--kexec-sha256)", src, tb.SHA256, wantSHA256)}
+	}
+	if err := tb.checkLayout(); err != nil {
+		return nil, err
+	}
+	tb.KernelBytes = tb.Files["kexec/bzImage"]
+	tb.InitrdBytes = tb.Files["kexec/initrd"]
+	tb.InitrdUnpacked, tb.InitrdEstimated = tb.InitrdBytes*4, true
+	return tb, nil
+}
