@@ -38,7 +38,10 @@ func ProbeDownload(ctx context.Context, conn *target.Conn, f *target.Facts, src 
 	case f.Tools.Curl:
 		cmd = "curl -fsSLI --max-time 20 " + target.ShellQuote(src)
 	case f.Tools.Wget:
-		cmd = "wget -q -S --spider -T 20 " + target.ShellQuote(src) + " 2>&1"
+		// Not --spider nor -T: busybox's wget crashes with them (the
+		// context bounds the wait instead). Read one byte
+		// and stop; -S puts the headers (Content-Length) on stderr.
+		cmd = `t=$(mktemp) && n=$(wget -S -O - ` + target.ShellQuote(src) + ` 2>"$t" | head -c 1 | wc -c); cat "$t"; rm -f "$t"; [ "$n" -gt 0 ]`
 	default:
 		return Probe{Why: "the host has neither curl nor wget"}
 	}

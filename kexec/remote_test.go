@@ -33,12 +33,20 @@ func TestHostDownloadsAndUnpacksTheTarball(t *testing.T) {
 		t.Skip("this machine has neither curl nor wget")
 	}
 	url := srv.URL + "/installer.tar.gz"
-	p := ProbeDownload(ctx, c, facts, url)
-	if !p.OK || p.Bytes != int64(len(data)) {
-		t.Fatalf("probe = %+v, want OK with %d bytes", p, len(data))
-	}
-	if p := ProbeDownload(ctx, c, facts, srv.URL+"/missing.tar.gz"); p.OK || p.Why == "" {
-		t.Errorf("probe of a missing URL = %+v, want not OK with a reason", p)
+	// Probe with each tool this machine has (curl is preferred).
+	for _, tool := range []string{"curl", "wget"} {
+		f := *facts
+		f.Tools.Curl = tool == "curl" && facts.Tools.Curl
+		if tool == "wget" && !facts.Tools.Wget || tool == "curl" && !facts.Tools.Curl {
+			continue
+		}
+		p := ProbeDownload(ctx, c, &f, url)
+		if !p.OK || p.Bytes != int64(len(data)) {
+			t.Errorf("%s probe = %+v, want OK with %d bytes", tool, p, len(data))
+		}
+		if p := ProbeDownload(ctx, c, &f, srv.URL+"/missing.tar.gz"); p.OK || p.Why == "" {
+			t.Errorf("%s probe of a missing URL = %+v, want not OK with a reason", tool, p)
+		}
 	}
 
 	sum := sha256.Sum256(data)
