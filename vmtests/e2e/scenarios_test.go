@@ -39,20 +39,6 @@ func nixosViaEnv(t *testing.T, ctx context.Context, vars map[string]string, args
 	return code, out.String()
 }
 
-// providerConn logs into the provider (before any install) as root.
-func providerConn(t *testing.T, ctx context.Context, w *world, m *machine) *target.Conn {
-	t.Helper()
-	c, err := target.Dial(ctx, target.Options{Destination: fmt.Sprintf("root@127.0.0.1:%d", m.port),
-		IdentityFiles: []string{w.keys.ClientKeyFile}, KnownHostsFiles: []string{m.knownHosts},
-		StrictHostKeyChecking: target.StrictYes, SSHConfigFile: "none", ConnectTimeout: 20 * time.Second}, t.TempDir())
-	if err == nil {
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	t.Fatalf("log into the provider: %v", err)
-	return nil
-}
-
 // waitProvider waits until the provider answers SSH.
 func waitProvider(t *testing.T, ctx context.Context, w *world, m *machine) *target.Conn {
 	t.Helper()
