@@ -1,15 +1,27 @@
 package e2e
 
 import (
+	"archive/tar"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
+	"golang.org/x/crypto/ssh"
+
 	"github.com/nixos-via/nixos-via/cmd/nixos-via/cli"
 	"github.com/nixos-via/nixos-via/internal/target"
+	"github.com/nixos-via/nixos-via/kexec"
 	"github.com/nixos-via/nixos-via/vmtests/testimg"
 )
 
@@ -96,4 +108,211 @@ func TestInstallSmallRAM(t *testing.T) {
 		t.Fatalf("exit %d\n%s\n--- console ---\n%s", code, out, m.v.ConsoleTail(60))
 	}
 	checkInstalled(t, ctx, w, m, "small-ram", out)
+}
+
+// tarEntry is a regular file added to a repacked installer tarball.
+type tarEntry struct {
+	name string
+	data []byte
+	mode int64
+}
+
+// repackInstaller copies the installer tarball src into a new tarball with
+// kexec/run replaced by editRun(old run) and the files in extra added.
+func repackInstaller(t *testing.T, src string, editRun func(run string) string, extra ...tarEntry) string {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	zr, err := gzip.NewReader(in)
+	if err != nil {
+		t.Fatalf("%s: %v", src, err)
+	}
+	out := filepath.Join(t.TempDir(), "installer.tar.gz")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zw, err := gzip.NewWriterLevel(f, gzip.BestSpeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, tw := tar.NewReader(zr), tar.NewWriter(zw)
+	sawRun := false
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("read %s: %v", src, err)
+		}
+		var body io.Reader = tr
+		if hdr.Name == "kexec/run" {
+			old, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			run := editRun(string(old))
+			hdr.Size, body, sawRun = int64(len(run)), strings.NewReader(run), true
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(tw, body); err != nil {
+			t.Fatalf("copy %s: %v", hdr.Name, err)
+		}
+	}
+	if !sawRun {
+		t.Fatalf("%s has no kexec/run", src)
+	}
+	for _, e := range extra {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: e.name, Mode: e.mode, Size: int64(len(e.data)), Format: tar.FormatPAX}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(e.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// newHostKey returns a fresh ed25519 host key: the private key in OpenSSH
+// PEM form and its public key.
+func newHostKey(t *testing.T) ([]byte, ssh.PublicKey) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "another installer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(block), sshPub
+}
+
+// TestKexecInstallerWithAnotherHostKey: an installer whose run packs a key
+// of its own instead of the host's keys comes up with that key; nixos-via
+// stops with exit 4 naming both fingerprints and records nothing.
+func TestKexecInstallerWithAnotherHostKey(t *testing.T) {
+	w := setup(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	privPEM, otherKey := newHostKey(t)
+	// run copies every /etc/ssh/ssh_host_* into the cpio the installer
+	// restores its keys from; here it copies the tarball's own key instead.
+	const hostKeysLoop = "for f in /etc/ssh/ssh_host_*; do"
+	installer := repackInstaller(t, w.installer, func(run string) string {
+		if n := strings.Count(run, hostKeysLoop); n != 1 {
+			t.Fatalf("kexec/run has %q %d times, want once: the test cannot swap the host keys", hostKeysLoop, n)
+		}
+		return strings.Replace(run, hostKeysLoop, `for f in "$here"/own-host-keys/ssh_host_*; do`, 1)
+	}, tarEntry{name: "kexec/own-host-keys/ssh_host_ed25519_key", data: privPEM, mode: 0o600})
+	kw := *w
+	kw.installer = installer
+	m := kw.boot(t, "kexec-other-key", 0, 512)
+
+	code, out := nixosViaEnv(t, ctx, map[string]string{"XDG_CACHE_HOME": t.TempDir()}, kw.kexecArgs(m, "root")...)
+	if code != cli.ExitHostKey {
+		t.Fatalf("exit %d, want %d (host key mismatch)\n%s\n--- console ---\n%s", code, cli.ExitHostKey, out, m.v.ConsoleTail(40))
+	}
+	providerKey, _, _, _, err := ssh.ParseAuthorizedKey([]byte(w.keys.HostKey.PublicLine))
+	if err != nil {
+		t.Fatal(err)
+	}
+	providerFP := ssh.FingerprintSHA256(providerKey)
+	for _, want := range []string{providerFP, ssh.FingerprintSHA256(otherKey), "the host before kexec", kexec.Marker} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output does not contain %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "the installer answers") {
+		t.Errorf("nixos-via went on after the mismatch:\n%s", out)
+	}
+	if kh, _ := os.ReadFile(m.knownHosts); string(kh) != m.hostLine {
+		t.Errorf("known_hosts changed after a mismatch:\n%s\nwant\n%s", kh, m.hostLine)
+	}
+	// The key it refused is the installer's: with it, facts see an installer.
+	inst := &machine{v: m.v, port: m.port, knownHosts: filepath.Join(t.TempDir(), "known_hosts")}
+	if err := os.WriteFile(inst.knownHosts, []byte(fmt.Sprintf("[127.0.0.1]:%d %s", m.port, ssh.MarshalAuthorizedKey(otherKey))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if f := factsOf(t, ctx, w, inst); !f.IsInstaller {
+		t.Errorf("the host presenting %s is not the installer: os %s", ssh.FingerprintSHA256(otherKey), f.OSName)
+	}
+}
+
+// TestKexecRunWithoutMarker: a run that prints some lines and exits, with
+// a failure or with 0, but never prints the marker nor kexecs. nixos-via
+// fails with exit 6 showing run's lines and the kernel's last messages,
+// without waiting for a reboot; the host still runs its own system, and
+// the work directory stays, with run.log, for a look at what happened.
+func TestKexecRunWithoutMarker(t *testing.T) {
+	w := setup(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
+	defer cancel()
+	m := w.boot(t, "kexec-no-marker", 0, 512)
+	c := waitProvider(t, ctx, w, m)
+	bootID := run(t, ctx, c, "cat /proc/sys/kernel/random/boot_id")
+	tests := []struct {
+		name    string
+		run     string
+		lines   []string // what run prints
+		wantErr string
+	}{
+		{"run fails", "#!/bin/sh\necho 'run: collecting host keys'\necho 'run: kexec --load failed: Invalid argument' >&2\nexit 3\n",
+			[]string{"run: collecting host keys", "run: kexec --load failed: Invalid argument"}, "kexec/run failed: "},
+		{"run exits 0", "#!/bin/sh\necho 'run: collecting host keys'\necho 'run: nothing to load'\n",
+			[]string{"run: collecting host keys", "run: nothing to load"}, fmt.Sprintf("kexec/run finished without printing %q", kexec.Marker)},
+	}
+	workDirRe := regexp.MustCompile(`uploading the installer to (\S+)`)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			installer := repackInstaller(t, w.installer, func(string) string { return tc.run })
+			kw := *w
+			kw.installer = installer
+			code, out := nixosViaEnv(t, ctx, map[string]string{"XDG_CACHE_HOME": t.TempDir()}, kw.kexecArgs(m, "root")...)
+			if code != cli.ExitKexec {
+				t.Fatalf("exit %d, want %d\n%s", code, cli.ExitKexec, out)
+			}
+			for _, want := range append([]string{tc.wantErr, "--- output of the host ---", "--- last kernel messages ---"}, tc.lines...) {
+				if !strings.Contains(out, want) {
+					t.Errorf("output does not contain %q:\n%s", want, out)
+				}
+			}
+			if strings.Contains(out, "waiting for the host to go down") {
+				t.Errorf("nixos-via waited for a reboot after run failed:\n%s", out)
+			}
+			if got := run(t, ctx, c, "cat /proc/sys/kernel/random/boot_id"); got != bootID {
+				t.Errorf("the host rebooted (boot id %s -> %s)", bootID, got)
+			}
+			if f := factsOf(t, ctx, w, m); f.IsInstaller || f.OSID == "nixos" {
+				t.Errorf("after a failed run the host is %s (installer=%v), want the provider", f.OSName, f.IsInstaller)
+			}
+			dir := workDirRe.FindStringSubmatch(out)
+			if dir == nil {
+				t.Fatalf("output does not name the work directory:\n%s", out)
+			}
+			log := run(t, ctx, c, "cat "+target.ShellQuote(dir[1]+"/run.log"))
+			for _, want := range tc.lines {
+				if !strings.Contains(log, want) {
+					t.Errorf("%s/run.log does not contain %q:\n%s", dir[1], want, log)
+				}
+			}
+		})
+	}
 }
