@@ -74,14 +74,35 @@ func (c *Conn) UploadAppend(ctx context.Context, r io.Reader, size int64, remote
 var errNoSFTP = fmt.Errorf("no sftp subsystem")
 
 // sftpClient opens an SFTP session that closes when ctx ends; errNoSFTP
-// says the host has no sftp subsystem.
+// says the host has no sftp subsystem. The session is closed when the
+// subsystem is refused (sftp.NewClient would leave it open, and a host
+// allows only so many sessions on one connection).
 func (c *Conn) sftpClient(ctx context.Context) (*sftp.Client, func(), error) {
-	cl, err := sftp.NewClient(c.client, sftp.UseConcurrentWrites(true))
+	sess, err := c.client.NewSession()
 	if err != nil {
+		return nil, nil, fmt.Errorf("ssh %s: new session: %w", c.res.Addr(), err)
+	}
+	w, err := sess.StdinPipe()
+	if err != nil {
+		sess.Close()
+		return nil, nil, err
+	}
+	r, err := sess.StdoutPipe()
+	if err != nil {
+		sess.Close()
+		return nil, nil, err
+	}
+	if err := sess.RequestSubsystem("sftp"); err != nil {
+		sess.Close()
+		return nil, nil, errNoSFTP
+	}
+	cl, err := sftp.NewClientPipe(r, w, sftp.UseConcurrentWrites(true))
+	if err != nil {
+		sess.Close()
 		return nil, nil, errNoSFTP
 	}
 	stop := context.AfterFunc(ctx, func() { cl.Close() })
-	return cl, func() { stop(); cl.Close() }, nil
+	return cl, func() { stop(); cl.Close(); sess.Close() }, nil
 }
 
 func (c *Conn) uploadSFTP(ctx context.Context, r io.Reader, tmp, remote string, mode os.FileMode) error {

@@ -3,6 +3,7 @@ package target_test
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -67,5 +68,20 @@ func TestUploadAppend(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// Every upload to a host without SFTP first asks for the subsystem; a
+// refused request must not keep its session open, or the host's
+// MaxSessions (10) stops the eleventh upload on one connection.
+func TestManyUploadsWithoutSFTPOnOneConnection(t *testing.T) {
+	s := sshtest.Start(t, sshtest.Options{NoSFTP: true})
+	c := dial(t, opts(s))
+	dir := t.TempDir()
+	for i := 0; i < 15; i++ {
+		dst := filepath.Join(dir, "f"+strconv.Itoa(i))
+		if err := c.Upload(ctxT(t, 30*time.Second), strings.NewReader("x"), 1, dst, 0o644, nil); err != nil {
+			t.Fatalf("upload #%d: %v", i+1, err)
+		}
 	}
 }
