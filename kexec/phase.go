@@ -5,10 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path"
-	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -100,38 +96,11 @@ awk -v d="$d" '{ m=$2; if (m=="/") m=""; if (index(d "/", m "/")==1 && length(m)
 	return w, nil
 }
 
-// RemoveWorkDir deletes the work directory (after a refusal).
+// RemoveWorkDir deletes the work directory (after a refusal or a failed
+// upload). It leaves the staging directory of a failed upload, so that the
+// next run resumes it (see Upload).
 func RemoveWorkDir(ctx context.Context, conn *target.Conn, w WorkDir) error {
 	return conn.RunAsLogin(ctx, "rm -rf "+target.ShellQuote(w.Path), nil, nil, nil)
-}
-
-// Upload copies the tarball's files into w, keeping their modes.
-func Upload(ctx context.Context, conn *target.Conn, tb *Tarball, w WorkDir, events event.Sink) error {
-	names := make([]string, 0, len(tb.Files))
-	var total int64
-	for n, size := range tb.Files {
-		names = append(names, n)
-		total += size
-	}
-	sort.Strings(names)
-	var before int64
-	for _, n := range names {
-		local := filepath.Join(tb.Dir, filepath.FromSlash(n))
-		st, err := os.Stat(local)
-		if err != nil {
-			return &Error{Step: "upload", Err: err}
-		}
-		base := before
-		err = conn.UploadFile(ctx, local, path.Join(w.Path, n), st.Mode().Perm(), func(done, _ int64) {
-			events.Emit(event.Event{Phase: "kexec", Kind: event.Progress, Msg: "upload installer", Done: base + done, Total: total, Unit: "bytes"})
-		})
-		if err != nil {
-			return &Error{Step: "upload", Err: err}
-		}
-		before += st.Size()
-	}
-	events.Emit(event.Event{Phase: "kexec", Kind: event.Progress, Msg: "upload installer", Done: total, Total: total, Unit: "bytes"})
-	return nil
 }
 
 // RunScript runs kexec/run as root and checks that it printed Marker.

@@ -346,6 +346,8 @@ func (f *flow) kexec(ctx context.Context, tb *kexec.Tarball) error {
 	if !onHost {
 		f.step("kexec", "uploading the installer to %s", w.Path)
 		if err := kexec.Upload(ctx, f.conn, tb, w, f.ui); err != nil {
+			// What was sent stays in kexec.StagingDir: a re-run resumes it.
+			kexec.RemoveWorkDir(ctx, f.conn, w)
 			return &PhaseError{Phase: "kexec", Err: err}
 		}
 	}
