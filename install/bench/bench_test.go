@@ -41,6 +41,8 @@ type env struct {
 	sshdPID                int
 	proxy                  *sshtest.Proxy
 	knownHosts             string
+	mounted                map[string]bool // target roots with an ext4 mounted on them
+	plainRoots             bool            // no loop devices: targets are plain directories
 }
 
 // childrenCPU is the CPU time of the reaped children of pid (cutime+cstime
@@ -141,20 +143,59 @@ func (e *env) run(b *testing.B, name, script string, extraEnv ...string) result 
 		serverCPU: childrenCPU(b, e.sshdPID) - serverBefore}
 }
 
+// freshRoot returns an empty target root for name. As an install writes
+// into filesystems disko has just made, each root is a freshly made ext4 on a
+// loop device (a sparse image in the work directory), unmounted at the end.
+// Without mkfs.ext4 or loop devices it falls back to an empty directory, which
+// is slower for every method alike: ext4 scans recently deleted inodes when
+// it allocates new ones on a filesystem where the previous round's files were
+// just removed.
 func (e *env) freshRoot(b *testing.B, name string) string {
 	root := filepath.Join(e.work, "targets", name)
+	img := root + ".img"
+	if e.mounted[root] {
+		if out, err := exec.Command("umount", root).CombinedOutput(); err != nil {
+			b.Fatalf("umount %s: %v: %s", root, err, out)
+		}
+		delete(e.mounted, root)
+	}
 	if err := nar.RemoveAll(root); err != nil {
 		b.Fatal(err)
 	}
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		b.Fatal(err)
 	}
+	if e.plainRoots {
+		return root
+	}
+	script := fmt.Sprintf("rm -f %[1]s && truncate -s 2G %[1]s && mkfs.ext4 -q -F %[1]s && mount -o loop %[1]s %[2]s && sync", img, root)
+	if out, err := exec.Command("sh", "-c", script).CombinedOutput(); err != nil {
+		b.Logf("no fresh ext4 for the targets (%v: %s); using plain directories", err, strings.TrimSpace(string(out)))
+		e.plainRoots = true
+		return root
+	}
+	if e.mounted == nil {
+		e.mounted = map[string]bool{}
+		b.Cleanup(func() {
+			for r := range e.mounted {
+				exec.Command("umount", r).Run()
+			}
+		})
+	}
+	e.mounted[root] = true
 	return root
 }
 
+// viaSend runs `via send`. With NIXOS_VIA_BENCH_PROFILE=DIR, the sender and
+// each agent write CPU profiles into DIR (send-*.prof, agent-*.prof).
 func (e *env) viaSend(b *testing.B, name, root string, jobs int) result {
-	return e.run(b, name, fmt.Sprintf("%s send --store-root %s --paths %s --port %d --key %s --known-hosts %s --root %s --agent %s --jobs %d",
-		e.via, e.store, e.pathsFile, e.proxy.Port, e.server.ClientKey, e.knownHosts, root, e.via, jobs))
+	agent, sendEnv := e.via, []string(nil)
+	if dir := os.Getenv("NIXOS_VIA_BENCH_PROFILE"); dir != "" {
+		agent = fmt.Sprintf("VIA_CPUPROFILE=%s/agent-%d-$$.prof %s", dir, jobs, e.via)
+		sendEnv = append(sendEnv, fmt.Sprintf("VIA_CPUPROFILE=%s/send-%d-%d.prof", dir, jobs, time.Now().UnixNano()))
+	}
+	return e.run(b, name, fmt.Sprintf("%s send --store-root %s --paths %s --port %d --key %s --known-hosts %s --root %s --agent '%s' --jobs %d",
+		e.via, e.store, e.pathsFile, e.proxy.Port, e.server.ClientKey, e.knownHosts, root, agent, jobs), sendEnv...)
 }
 
 // checkCopy verifies a sample of paths under root by NAR hash.
