@@ -349,3 +349,47 @@ func TestUploadWithoutSHA256SumStartsOver(t *testing.T) {
 		})
 	}
 }
+
+// Bytes that change on the host while the rest is sent fail the check after
+// the upload: the file is sent again whole, once.
+func TestUploadSendsAgainWhatDoesNotVerifyAfterwards(t *testing.T) {
+	for _, via := range transports {
+		t.Run(via.name, func(t *testing.T) {
+			s := sshtest.Start(t, sshtest.Options{NoSFTP: via.noSFTP})
+			c := connectTo(t, s.Addr, s)
+			tb := bigTarball(t)
+			w, staging := prepare(t, c, tb)
+			initrd, _ := os.ReadFile(filepath.Join(tb.Dir, "kexec", "initrd"))
+			part := filepath.Join(staging, "kexec", "initrd.part")
+			os.MkdirAll(filepath.Dir(part), 0o700)
+			if err := os.WriteFile(part, initrd[:3<<20], 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var once sync.Once
+			log := &eventLog{onEach: func(e event.Event) {
+				// The first progress: the start was checked, the rest is on its way.
+				if e.Kind == event.Progress {
+					once.Do(func() {
+						f, err := os.OpenFile(part, os.O_WRONLY, 0)
+						if err != nil {
+							t.Errorf("open the partial initrd: %v", err)
+							return
+						}
+						f.WriteAt([]byte{^initrd[100]}, 100)
+						f.Close()
+					})
+				}
+			}}
+			if err := Upload(context.Background(), c, tb, w, log); err != nil {
+				t.Fatalf("Upload: %v\nevents:\n%s", err, log.messages())
+			}
+			if _, ok := log.said(event.Warn, "kexec/initrd does not verify on the host after the upload"); !ok {
+				t.Errorf("no warning says the initrd did not verify:\n%s", log.messages())
+			}
+			if got := log.sent(); got != bigInitrd {
+				t.Errorf("the last round sent %d bytes, want %d (the initrd again, whole)", got, bigInitrd)
+			}
+			checkInstalled(t, tb, w, staging)
+		})
+	}
+}
