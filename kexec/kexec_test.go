@@ -206,6 +206,16 @@ func TestPreflight(t *testing.T) {
 		{"too little available", func(f *target.Facts, _ *PreflightInput) { f.MemAvailKiB = 50 << 10 }, "memory", "50 MiB available"},
 		{"too little total", func(f *target.Facts, _ *PreflightInput) { f.MemTotalKiB = 200 << 10 }, "memory", fmt.Sprintf("needs %d MiB once booted", need.NewTotal>>20)},
 		{"no disk space", func(_ *target.Facts, in *PreflightInput) { in.WorkDirFree = 5 << 20 }, "disk-space", "5 MiB free"},
+		{"staged bytes count as free space", func(_ *target.Facts, in *PreflightInput) { in.WorkDirFree = 5 << 20; in.Staged = 40 << 20 }, "", ""},
+		{"staged bytes not enough", func(_ *target.Facts, in *PreflightInput) { in.WorkDirFree = 5 << 20; in.Staged = 20 << 20 }, "disk-space", "25 MiB free"},
+		{"staged on tmpfs count as available", func(f *target.Facts, in *PreflightInput) {
+			f.MemAvailKiB = (Needs(tb, true).OldAvailable - 30<<20 + 1<<20) >> 10
+			in.WorkDirRAM, in.Staged = true, 30<<20
+		}, "", ""},
+		{"staged on disk do not count as available", func(f *target.Facts, in *PreflightInput) {
+			f.MemAvailKiB = (need.OldAvailable - 30<<20) >> 10
+			in.Staged = 30 << 20
+		}, "memory", "available"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -293,6 +303,13 @@ func TestRunWithoutMarkerFailsWithItsOutput(t *testing.T) {
 	log, _ := os.ReadFile(filepath.Join(w.Path, "run.log"))
 	if !strings.Contains(string(log), "loading the installer") {
 		t.Errorf("run.log on the host = %q", log)
+	}
+	if !strings.Contains(err.Error(), filepath.Join(w.Path, "run.log")) {
+		t.Errorf("error does not say where run.log is:\n%v", err)
+	}
+	// The installer's files (hundreds of MiB, maybe in RAM) are gone.
+	if _, err := os.Stat(filepath.Join(w.Path, "kexec")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s/kexec after a failed run: %v, want it removed", w.Path, err)
 	}
 }
 

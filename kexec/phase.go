@@ -103,7 +103,10 @@ func RemoveWorkDir(ctx context.Context, conn *target.Conn, w WorkDir) error {
 	return conn.RunAsLogin(ctx, "rm -rf "+target.ShellQuote(w.Path), nil, nil, nil)
 }
 
-// RunScript runs kexec/run as root and checks that it printed Marker.
+// RunScript runs kexec/run as root and checks that it printed Marker. When
+// run fails, the installer's files are removed from the work directory (they
+// may take hundreds of MiB, in RAM on a rescue system) and run.log, with
+// run's output, stays there for a look.
 func RunScript(ctx context.Context, conn *target.Conn, w WorkDir, extraFlags string) (string, error) {
 	w2 := target.ShellQuote(w.Path)
 	// run's output is kept in run.log on the host too; "| tee" would hide
@@ -113,14 +116,25 @@ func RunScript(ctx context.Context, conn *target.Conn, w WorkDir, extraFlags str
 	var out bytes.Buffer
 	err := conn.Run(ctx, cmd, nil, &out, &out)
 	output := out.String()
-	if err != nil {
-		return output, &Error{Step: "run", Err: fmt.Errorf("kexec/run failed: %w", err), Output: output + dmesgTail(ctx, conn)}
+	if err == nil && strings.Contains(output, Marker) {
+		return output, nil
 	}
-	if !strings.Contains(output, Marker) {
-		return output, &Error{Step: "run", Err: fmt.Errorf("kexec/run finished without printing %q, so the new kernel is not loaded", Marker),
-			Output: output + dmesgTail(ctx, conn)}
+	var ee *target.ExitError
+	switch {
+	case errors.As(err, &ee) && ee.Signal != "":
+		err = fmt.Errorf("kexec/run was killed by signal %s", ee.Signal)
+	case errors.As(err, &ee) && ee.Status >= 0:
+		err = fmt.Errorf("kexec/run: exit %d", ee.Status)
+	case err != nil:
+		err = fmt.Errorf("kexec/run: %w", err)
+	default:
+		err = fmt.Errorf("kexec/run finished without printing %q, so the new kernel is not loaded", Marker)
 	}
-	return output, nil
+	output += dmesgTail(ctx, conn)
+	if rmErr := conn.RunAsLogin(ctx, fmt.Sprintf("rm -rf %s/kexec %s/.status", w2, w2), nil, nil, nil); rmErr == nil {
+		err = fmt.Errorf("%w (its output is in %s/run.log on the host; the installer's files there are removed)", err, w.Path)
+	}
+	return output, &Error{Step: "run", Err: err, Output: output}
 }
 
 func dmesgTail(ctx context.Context, conn *target.Conn) string {

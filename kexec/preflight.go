@@ -66,6 +66,10 @@ type PreflightInput struct {
 	ForceKexec  bool
 	WorkDirFree int64 // free bytes where the tarball is unpacked; -1 unknown
 	WorkDirRAM  bool  // that directory is on tmpfs/ramfs
+	// Staged: bytes of this tarball's files an earlier, cut upload left
+	// beside the work directory (StagedBytes). They already take up the
+	// room (and, on a RAM filesystem, the memory) they will need.
+	Staged int64
 }
 
 // Preflight runs every check before anything is uploaded. It returns
@@ -108,7 +112,11 @@ func Preflight(in PreflightInput) (warnings []string, err error) {
 		if in.Tarball.InitrdEstimated {
 			est = " (initrd size estimated)"
 		}
-		if avail := f.MemAvailKiB * 1024; avail < need.OldAvailable {
+		avail := f.MemAvailKiB * 1024
+		if in.WorkDirRAM {
+			avail += in.Staged
+		}
+		if avail < need.OldAvailable {
 			return nil, &Refusal{"memory", fmt.Sprintf("the host has %d MiB available but loading this installer needs %d MiB (kernel %d MiB + initrd %d MiB + %d MiB margin%s)%s. %s",
 				avail>>20, need.OldAvailable>>20, in.Tarball.KernelBytes>>20, in.Tarball.InitrdBytes>>20, LoadMargin>>20, ramFiles(in), est, memAdvice)}
 		}
@@ -121,8 +129,8 @@ func Preflight(in PreflightInput) (warnings []string, err error) {
 			for _, n := range in.Tarball.Files {
 				files += n
 			}
-			if in.WorkDirFree < files+(1<<20) {
-				return nil, &Refusal{"disk-space", fmt.Sprintf("the directory the installer is unpacked to has %d MiB free, it needs %d MiB", in.WorkDirFree>>20, (files>>20)+1)}
+			if free := in.WorkDirFree + in.Staged; free < files+(1<<20) {
+				return nil, &Refusal{"disk-space", fmt.Sprintf("the directory the installer is unpacked to has %d MiB free, it needs %d MiB", free>>20, (files>>20)+1)}
 			}
 		}
 	}

@@ -393,3 +393,42 @@ func TestUploadSendsAgainWhatDoesNotVerifyAfterwards(t *testing.T) {
 		})
 	}
 }
+
+// TestStagedBytesKeepsOnlyThisTarballsUpload: what a cut upload of this
+// tarball left is measured (the pre-flight counts it as room already
+// taken), and the staging directories of other tarballs are removed.
+func TestStagedBytesKeepsOnlyThisTarballsUpload(t *testing.T) {
+	sshtest.Need(t)
+	s := sshtest.Start(t, sshtest.Options{})
+	c := connectTo(t, s.Addr, s)
+	tb := bigTarball(t)
+	w, staging := prepare(t, c, tb)
+	other := filepath.Join(filepath.Dir(w.Path), StagingPrefix+"0123456789abcdef")
+	t.Cleanup(func() { os.RemoveAll(other) })
+	for dir, size := range map[string]int{staging: 3 << 20, other: 1 << 20} {
+		if err := os.MkdirAll(filepath.Join(dir, "kexec"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "kexec", "initrd.part"), make([]byte, size), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := StagedBytes(context.Background(), c, w, tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// du counts blocks: at least the bytes, at most a few blocks more.
+	if want := int64(3 << 20); got < want || got > want+64<<10 {
+		t.Errorf("StagedBytes = %d, want about %d", got, want)
+	}
+	if _, err := os.Stat(other); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("another tarball's staging dir %s: %v, want it removed", other, err)
+	}
+	if _, err := os.Stat(staging); err != nil {
+		t.Errorf("this tarball's staging dir: %v, want it kept", err)
+	}
+	os.RemoveAll(staging)
+	if got, err := StagedBytes(context.Background(), c, w, tb); err != nil || got != 0 {
+		t.Errorf("StagedBytes with nothing staged = %d, %v; want 0", got, err)
+	}
+}

@@ -43,6 +43,34 @@ func StagingDir(w WorkDir, tb *Tarball) string {
 	return path.Join(path.Dir(w.Path), StagingPrefix+key[:16])
 }
 
+// StagedBytes looks beside w for what earlier, cut uploads left: it removes
+// the staging directories of other tarballs (a user who switched tarballs
+// after a cut would otherwise leave them there for good, in RAM on a rescue
+// system) and returns the bytes in tb's own, which the pre-flight counts as
+// room already taken by this installer.
+func StagedBytes(ctx context.Context, conn *target.Conn, w WorkDir, tb *Tarball) (int64, error) {
+	keep := StagingDir(w, tb)
+	script := fmt.Sprintf(`for d in %s/%s*; do
+	[ -d "$d" ] || continue
+	if [ "$d" = %s ]; then du -sk "$d" | awk '{print "staged=" $1}'; else rm -rf "$d"; fi
+done
+`, target.ShellQuote(path.Dir(w.Path)), StagingPrefix, target.ShellQuote(keep))
+	var out, errb bytes.Buffer
+	if err := conn.RunAsLogin(ctx, "sh -s", strings.NewReader(script), &out, &errb); err != nil {
+		return 0, fmt.Errorf("look for earlier uploads beside %s: %w: %s", w.Path, err, strings.TrimSpace(errb.String()))
+	}
+	for _, line := range strings.Split(out.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, "staged="); ok {
+			kib, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("look for earlier uploads beside %s: du says %q", w.Path, line)
+			}
+			return kib * 1024, nil
+		}
+	}
+	return 0, nil
+}
+
 // upFile is one file of the tarball on its way to the host.
 type upFile struct {
 	name   string // relative to the tarball's root: kexec/initrd

@@ -260,7 +260,8 @@ func TestKexecInstallerWithAnotherHostKey(t *testing.T) {
 // a failure or with 0, but never prints the marker nor kexecs. nixos-via
 // fails with exit 6 showing run's lines and the kernel's last messages,
 // without waiting for a reboot; the host still runs its own system, and
-// the work directory stays, with run.log, for a look at what happened.
+// the work directory keeps run.log, for a look at what happened, and nothing
+// else: the installer's files are removed (they would fill RAM on a small host).
 func TestKexecRunWithoutMarker(t *testing.T) {
 	w := setup(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
@@ -275,7 +276,7 @@ func TestKexecRunWithoutMarker(t *testing.T) {
 		wantErr string
 	}{
 		{"run fails", "#!/bin/sh\necho 'run: collecting host keys'\necho 'run: kexec --load failed: Invalid argument' >&2\nexit 3\n",
-			[]string{"run: collecting host keys", "run: kexec --load failed: Invalid argument"}, "kexec/run failed: "},
+			[]string{"run: collecting host keys", "run: kexec --load failed: Invalid argument"}, "kexec/run: exit 3 (its output is in "},
 		{"run exits 0", "#!/bin/sh\necho 'run: collecting host keys'\necho 'run: nothing to load'\n",
 			[]string{"run: collecting host keys", "run: nothing to load"}, fmt.Sprintf("kexec/run finished without printing %q", kexec.Marker)},
 	}
@@ -312,6 +313,12 @@ func TestKexecRunWithoutMarker(t *testing.T) {
 				if !strings.Contains(log, want) {
 					t.Errorf("%s/run.log does not contain %q:\n%s", dir[1], want, log)
 				}
+			}
+			if !strings.Contains(out, dir[1]+"/run.log") {
+				t.Errorf("output does not say where run.log is:\n%s", out)
+			}
+			if got := run(t, ctx, c, "ls -A "+target.ShellQuote(dir[1])); got != "run.log" {
+				t.Errorf("work directory holds %q after the failed run, want only run.log", got)
 			}
 		})
 	}

@@ -334,6 +334,13 @@ func (f *flow) kexec(ctx context.Context, tb *kexec.Tarball) error {
 		ForceKexec: f.o.ForceKexec, WorkDirFree: w.Free, WorkDirRAM: w.InRAM()}
 	if onHost {
 		in.WorkDirFree = -1 // the files are already there
+	} else {
+		staged, err := kexec.StagedBytes(ctx, f.conn, w, tb)
+		if err != nil {
+			kexec.RemoveWorkDir(ctx, f.conn, w)
+			return &PhaseError{Phase: "kexec", Err: err}
+		}
+		in.Staged = staged
 	}
 	warnings, err := kexec.Preflight(in)
 	if err != nil {
