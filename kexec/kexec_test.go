@@ -238,6 +238,31 @@ func TestPreflight(t *testing.T) {
 			}
 		})
 	}
+	// An estimated unpacked initrd: refused only below the least it can
+	// need (unpacked = compressed), warned between that and the estimate.
+	est := *tb
+	est.InitrdUnpacked, est.InitrdEstimated = 4*est.InitrdBytes, true
+	low, high := Needs(&Tarball{KernelBytes: tb.KernelBytes, InitrdBytes: tb.InitrdBytes, InitrdUnpacked: tb.InitrdBytes, Files: tb.Files}, false), Needs(&est, false)
+	for _, tc := range []struct {
+		name     string
+		total    int64
+		wantErr  string
+		wantWarn string
+	}{
+		{"below the least", low.NewTotal - 1<<20, "needs at least", ""},
+		{"between", (low.NewTotal + high.NewTotal) / 2, "", "could not be measured"},
+		{"above the estimate", high.NewTotal + 1<<20, "", ""},
+	} {
+		f := linuxFacts()
+		f.MemTotalKiB = tc.total >> 10
+		warn, err := Preflight(PreflightInput{Facts: f, Tarball: &est, WorkDirFree: -1})
+		if gotErr := fmt.Sprint(err); (tc.wantErr == "") != (err == nil) || err != nil && !strings.Contains(gotErr, tc.wantErr) {
+			t.Errorf("estimated, %s: err %v, want %q", tc.name, err, tc.wantErr)
+		}
+		if got := strings.Join(warn, "\n"); (tc.wantWarn == "") != (got == "") || !strings.Contains(got, tc.wantWarn) {
+			t.Errorf("estimated, %s: warnings %q, want %q", tc.name, got, tc.wantWarn)
+		}
+	}
 	warn, err := Preflight(PreflightInput{Facts: func() *target.Facts { f := linuxFacts(); f.Virt = "xen"; return f }(), Tarball: tb, WorkDirFree: -1})
 	if err != nil || len(warn) == 0 || !strings.Contains(warn[0], "Xen") {
 		t.Errorf("xen: warnings %q err %v, want a Xen warning", warn, err)

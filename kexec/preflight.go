@@ -120,9 +120,24 @@ func Preflight(in PreflightInput) (warnings []string, err error) {
 			return nil, &Refusal{"memory", fmt.Sprintf("the host has %d MiB available but loading this installer needs %d MiB (kernel %d MiB + initrd %d MiB + %d MiB margin%s)%s. %s",
 				avail>>20, need.OldAvailable>>20, in.Tarball.KernelBytes>>20, in.Tarball.InitrdBytes>>20, LoadMargin>>20, ramFiles(in), est, memAdvice)}
 		}
-		if total := f.MemTotalKiB * 1024; total < need.NewTotal {
-			return nil, &Refusal{"memory", fmt.Sprintf("the host has %d MiB of RAM but this installer needs %d MiB once booted (kernel ~%d MiB + initrd %d MiB compressed + %d MiB unpacked + %d MiB working margin)%s. %s",
-				total>>20, need.NewTotal>>20, kernelFactor*in.Tarball.KernelBytes>>20, in.Tarball.InitrdBytes>>20, in.Tarball.InitrdUnpacked>>20, WorkingMargin>>20, est, memAdvice)}
+		total := f.MemTotalKiB * 1024
+		// An estimated unpacked size could be far off either way (a
+		// squashfs inside the initrd barely grows): refuse only when even
+		// the least it can be (its compressed size) does not fit, and warn
+		// when the estimate does not.
+		sure, unpacked, atLeast := need, in.Tarball.InitrdUnpacked, ""
+		if in.Tarball.InitrdEstimated {
+			low := *in.Tarball
+			low.InitrdUnpacked = low.InitrdBytes
+			sure, unpacked, atLeast = Needs(&low, in.WorkDirRAM), low.InitrdUnpacked, "at least "
+		}
+		if total < sure.NewTotal {
+			return nil, &Refusal{"memory", fmt.Sprintf("the host has %d MiB of RAM but this installer needs %s%d MiB once booted (kernel ~%d MiB + initrd %d MiB compressed + %s%d MiB unpacked + %d MiB working margin). %s",
+				total>>20, atLeast, sure.NewTotal>>20, kernelFactor*in.Tarball.KernelBytes>>20, in.Tarball.InitrdBytes>>20, atLeast, unpacked>>20, WorkingMargin>>20, memAdvice)}
+		}
+		if total < need.NewTotal {
+			warnings = append(warnings, fmt.Sprintf("the host has %d MiB of RAM; this installer may need up to %d MiB once booted (its unpacked initrd could not be measured and is estimated at %d MiB): if the kexec phase times out, the host ran out of memory",
+				total>>20, need.NewTotal>>20, in.Tarball.InitrdUnpacked>>20))
 		}
 		if in.WorkDirFree >= 0 {
 			var files int64

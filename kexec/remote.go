@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/url"
 	"path"
 	"strconv"
@@ -120,5 +121,48 @@ find kexec -type f | while read -r p; do echo "file=$(wc -c < "$p") $p"; done
 	tb.KernelBytes = tb.Files["kexec/bzImage"]
 	tb.InitrdBytes = tb.Files["kexec/initrd"]
 	tb.InitrdUnpacked, tb.InitrdEstimated = tb.InitrdBytes*4, true
+	if n, ok := measureInitrdOnHost(ctx, conn, w); ok {
+		tb.InitrdUnpacked, tb.InitrdEstimated = n, false
+	}
 	return tb, nil
+}
+
+// measureInitrdOnHost decompresses the host's kexec/initrd there, with the
+// host's own gzip, zstd or xz (chosen by the first bytes), and counts the
+// bytes: what the new kernel will unpack into RAM. ok is false when the host
+// lacks the tool, the initrd mixes formats, or it takes too long; the
+// caller then estimates.
+func measureInitrdOnHost(ctx context.Context, conn *target.Conn, w WorkDir) (int64, bool) {
+	// The decompressor's status goes through a file: a pipeline's status is
+	// wc's, and pipefail is not POSIX.
+	const script = `i=kexec/initrd
+m=$(od -An -tx1 -N4 "$i" | tr -d ' \n')
+case $m in
+1f8b*) t=gzip ;;
+28b52ffd) t=zstd ;;
+fd377a58) t=xz ;;
+*) exit 3 ;;
+esac
+command -v $t >/dev/null 2>&1 || exit 4
+n=$( { $t -dc < "$i"; echo $? > .measure; } | wc -c)
+s=$(cat .measure); rm -f .measure
+[ "$s" = 0 ] || exit 5
+echo "unpacked=$n"
+`
+	mctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	cmd := "cd " + target.ShellQuote(w.Path) + " && sh -s"
+	if err := conn.RunAsLogin(mctx, cmd, strings.NewReader(script), &out, io.Discard); err != nil {
+		return 0, false
+	}
+	v, ok := strings.CutPrefix(strings.TrimSpace(out.String()), "unpacked=")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n <= 0 {
+		return 0, false
+	}
+	return n, true
 }

@@ -20,6 +20,10 @@ func TestHostDownloadsAndUnpacksTheTarball(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/installer.tar.gz", func(w http.ResponseWriter, r *http.Request) { w.Write(data) })
 	mux.HandleFunc("/bad.tar.gz", func(w http.ResponseWriter, r *http.Request) { w.Write(bad) })
+	odd := installerEntries("#!/bin/sh\n", 0)
+	odd[2].data = []byte("neither gzip, zstd nor xz")
+	oddData := makeTarball(t, odd)
+	mux.HandleFunc("/odd.tar.gz", func(w http.ResponseWriter, r *http.Request) { w.Write(oddData) })
 	srv := httptest.NewServer(mux) // 127.0.0.1: the "host" here is this machine's sshd
 	defer srv.Close()
 	s := sshtest.Start(t, sshtest.Options{})
@@ -59,8 +63,12 @@ func TestHostDownloadsAndUnpacksTheTarball(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tb.SHA256 != hex.EncodeToString(sum[:]) || tb.Bytes != int64(len(data)) || tb.KernelBytes != 4096 || !tb.InitrdEstimated {
+	if tb.SHA256 != hex.EncodeToString(sum[:]) || tb.Bytes != int64(len(data)) || tb.KernelBytes != 4096 {
 		t.Errorf("tarball = %+v", tb)
+	}
+	// The host's gzip measured what the new kernel will unpack.
+	if tb.InitrdUnpacked != 8192 || tb.InitrdEstimated {
+		t.Errorf("InitrdUnpacked = %d (estimated %v), want 8192 measured on the host", tb.InitrdUnpacked, tb.InitrdEstimated)
 	}
 	if st, err := os.Stat(filepath.Join(w.Path, "kexec", "run")); err != nil || st.Mode().Perm()&0o100 == 0 {
 		t.Errorf("kexec/run not unpacked executable on the host: %v", err)
@@ -80,6 +88,11 @@ func TestHostDownloadsAndUnpacksTheTarball(t *testing.T) {
 	}
 	w3, _ := PrepareWorkDir(ctx, c)
 	t.Cleanup(func() { os.RemoveAll(w3.Path) })
+	w4, _ := PrepareWorkDir(ctx, c)
+	t.Cleanup(func() { os.RemoveAll(w4.Path) })
+	if tb, err := DownloadOnHost(ctx, c, facts, srv.URL+"/odd.tar.gz", "", w4); err != nil || !tb.InitrdEstimated || tb.InitrdUnpacked != 4*tb.InitrdBytes {
+		t.Errorf("an initrd the host cannot measure: %+v, %v; want it estimated at 4× its size", tb, err)
+	}
 	if _, err := DownloadOnHost(ctx, c, facts, srv.URL+"/bad.tar.gz", "", w3); err == nil || !strings.Contains(err.Error(), "not a kexec installer") {
 		t.Errorf("not an installer: err = %v", err)
 	}

@@ -312,7 +312,11 @@ func (f *flow) kexec(ctx context.Context, tb *kexec.Tarball) error {
 				kexec.RemoveWorkDir(ctx, f.conn, w)
 				return &PhaseError{Phase: "kexec", Err: err}
 			}
-			f.info("kexec", "sha256 %s, %s (kernel %s, initrd %s)", tb.SHA256, event.Bytes(tb.Bytes), event.Bytes(tb.KernelBytes), event.Bytes(tb.InitrdBytes))
+			unpacked := event.Bytes(tb.InitrdUnpacked) + " unpacked"
+			if tb.InitrdEstimated {
+				unpacked += " (estimated: the host could not decompress it)"
+			}
+			f.info("kexec", "sha256 %s, %s (kernel %s, initrd %s, %s)", tb.SHA256, event.Bytes(tb.Bytes), event.Bytes(tb.KernelBytes), event.Bytes(tb.InitrdBytes), unpacked)
 			onHost = true
 		} else {
 			f.info("kexec", "the host cannot fetch %s itself (%s): it comes from here", src, p.Why)
