@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -94,6 +95,36 @@ func TestFetchFileMeasuresTheInitrd(t *testing.T) {
 	st, err := os.Stat(filepath.Join(tb.Dir, "kexec", "run"))
 	if err != nil || st.Mode().Perm()&0o100 == 0 {
 		t.Errorf("kexec/run not unpacked executable: %v %v", st, err)
+	}
+}
+
+// xzed compresses data with the xz command (as nixos-images compresses its
+// initrd), or skips the test without one.
+func xzed(t *testing.T, data []byte) []byte {
+	t.Helper()
+	if _, err := exec.LookPath("xz"); err != nil {
+		t.Skip("no xz here")
+	}
+	cmd := exec.Command("xz", "-c", "--check=crc32")
+	cmd.Stdin = bytes.NewReader(data)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("xz: %v", err)
+	}
+	return out
+}
+
+// TestFetchMeasuresAnXZInitrd: the official images' initrd is xz; it is
+// measured with the local xz, not estimated.
+func TestFetchMeasuresAnXZInitrd(t *testing.T) {
+	entries := installerEntries("#!/bin/sh\n", 0)
+	entries[2].data = xzed(t, bytes.Repeat([]byte("0707 squashfs"), 100000))
+	tb, err := Fetch(context.Background(), writeFile(t, makeTarball(t, entries)), t.TempDir(), "", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(13 * 100000); tb.InitrdUnpacked != want || tb.InitrdEstimated {
+		t.Errorf("InitrdUnpacked = %d (estimated %v), want %d measured", tb.InitrdUnpacked, tb.InitrdEstimated, want)
 	}
 }
 

@@ -1,6 +1,7 @@
 package kexec
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -24,6 +25,10 @@ func TestHostDownloadsAndUnpacksTheTarball(t *testing.T) {
 	odd[2].data = []byte("neither gzip, zstd nor xz")
 	oddData := makeTarball(t, odd)
 	mux.HandleFunc("/odd.tar.gz", func(w http.ResponseWriter, r *http.Request) { w.Write(oddData) })
+	xzEntries := installerEntries("#!/bin/sh\n", 0)
+	xzEntries[2].data = xzed(t, bytes.Repeat([]byte("0707 squashfs"), 100000))
+	xzData := makeTarball(t, xzEntries)
+	mux.HandleFunc("/xz.tar.gz", func(w http.ResponseWriter, r *http.Request) { w.Write(xzData) })
 	srv := httptest.NewServer(mux) // 127.0.0.1: the "host" here is this machine's sshd
 	defer srv.Close()
 	s := sshtest.Start(t, sshtest.Options{})
@@ -92,6 +97,11 @@ func TestHostDownloadsAndUnpacksTheTarball(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(w4.Path) })
 	if tb, err := DownloadOnHost(ctx, c, facts, srv.URL+"/odd.tar.gz", "", w4); err != nil || !tb.InitrdEstimated || tb.InitrdUnpacked != 4*tb.InitrdBytes {
 		t.Errorf("an initrd the host cannot measure: %+v, %v; want it estimated at 4× its size", tb, err)
+	}
+	w5, _ := PrepareWorkDir(ctx, c)
+	t.Cleanup(func() { os.RemoveAll(w5.Path) })
+	if tb, err := DownloadOnHost(ctx, c, facts, srv.URL+"/xz.tar.gz", "", w5); err != nil || tb.InitrdEstimated || tb.InitrdUnpacked != 13*100000 {
+		t.Errorf("an xz initrd (as nixos-images makes): %+v, %v; want %d bytes measured by the host's xz", tb, err, 13*100000)
 	}
 	if _, err := DownloadOnHost(ctx, c, facts, srv.URL+"/bad.tar.gz", "", w3); err == nil || !strings.Contains(err.Error(), "not a kexec installer") {
 		t.Errorf("not an installer: err = %v", err)

@@ -7,6 +7,7 @@ package kexec
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -335,7 +336,8 @@ func (tb *Tarball) checkLayout() error {
 }
 
 // unpackedSize decompresses every concatenated segment of an initrd
-// (gzip, zstd or uncompressed cpio) and counts the bytes.
+// (gzip, zstd, xz through the local xz, or uncompressed cpio) and counts
+// the bytes.
 func unpackedSize(file string) (int64, error) {
 	f, err := os.Open(file)
 	if err != nil {
@@ -378,6 +380,15 @@ func unpackedSize(file string) (int64, error) {
 				return 0, err
 			}
 			return total + n, nil
+		case string(magic) == "\xfd7zX":
+			// xz (the official nixos-images initrd): no xz decoder among
+			// our dependencies, so the local xz counts, when there is one.
+			// It reads the rest of the file: xz streams to the end.
+			n, err := countXZ(br)
+			if err != nil {
+				return 0, err
+			}
+			return total + n, nil
 		case string(magic) == "0707":
 			n, err := io.Copy(io.Discard, br)
 			return total + n, err
@@ -387,4 +398,27 @@ func unpackedSize(file string) (int64, error) {
 			return 0, errors.New("unknown initrd compression")
 		}
 	}
+}
+
+// countXZ decompresses r with the xz command and counts the bytes.
+func countXZ(r io.Reader) (int64, error) {
+	if _, err := exec.LookPath("xz"); err != nil {
+		return 0, errors.New("xz initrd and no xz here to measure it")
+	}
+	cmd := exec.Command("xz", "-dc")
+	cmd.Stdin = r
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("xz -dc: %w", err)
+	}
+	n, copyErr := io.Copy(io.Discard, out)
+	if err := cmd.Wait(); err != nil {
+		return 0, fmt.Errorf("xz -dc: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return n, copyErr
 }
