@@ -300,6 +300,49 @@ type Proxy struct {
 	conns  []net.Conn
 	bytes  int64 // bytes forwarded towards the target
 	closed bool
+
+	// A link speed (SetRate): each direction is one shared link, like a
+	// network between two machines; 0 is as fast as loopback.
+	rate     float64
+	linkFree [2]time.Time // when each direction's link is next idle
+}
+
+// SetRate limits each direction of the proxy, over all its connections
+// together, to bytesPerSec (0: no limit), as a network link would.
+func (p *Proxy) SetRate(bytesPerSec float64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rate = bytesPerSec
+}
+
+// wait holds n bytes going in direction dir until the link has carried them.
+func (p *Proxy) wait(dir, n int) {
+	p.mu.Lock()
+	if p.rate <= 0 {
+		p.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	start := p.linkFree[dir]
+	if start.Before(now) {
+		start = now
+	}
+	p.linkFree[dir] = start.Add(time.Duration(float64(n) / p.rate * float64(time.Second)))
+	until := p.linkFree[dir]
+	p.mu.Unlock()
+	time.Sleep(time.Until(until))
+}
+
+// linkWriter is a Proxy's link in one direction.
+type linkWriter struct {
+	p   *Proxy
+	dir int
+	w   io.Writer
+}
+
+func (l linkWriter) Write(b []byte) (int, error) {
+	l.p.wait(l.dir, len(b))
+	return l.w.Write(b)
 }
 
 // StartProxy forwards 127.0.0.1:<free port> to target until the test ends.
@@ -329,9 +372,13 @@ func (p *Proxy) serve(ln net.Listener) {
 		}
 		p.mu.Lock()
 		p.conns = append(p.conns, c, u)
+		var toTarget, toClient io.Writer = u, c // plain: the kernel splices
+		if p.rate > 0 {
+			toTarget, toClient = linkWriter{p, 0, u}, linkWriter{p, 1, c}
+		}
 		p.mu.Unlock()
-		go func() { n, _ := io.Copy(u, c); p.add(n); u.Close() }()
-		go func() { io.Copy(c, u); c.Close() }()
+		go func() { n, _ := io.Copy(toTarget, c); p.add(n); u.Close() }()
+		go func() { io.Copy(toClient, u); c.Close() }()
 	}
 }
 
