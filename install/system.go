@@ -1,0 +1,302 @@
+package install
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nixos-via/nixos-via/internal/event"
+	"github.com/nixos-via/nixos-via/internal/nix"
+	"github.com/nixos-via/nixos-via/internal/target"
+)
+
+// DefaultRoot is where the installer mounts the new system.
+const DefaultRoot = "/mnt"
+
+// rootOr is root, or DefaultRoot when root is empty.
+func rootOr(root string) string {
+	if root == "" {
+		return DefaultRoot
+	}
+	return root
+}
+
+func sinkOr(s event.Sink) event.Sink {
+	if s == nil {
+		return event.Discard{}
+	}
+	return s
+}
+
+// report sends one line of a step to s.
+func report(s event.Sink, phase string, kind event.Kind, format string, a ...any) {
+	s.Emit(event.Event{Phase: phase, Kind: kind, Msg: fmt.Sprintf(format, a...)})
+}
+
+// UploadAgent uploads the local agent binary to remote (mode 0755) and
+// checks its sha256 there.
+func UploadAgent(ctx context.Context, conn *target.Conn, sink event.Sink, local, remote string) error {
+	report(sinkOr(sink), "install", event.Step, "uploading the agent")
+	data, err := os.ReadFile(local)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(data)
+	want := hex.EncodeToString(sum[:])
+	if _, err := conn.Output(ctx, "mkdir -p "+target.ShellQuote(filepath.Dir(remote)), nil); err != nil {
+		return fmt.Errorf("upload %s: %w", remote, err)
+	}
+	if err := conn.Upload(ctx, bytes.NewReader(data), int64(len(data)), remote, 0o755, nil); err != nil {
+		return err
+	}
+	out, err := conn.Output(ctx, "sha256sum "+target.ShellQuote(remote), nil)
+	if err != nil {
+		return fmt.Errorf("check %s: %w", remote, err)
+	}
+	if got := strings.Fields(string(out)); len(got) == 0 || got[0] != want {
+		return fmt.Errorf("upload %s: sha256 on the target is %q, want %s", remote, strings.TrimSpace(string(out)), want)
+	}
+	return nil
+}
+
+// RegisterOptions say what Register records under Root.
+type RegisterOptions struct {
+	Root     string         // the installed system's root; "" is DefaultRoot
+	NixStore string         // the system's own nix-store, run in a chroot
+	Toplevel string         // the system the profile points to
+	Closure  []nix.PathInfo // the paths to register
+}
+
+// Register loads the closure's registration into the installed system's
+// Nix database with the system's own nix-store (in a chroot, so the schema
+// matches), and points the system profile at the toplevel: a new
+// generation, unless the current one already is this system.
+func Register(ctx context.Context, conn *target.Conn, sink event.Sink, o RegisterOptions) error {
+	sink = sinkOr(sink)
+	report(sink, "install", event.Step, "registering the closure and setting the system profile")
+	reg, err := nix.Registration(o.Closure)
+	if err != nil {
+		return err
+	}
+	script := fmt.Sprintf(`set -e
+r=%[3]s
+mkdir -p "$r/tmp" "$r/nix/var/nix/profiles" "$r/nix/var/nix/gcroots" "$r/etc"
+chmod 1777 "$r/tmp"
+chroot "$r" %[1]s --load-db
+# The Nix database is now the record of what is valid; the agent's own
+# records were only for resuming the copy.
+rm -rf "$r/nix/var/nixos-via"
+# As Nix leaves a store it manages (NixOS's nixbld group is gid 30000).
+chown root:30000 "$r/nix/store" && chmod 1775 "$r/nix/store"
+cd "$r/nix/var/nix/profiles"
+n=0
+for l in system-*-link; do
+  [ -L "$l" ] || continue
+  g=${l#system-}; g=${g%%-link}
+  case "$g" in *[!0-9]*) continue;; esac
+  [ "$g" -gt "$n" ] && n=$g
+  [ "$(readlink "$l")" = %[2]s ] && [ "$(readlink system)" = "$l" ] && { echo "profile: generation $g is already this system"; exit 0; }
+done
+n=$((n+1))
+ln -sfn %[2]s "system-$n-link"
+ln -sfn "system-$n-link" system
+echo "profile: system generation $n"
+`, target.ShellQuote(o.NixStore), target.ShellQuote(o.Toplevel), target.ShellQuote(rootOr(o.Root)))
+	return runWithInput(ctx, conn, sink, "install", "register", script, reg)
+}
+
+// ExtraFiles copies the local directory dir into root as a tar: every
+// entry owned by root, modes kept, symlinks as links; root ends up 0755.
+func ExtraFiles(ctx context.Context, conn *target.Conn, sink event.Sink, dir, root string) error {
+	root = rootOr(root)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return fmt.Errorf("--extra-files %s: not a directory", dir)
+	}
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(writeRootTar(pw, dir)) }()
+	report(sinkOr(sink), "install", event.Step, "copying extra files from %s", dir)
+	q := target.ShellQuote(root)
+	if _, err := conn.Output(ctx, "tar -C "+q+" -xf - && chmod 755 "+q, pr); err != nil {
+		pr.CloseWithError(err)
+		return fmt.Errorf("--extra-files %s: %w", dir, err)
+	}
+	return nil
+}
+
+// writeRootTar writes dir's tree as a tar with every entry owned by 0:0.
+func writeRootTar(w io.Writer, dir string) error {
+	tw := tar.NewWriter(w)
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if rel == "." {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		link := ""
+		if info.Mode()&fs.ModeSymlink != 0 {
+			if link, err = os.Readlink(p); err != nil {
+				return err
+			}
+		}
+		h, err := tar.FileInfoHeader(info, link)
+		if err != nil {
+			return err
+		}
+		h.Name = "./" + filepath.ToSlash(rel)
+		if info.IsDir() {
+			h.Name += "/"
+		}
+		h.Uid, h.Gid, h.Uname, h.Gname = 0, 0, "root", "root"
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if info.Mode().IsRegular() {
+			file, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(tw, file)
+			file.Close()
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// Chown runs chown -R owner on path inside root (path is as the installed
+// system sees it, e.g. /home/alice).
+func Chown(ctx context.Context, conn *target.Conn, sink event.Sink, root, path, owner string) error {
+	full := filepath.Join(rootOr(root), path)
+	if _, err := conn.Output(ctx, fmt.Sprintf("chown -R %s %s", target.ShellQuote(owner), target.ShellQuote(full)), nil); err != nil {
+		return fmt.Errorf("--chown %s %s: %w", path, owner, err)
+	}
+	report(sinkOr(sink), "install", event.Info, "chown -R %s %s", owner, full)
+	return nil
+}
+
+// CopyHostKeys copies the installer's /etc/ssh/ssh_host_* into root, so
+// the installed system presents the host's own keys. A key already in
+// root is kept.
+func CopyHostKeys(ctx context.Context, conn *target.Conn, sink event.Sink, root string) error {
+	script := fmt.Sprintf(`set -e
+r=%s
+mkdir -m 755 -p "$r/etc/ssh"
+for k in /etc/ssh/ssh_host_*; do
+  [ -e "$k" ] || continue
+  if [ -e "$r$k" ]; then echo "kept $r$k"; else cp -a "$k" "$r$k"; echo "copied $k"; fi
+done
+`, target.ShellQuote(rootOr(root)))
+	return runScript(ctx, conn, sinkOr(sink), "install", "copy host keys", script)
+}
+
+// InstallBootloader activates the system in a chroot of root (as
+// nixos-enter does) and runs its `switch-to-configuration boot` with
+// NIXOS_INSTALL_BOOTLOADER=1; a failure of the latter is an error.
+func InstallBootloader(ctx context.Context, conn *target.Conn, sink event.Sink, root string) error {
+	sink = sinkOr(sink)
+	report(sink, "install", event.Step, "installing the bootloader (switch-to-configuration boot)")
+	script := fmt.Sprintf(`set -e
+r=%s
+for d in dev proc sys run; do mkdir -p "$r/$d"; done
+cleanup() { for d in run sys proc dev; do umount -R "$r/$d" 2>/dev/null || umount -l "$r/$d" 2>/dev/null || true; done; }
+trap cleanup EXIT
+mount --rbind /dev "$r/dev"
+mount --rbind /proc "$r/proc"
+mount --rbind /sys "$r/sys"
+mount -t tmpfs -o mode=755 tmpfs "$r/run"
+if [ -d /sys/firmware/efi ] && ! mountpoint -q /sys/firmware/efi/efivars 2>/dev/null; then
+  mount -t efivarfs efivarfs "$r/sys/firmware/efi/efivars" 2>/dev/null || true
+fi
+system=/nix/var/nix/profiles/system
+if [ -x "$r$system/activate" ]; then
+  # As nixos-enter: activation creates /etc and users; its failure is not fatal.
+  IN_NIXOS_ENTER=1 chroot "$r" "$system/activate" >&2 || echo "activation exited $? (ignored, as nixos-enter does)" >&2
+fi
+NIXOS_INSTALL_BOOTLOADER=1 chroot "$r" "$system/bin/switch-to-configuration" boot
+`, target.ShellQuote(rootOr(root)))
+	return runScript(ctx, conn, sink, "install", "switch-to-configuration boot", script)
+}
+
+// RemoveKeyFiles removes the disk encryption key files from the installer.
+func RemoveKeyFiles(ctx context.Context, conn *target.Conn, sink event.Sink, paths []string) error {
+	if len(paths) == 0 {
+		return nil
+	}
+	var rm []string
+	for _, p := range paths {
+		rm = append(rm, target.ShellQuote(p))
+	}
+	if _, err := conn.Output(ctx, "rm -f "+strings.Join(rm, " "), nil); err != nil {
+		return fmt.Errorf("remove the key files from the installer: %w", err)
+	}
+	report(sinkOr(sink), "install", event.Info, "removed the key files from the installer")
+	return nil
+}
+
+// runWithInput runs script as root with input on a pipe (the script itself
+// is passed as an argument file, so the input stays the command's), then
+// reports its output line by line.
+func runWithInput(ctx context.Context, conn *target.Conn, sink event.Sink, phase, name, script, input string) error {
+	cmd := fmt.Sprintf(`t=$(mktemp /tmp/nixos-via-script.XXXXXX) && printf '%%s' %s > "$t" && sh "$t"; st=$?; rm -f "$t"; exit $st`, target.ShellQuote(script))
+	var out bytes.Buffer
+	err := conn.Run(ctx, cmd, strings.NewReader(input), &out, &out)
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		if line != "" {
+			report(sink, phase, event.Info, "%s", line)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// runScript runs a shell script as root on the target, reporting its
+// output line by line, and keeps the last lines for the error.
+func runScript(ctx context.Context, conn *target.Conn, sink event.Sink, phase, name, script string) error {
+	pr, pw := io.Pipe()
+	var tail []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			tail = append(tail, sc.Text())
+			if len(tail) > 40 {
+				tail = tail[len(tail)-40:]
+			}
+			report(sink, phase, event.Info, "%s", sc.Text())
+		}
+		io.Copy(io.Discard, pr)
+	}()
+	// The script is stored first and run with no input, so a command in
+	// it that reads stdin cannot eat the rest of the script.
+	cmd := `t=$(mktemp /tmp/nixos-via-script.XXXXXX) && cat > "$t" && sh "$t" < /dev/null; st=$?; rm -f "$t"; exit $st`
+	err := conn.Run(ctx, cmd, strings.NewReader(script), pw, pw)
+	pw.Close()
+	<-done
+	if err != nil {
+		return fmt.Errorf("%s: %w\n--- last lines ---\n%s", name, err, strings.Join(tail, "\n"))
+	}
+	return nil
+}
