@@ -343,6 +343,7 @@ func (ps *pathSender) readAhead(ctx context.Context, queue <-chan nix.PathInfo) 
 					return
 				}
 				p.buf.Reset()
+				p.buf.Grow(int(info.NarSize)) // once, instead of doubling while dumping
 				res, err := nar.Dump(p.buf, ps.local(info.Path))
 				if err == nil {
 					err = ps.check(info, res)

@@ -41,6 +41,7 @@ type env struct {
 	sshdPID                int
 	proxy                  *sshtest.Proxy
 	knownHosts             string
+	link                   string          // "" (loopback speed) or "a N Mbit/s link"
 	mounted                map[string]bool // target roots with an ext4 mounted on them
 	plainRoots             bool            // no loop devices: targets are plain directories
 }
@@ -98,6 +99,12 @@ func setup(b *testing.B) *env {
 		b.Fatal(err)
 	}
 	e.proxy = sshtest.StartProxy(b, e.server.Addr)
+	// NIXOS_VIA_BENCH_MBIT=N: the proxy is a link of N Mbit/s each way, as
+	// between a workstation and a server, instead of loopback speed.
+	if mbit, err := strconv.ParseFloat(os.Getenv("NIXOS_VIA_BENCH_MBIT"), 64); err == nil && mbit > 0 {
+		e.proxy.SetRate(mbit * 1e6 / 8)
+		e.link = fmt.Sprintf("a %g Mbit/s link", mbit)
+	}
 	e.knownHosts = filepath.Join(e.work, "known_hosts")
 	line := fmt.Sprintf("[127.0.0.1]:%d %s", e.proxy.Port, ssh.MarshalAuthorizedKey(e.server.HostKey))
 	if err := os.WriteFile(e.knownHosts, []byte(line), 0o600); err != nil {
@@ -284,7 +291,11 @@ func BenchmarkCopy(b *testing.B) {
 		return "–"
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n%d paths, %.0f MB of NAR (MB = 10^6 bytes); best of %d rounds (median in brackets)\n\n", len(e.paths), float64(e.narBytes)/1e6, rounds)
+	link := "loopback speed"
+	if e.link != "" {
+		link = e.link
+	}
+	fmt.Fprintf(&sb, "\n%d paths, %.0f MB of NAR (MB = 10^6 bytes), %s; best of %d rounds (median in brackets)\n\n", len(e.paths), float64(e.narBytes)/1e6, link, rounds)
 	fmt.Fprintln(&sb, "| method | wall time | MB/s (NAR) | on the wire | peak RSS (client) | CPU client + server | speed vs nix copy | speed vs tar pipe |")
 	fmt.Fprintln(&sb, "|---|---|---|---|---|---|---|---|")
 	for i, r := range best {

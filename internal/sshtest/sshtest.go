@@ -322,16 +322,21 @@ func (p *Proxy) wait(dir, n int) {
 		p.mu.Unlock()
 		return
 	}
+	// A link that was idle may catch up by a few milliseconds (a burst):
+	// sleeps overshoot, and without it every overshoot would be lost.
 	now := time.Now()
 	start := p.linkFree[dir]
-	if start.Before(now) {
-		start = now
+	if earliest := now.Add(-linkBurst); start.Before(earliest) {
+		start = earliest
 	}
 	p.linkFree[dir] = start.Add(time.Duration(float64(n) / p.rate * float64(time.Second)))
 	until := p.linkFree[dir]
 	p.mu.Unlock()
 	time.Sleep(time.Until(until))
 }
+
+// linkBurst is how far behind its schedule a rate-limited link may be.
+const linkBurst = 20 * time.Millisecond
 
 // linkWriter is a Proxy's link in one direction.
 type linkWriter struct {
