@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/nar"
@@ -54,6 +53,9 @@ type SendStats struct {
 	Sent      int    // paths sent
 	NarBytes  uint64 // NAR bytes sent
 	WireBytes uint64 // bytes written to the agents' stdin (compressed stream + query)
+	// Compression is the strongest zstd level a channel used: "fastest",
+	// or "default"/"better" when the link was slow enough to afford them.
+	Compression string
 }
 
 // Send copies the paths in infos that are not yet valid under opts.Root on the
@@ -110,14 +112,18 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 		wg   sync.WaitGroup
 		mu   sync.Mutex
 		errs []error
-		wire atomic.Uint64
+		wire      atomic.Uint64
+		strongest int
 	)
 	for i := 0; i < jobs; i++ {
 		wg.Add(1)
 		go func(ch int) {
 			defer wg.Done()
-			n, err := sendChannel(ctx, r, queue, opts, jobs, prog)
-			wire.Add(n)
+			cs, err := sendChannel(ctx, r, queue, opts, jobs, prog)
+			wire.Add(cs.wire)
+			mu.Lock()
+			strongest = max(strongest, cs.level)
+			mu.Unlock()
 			if err != nil {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("channel %d: %w", ch, err))
@@ -130,6 +136,7 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 	stats.WireBytes += wire.Load()
 	stats.Sent = int(prog.paths.Load())
 	stats.NarBytes = prog.bytes.Load()
+	stats.Compression = levelName(strongest)
 	if len(errs) > 0 {
 		return stats, fmt.Errorf("send closure: %w", firstCause(errs))
 	}
@@ -191,9 +198,8 @@ var errAgentExited = errors.New("agent exited before reading the whole stream")
 
 // sendChannel runs one `agent receive` and feeds it paths from queue until the
 // queue is empty. It returns the bytes written to the agent's stdin.
-func sendChannel(ctx context.Context, r Runner, queue <-chan nix.PathInfo, opts SendOptions, jobs int, prog *progress) (uint64, error) {
+func sendChannel(ctx context.Context, r Runner, queue <-chan nix.PathInfo, opts SendOptions, jobs int, prog *progress) (channelStats, error) {
 	pr, pw := io.Pipe()
-	counter := &countWriter{w: pw}
 	var stdout, stderr bytes.Buffer
 	cmd := agentCommand(opts, "receive")
 	done := make(chan error, 1)
@@ -225,12 +231,11 @@ func sendChannel(ctx context.Context, r Runner, queue <-chan nix.PathInfo, opts 
 	if jobs > 1 {
 		concurrency = 1
 	}
-	enc, err := zstd.NewWriter(counter, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(concurrency),
-		// Integrity comes from SSH and the per-path sha256; a frame CRC would only cost time.
-		zstd.WithEncoderCRC(false))
+	enc, err := newCompressor(pw, concurrency)
 	if err != nil {
-		return 0, wait(fmt.Errorf("zstd: %w", err))
+		return channelStats{}, wait(err)
 	}
+	stats := func() channelStats { return channelStats{wire: enc.wire(), level: enc.strongest} }
 	fw := newFrameWriter(enc)
 	fw.magic()
 	ps := &pathSender{opts: opts, fw: fw, prog: prog}
@@ -239,12 +244,12 @@ func sendChannel(ctx context.Context, r Runner, queue <-chan nix.PathInfo, opts 
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
 	ready := ps.readAhead(readCtx, queue)
-	abort := func(err error) (uint64, error) {
+	abort := func(err error) (channelStats, error) {
 		stopReading()
 		for range ready { // let the reader finish
 		}
 		enc.Close()
-		return counter.n.Load(), wait(err)
+		return stats(), wait(err)
 	}
 	paths, narBytes := 0, uint64(0)
 	for p := range ready {
@@ -259,6 +264,9 @@ func sendChannel(ctx context.Context, r Runner, queue <-chan nix.PathInfo, opts 
 		}
 		paths++
 		narBytes += p.info.NarSize
+		if err := enc.adapt(fw.flush); err != nil {
+			return abort(err)
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return abort(err)
@@ -266,22 +274,29 @@ func sendChannel(ctx context.Context, r Runner, queue <-chan nix.PathInfo, opts 
 	fw.trailer(paths, narBytes)
 	if err := fw.flush(); err != nil {
 		enc.Close()
-		return counter.n.Load(), wait(err)
+		return stats(), wait(err)
 	}
 	if err := enc.Close(); err != nil {
-		return counter.n.Load(), wait(err)
+		return stats(), wait(err)
 	}
 	if err := wait(nil); err != nil {
-		return counter.n.Load(), err
+		return stats(), err
 	}
 	gotPaths, gotBytes, err := parseOK(stdout.String())
 	if err != nil {
-		return counter.n.Load(), fmt.Errorf("%s: %w", cmd, err)
+		return stats(), fmt.Errorf("%s: %w", cmd, err)
 	}
 	if gotPaths != paths || gotBytes != narBytes {
-		return counter.n.Load(), fmt.Errorf("%s: agent committed %d paths / %d bytes, sent %d / %d", cmd, gotPaths, gotBytes, paths, narBytes)
+		return stats(), fmt.Errorf("%s: agent committed %d paths / %d bytes, sent %d / %d", cmd, gotPaths, gotBytes, paths, narBytes)
 	}
-	return counter.n.Load(), nil
+	return stats(), nil
+}
+
+// channelStats is what one channel did: bytes written to the agent's stdin
+// and the strongest compression level it used.
+type channelStats struct {
+	wire  uint64
+	level int
 }
 
 type pathSender struct {

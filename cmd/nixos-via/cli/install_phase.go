@@ -164,6 +164,9 @@ func (f *flow) install(ctx context.Context) error {
 }
 
 func sendSummary(s install.SendStats) string {
-	return fmt.Sprintf("%d paths: %d already there, %d sent (%s of NAR, %s on the wire)",
-		s.Paths, s.Present, s.Sent, event.Bytes(int64(s.NarBytes)), event.Bytes(int64(s.WireBytes)))
+	if s.Sent == 0 {
+		return fmt.Sprintf("%d paths: all already there", s.Paths)
+	}
+	return fmt.Sprintf("%d paths: %d already there, %d sent (%s of NAR, %s on the wire, zstd %s)",
+		s.Paths, s.Present, s.Sent, event.Bytes(int64(s.NarBytes)), event.Bytes(int64(s.WireBytes)), s.Compression)
 }

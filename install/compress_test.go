@@ -1,0 +1,135 @@
+package install
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixos-via/nixos-via/internal/nar"
+	"github.com/nixos-via/nixos-via/internal/nix"
+)
+
+func TestNextLevel(t *testing.T) {
+	tests := []struct {
+		level   int
+		blocked float64
+		want    int
+	}{
+		{0, 0.95, 1},              // waiting on the link: compress harder
+		{1, 0.85, 2},              //
+		{2, 0.99, strongestLevel}, // never beyond the strongest
+		{1, 0.6, 1},               // in between: stay
+		{2, 0.2, 1},               // the CPU is the bottleneck: back down
+		{0, 0.0, 0},               // never below the fastest
+	}
+	for _, tc := range tests {
+		if got := nextLevel(tc.level, tc.blocked); got != tc.want {
+			t.Errorf("nextLevel(%d, %.2f) = %d, want %d", tc.level, tc.blocked, got, tc.want)
+		}
+	}
+}
+
+// storePaths writes n store paths of compressible text (words drawn at
+// random, as in logs, docs and scripts) under localRoot and returns them.
+func storePaths(t *testing.T, localRoot string, n, size int) []nix.PathInfo {
+	t.Helper()
+	words := strings.Fields("the quick brown fox jumps over a lazy dog while nix builds every derivation from its inputs " +
+		"and copies closures between stores with hashes references signatures deriver outputs")
+	rng := rand.New(rand.NewPCG(1, 2))
+	var infos []nix.PathInfo
+	for i := range n {
+		p := fakePath(fmt.Sprintf("text-%d", i))
+		dir := filepath.Join(localRoot, p)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		for b.Len() < size {
+			b.WriteString(words[rng.IntN(len(words))])
+			b.WriteByte(" \n"[rng.IntN(8)/7])
+		}
+		if err := os.WriteFile(filepath.Join(dir, "data.txt"), []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		res, err := nar.HashPath(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		infos = append(infos, nix.PathInfo{Path: p, NarHash: res.Hash, NarSize: res.Size})
+	}
+	return infos
+}
+
+// slowLinkRunner gives each agent's stdin at most rate bytes a second, as a
+// slow network would.
+type slowLinkRunner struct {
+	localRunner
+	rate float64
+}
+
+func (s *slowLinkRunner) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if stdin != nil && strings.Contains(cmd, " receive ") {
+		stdin = &slowReader{r: stdin, rate: s.rate, start: time.Now()}
+	}
+	return s.localRunner.Run(ctx, cmd, stdin, stdout, stderr)
+}
+
+type slowReader struct {
+	r     io.Reader
+	rate  float64
+	start time.Time
+	n     int64
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	if len(p) > 16<<10 {
+		p = p[:16<<10]
+	}
+	n, err := s.r.Read(p)
+	s.n += int64(n)
+	time.Sleep(time.Until(s.start.Add(time.Duration(float64(s.n) / s.rate * float64(time.Second)))))
+	return n, err
+}
+
+// TestCompressionFollowsTheLink: over a slow link a channel compresses
+// harder and sends fewer bytes than over a fast one, and what arrives is
+// the same.
+func TestCompressionFollowsTheLink(t *testing.T) {
+	localRoot := t.TempDir()
+	infos := storePaths(t, localRoot, 48, 512<<10)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	send := func(r Runner) (SendStats, string) {
+		root := t.TempDir()
+		stats, err := Send(ctx, r, infos, SendOptions{Agent: agentBin, Root: root, Jobs: 1, LocalRoot: localRoot})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return stats, root
+	}
+	fast, fastRoot := send(&localRunner{})
+	slow, slowRoot := send(&slowLinkRunner{rate: 3 << 20})
+	if slow.Compression != levelName(strongestLevel) {
+		t.Errorf("over a 3 MiB/s link: compression %q, want %q", slow.Compression, levelName(strongestLevel))
+	}
+	// A local pipe is normally faster than the agent can take it in, but on
+	// a busy machine the agent may lag and the channel step up too.
+	if fast.Compression == "fastest" && slow.WireBytes >= fast.WireBytes {
+		t.Errorf("over a 3 MiB/s link: %d bytes on the wire, want fewer than the %d of a local pipe", slow.WireBytes, fast.WireBytes)
+	}
+	for _, root := range []string{fastRoot, slowRoot} {
+		for _, info := range infos {
+			got, err := nar.HashPath(filepath.Join(root, info.Path))
+			if err != nil || got.Hash != info.NarHash {
+				t.Fatalf("%s under %s: %v, %v; want %s", info.Path, root, got.Hash, err, info.NarHash)
+			}
+		}
+	}
+	t.Logf("local pipe: %d bytes (%s); slow link: %d bytes (%s)", fast.WireBytes, fast.Compression, slow.WireBytes, slow.Compression)
+}
