@@ -2,6 +2,7 @@ package nar
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"io/fs"
@@ -14,18 +15,29 @@ import (
 // to w, as `nix-store --dump` does, and returns its sha256 and size.
 // Regular files are executable in the NAR when their owner-execute bit is set;
 // other file types (devices, sockets, FIFOs) are refused.
+//
+// Into a *bytes.Buffer, file contents are read straight into the buffer and
+// hashed there (no intermediate copy, no write buffer): the sender serialises
+// every small path into memory this way.
 func Dump(w io.Writer, path string) (Result, error) {
-	bw := bufio.NewWriterSize(w, 256<<10)
-	hw := newHashWriter(bw)
-	e := &encoder{w: hw}
+	mem, _ := w.(*bytes.Buffer)
+	var bw *bufio.Writer
+	if mem == nil {
+		bw = bufio.NewWriterSize(w, 256<<10)
+		w = bw
+	}
+	hw := newHashWriter(w)
+	e := &encoder{w: hw, mem: mem, hw: hw}
 	if err := e.str(magic); err != nil {
 		return Result{}, fmt.Errorf("nar dump %s: %w", path, err)
 	}
 	if err := dumpNode(e, hw, path); err != nil {
 		return Result{}, err
 	}
-	if err := bw.Flush(); err != nil {
-		return Result{}, fmt.Errorf("nar dump %s: %w", path, err)
+	if bw != nil {
+		if err := bw.Flush(); err != nil {
+			return Result{}, fmt.Errorf("nar dump %s: %w", path, err)
+		}
 	}
 	return hw.result(), nil
 }
@@ -120,10 +132,17 @@ func dumpFile(e *encoder, w io.Writer, path string, fi fs.FileInfo) error {
 	if err := e.uint(size); err != nil {
 		return fmt.Errorf("nar dump %s: %w", path, err)
 	}
-	if e.copyBuf == nil {
-		e.copyBuf = make([]byte, 128<<10)
+	var n int64
+	if e.mem != nil {
+		start := e.mem.Len()
+		n, err = e.mem.ReadFrom(io.LimitReader(f, int64(size)))
+		e.hw.hashOnly(e.mem.Bytes()[start:])
+	} else {
+		if e.copyBuf == nil {
+			e.copyBuf = make([]byte, 128<<10)
+		}
+		n, err = io.CopyBuffer(w, io.LimitReader(f, int64(size)), e.copyBuf)
 	}
-	n, err := io.CopyBuffer(w, io.LimitReader(f, int64(size)), e.copyBuf)
 	if err != nil {
 		return fmt.Errorf("nar dump %s: %w", path, err)
 	}

@@ -15,6 +15,7 @@
 package nar
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -70,6 +71,12 @@ func (hw *hashWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// hashOnly hashes and counts p, which the caller put in place itself.
+func (hw *hashWriter) hashOnly(p []byte) {
+	hw.h.Write(p)
+	hw.n += uint64(len(p))
+}
+
 func (hw *hashWriter) result() Result {
 	var r Result
 	hw.h.Sum(r.Hash[:0])
@@ -105,6 +112,10 @@ type encoder struct {
 	w       io.Writer
 	buf     [8]byte
 	copyBuf []byte
+	// mem, when the NAR goes into memory, is where file contents are read
+	// to directly; hw then only hashes them (hashOnly).
+	mem *bytes.Buffer
+	hw  *hashWriter
 }
 
 func (e *encoder) uint(n uint64) error {

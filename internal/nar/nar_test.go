@@ -366,3 +366,26 @@ func TestMatchesNix(t *testing.T) {
 		})
 	}
 }
+
+// TestDumpIntoMemoryMatchesStreaming: Dump into a *bytes.Buffer (file
+// contents read straight into it) writes the same NAR and hash as Dump
+// into any other writer, also appending after bytes already there.
+func TestDumpIntoMemoryMatchesStreaming(t *testing.T) {
+	root := newTree(t)
+	var streamed bytes.Buffer
+	want, err := Dump(struct{ io.Writer }{&streamed}, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := bytes.NewBufferString("header")
+	got, err := Dump(mem, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("into memory: %s %d bytes, want %s %d", got.Hash, got.Size, want.Hash, want.Size)
+	}
+	if !bytes.Equal(mem.Bytes()[len("header"):], streamed.Bytes()) || !bytes.HasPrefix(mem.Bytes(), []byte("header")) {
+		t.Errorf("into memory: the NAR differs from the streamed one (%d vs %d bytes)", mem.Len()-len("header"), streamed.Len())
+	}
+}
