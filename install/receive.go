@@ -48,6 +48,7 @@ type receiver struct {
 	pending      []pendingPath
 	pendingBytes uint64
 	batchStart   time.Time
+	buf          []byte // scratch for nar.Restore, shared by every path
 
 	// A committer goroutine syncs and renames full batches while the next
 	// batch is restored, so the stream keeps flowing during a sync.
@@ -208,7 +209,10 @@ func (rc *receiver) receivePath(fr *frameReader, info nix.PathInfo) error {
 		return fmt.Errorf("receive %s: %w", info.Path, err)
 	}
 	lr := &io.LimitedReader{R: fr.r, N: int64(info.NarSize)}
-	res, err := nar.Restore(lr, tmp, nar.RestoreOptions{Canonical: true, Fsync: perFileSync})
+	if rc.buf == nil {
+		rc.buf = make([]byte, 128<<10)
+	}
+	res, err := nar.Restore(lr, tmp, nar.RestoreOptions{Canonical: true, Fsync: perFileSync, Buf: rc.buf})
 	if err != nil {
 		if lr.N == 0 && errors.Is(err, nar.ErrFormat) {
 			return fmt.Errorf("receive %s: NAR is longer than the header's narSize %d: %w", info.Path, info.NarSize, err)

@@ -25,6 +25,9 @@ type RestoreOptions struct {
 	// symlinks beside the parser, so that file system calls overlap (they
 	// dominate restoring many small files). The NAR is still read in order.
 	Workers int
+	// Buf is scratch space for copying file contents; a caller restoring
+	// many NARs passes the same one every time. nil allocates 128 KiB.
+	Buf []byte
 }
 
 // asyncMax is the largest file a worker creates; bigger ones are written by
@@ -46,7 +49,11 @@ func Restore(r io.Reader, dest string, opts RestoreOptions) (Result, error) {
 		return Result{}, fmt.Errorf("nar restore: %w", err)
 	}
 	hr := newHashReader(r)
-	rv := &restorer{root: dest, opts: opts, buf: make([]byte, 128<<10)}
+	buf := opts.Buf
+	if len(buf) == 0 {
+		buf = make([]byte, 128<<10)
+	}
+	rv := &restorer{root: dest, opts: opts, buf: buf}
 	rv.start()
 	err := decode(hr, rv)
 	if werr := rv.wait(); err == nil {
