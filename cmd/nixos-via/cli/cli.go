@@ -78,7 +78,9 @@ func ExitCode(err error) int {
 		return ExitRefused
 	case errors.As(err, &pe):
 		switch pe.Phase {
-		case "kexec":
+		case "kexec", hardwareConfigPhase:
+			// A failed hardware config generation leaves the host in the
+			// installer with its disks untouched, as a failed kexec does.
 			return ExitKexec
 		case "disko":
 			return ExitDisko
@@ -193,9 +195,6 @@ func checkImplemented(o *Options) error {
 	var missing []string
 	if o.VMTest {
 		missing = append(missing, "--vm-test")
-	}
-	if o.GenerateHWConfig != nil {
-		missing = append(missing, "--generate-hardware-config")
 	}
 	if o.From != "" {
 		missing = append(missing, "--from")

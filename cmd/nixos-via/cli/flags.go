@@ -114,7 +114,7 @@ func specs() []flagSpec {
 		{name: "no-use-machine-substituters", group: gBuild, help: "do not pass the configuration's substituters to the installer"},
 		{name: "ssh-store-setting", group: gBuild, arg: "KEY VALUE", help: "a setting of nix's ssh store (accepted for compatibility; nixos-via streams without it)"},
 		{name: "vm-test", group: gBuild, help: "only build and run the flake's disko VM install test, locally"},
-		{name: "generate-hardware-config", group: gBuild, arg: "TOOL PATH", help: "write nixos-facter or nixos-generate-config output of the target to PATH"},
+		{name: "generate-hardware-config", group: gBuild, arg: "TOOL PATH", help: "after kexec, write the output of TOOL (nixos-facter or nixos-generate-config) on the target to PATH; the build waits for it"},
 
 		{name: "kexec", group: gKexec, arg: "URL|FILE", help: "installer tarball (default: the nixos-images release for the target's arch)"},
 		{name: "kexec-sha256", group: gKexec, arg: "HEX", help: "refuse a tarball whose sha256 differs"},
@@ -309,10 +309,14 @@ func ParseArgs(args []string) (*Options, bool, error) {
 	o.SSHStoreSettings = pairs["ssh-store-setting"]
 	o.VMTest = boolean("vm-test")
 	if g := pairs["generate-hardware-config"]; len(g) > 0 {
-		if g[0].A != "nixos-facter" && g[0].A != "nixos-generate-config" {
-			return nil, false, usagef("--generate-hardware-config %q: want nixos-facter or nixos-generate-config", g[0].A)
+		last := g[len(g)-1] // the last one wins, as in nixos-anywhere
+		if _, err := hardwareConfigCommand(last.A); err != nil {
+			return nil, false, err
 		}
-		o.GenerateHWConfig = &g[len(g)-1]
+		if last.B == "" {
+			return nil, false, usagef("--generate-hardware-config %s: empty path", last.A)
+		}
+		o.GenerateHWConfig = &last
 	}
 
 	o.Kexec = str("kexec")
@@ -520,7 +524,8 @@ host that is literally named like one, write user@name or --target-host name.
 	fmt.Fprint(w, `
 Environment: SSHPASS (with --env-password), SSH_AUTH_SOCK (ssh-agent).
 Exit codes: 0 ok, 1 failure, 2 usage, 3 unreachable, 4 host key mismatch,
-5 pre-flight refused, 6 kexec failed, 7 disko failed, 8 install failed,
-9 reboot not confirmed, 130 interrupted.
+5 pre-flight refused, 6 kexec failed (or the hardware config could not be
+generated), 7 disko failed, 8 install failed, 9 reboot not confirmed,
+130 interrupted.
 `)
 }

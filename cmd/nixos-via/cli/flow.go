@@ -66,13 +66,18 @@ func (f *flow) run(ctx context.Context) error {
 	}
 
 	// Local work first: a bad layout or a missing key file stops here.
-	if f.has("disko") {
-		if err := f.loadLayout(ctx); err != nil {
+	// With --generate-hardware-config the configuration depends on the
+	// file the host generates, so evaluation and build wait for it
+	// (prebuilt --store-paths cannot depend on it).
+	generate := f.o.GenerateHWConfig != nil
+	deferBuild := generate && f.o.StorePaths == nil
+	if generate {
+		if err := prepareHardwareConfigPath(f.o.GenerateHWConfig.B); err != nil {
 			return err
 		}
 	}
-	if f.has("install") || f.has("reboot") {
-		if err := f.buildSystem(ctx); err != nil {
+	if !deferBuild {
+		if err := f.buildLocal(ctx); err != nil {
 			return err
 		}
 	}
@@ -98,11 +103,8 @@ func (f *flow) run(ctx context.Context) error {
 	defer func() { f.conn.Close() }()
 	f.info("probe", "%s %s, %s, %d MiB RAM, %s, logged in as %s", facts.OSName, facts.Arch, facts.Kernel, facts.MemTotalKiB>>10, facts.Firmware, facts.User)
 
-	if f.layout != nil && facts.IsInstaller && f.wipes() {
-		f.diskoDone = f.layoutAlreadyApplied(ctx)
-	}
-	if f.layout != nil && !f.diskoDone {
-		if err := f.checkDisks(ctx); err != nil {
+	if !deferBuild {
+		if err := f.checkLayoutOnHost(ctx); err != nil {
 			return err
 		}
 	}
@@ -113,6 +115,23 @@ func (f *flow) run(ctx context.Context) error {
 		}
 	} else if !facts.IsRoot && facts.Escalation == "" {
 		return &kexec.Refusal{Check: "root", Msg: fmt.Sprintf("the login user %s is not root and has neither sudo nor doas", facts.User)}
+	}
+	if generate {
+		// In the installer now (or the host already was one).
+		if err := f.hardwareConfig(ctx); err != nil {
+			return &PhaseError{Phase: hardwareConfigPhase, Err: err}
+		}
+	}
+	if deferBuild {
+		// Evaluate and build what may import the file, then check the
+		// layout's disks and list what will be erased, still before
+		// anything on them is touched.
+		if err := f.buildLocal(ctx); err != nil {
+			return err
+		}
+		if err := f.checkLayoutOnHost(ctx); err != nil {
+			return err
+		}
 	}
 	if f.has("install") {
 		// Fail before disko when the agent cannot run on the target.
@@ -140,6 +159,38 @@ func (f *flow) run(ctx context.Context) error {
 	}
 	f.step("done", "finished phases %s", strings.Join(f.o.Phases, ","))
 	return nil
+}
+
+// buildLocal evaluates and renders the layout (disko phase) and builds
+// the system (install or reboot phase) on this machine.
+func (f *flow) buildLocal(ctx context.Context) error {
+	if f.has("disko") {
+		if err := f.loadLayout(ctx); err != nil {
+			return err
+		}
+	}
+	if f.has("install") || f.has("reboot") {
+		if err := f.buildSystem(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkLayoutOnHost finds out whether the installer already applied this
+// layout (a resumed run) and otherwise checks the layout's disks on the
+// host and lists, and asks about, what the disko phase will erase.
+func (f *flow) checkLayoutOnHost(ctx context.Context) error {
+	if f.layout == nil {
+		return nil
+	}
+	if f.facts.IsInstaller && f.wipes() {
+		f.diskoDone = f.layoutAlreadyApplied(ctx)
+	}
+	if f.diskoDone {
+		return nil
+	}
+	return f.checkDisks(ctx)
 }
 
 // loadLayout evaluates, validates and renders the disko layout locally.

@@ -169,3 +169,82 @@ func fakeInstaller(t *testing.T, script string) []byte {
 	zw.Close()
 	return buf.Bytes()
 }
+
+// hwFlake is a flake in a git work tree whose disko layout exists only
+// once ./hardware-configuration.nix (generated on the host) is there and
+// git knows about it: it names the disk the hardware config reports.
+func hwFlake(t *testing.T) string {
+	t.Helper()
+	for _, tool := range []string{"nix", "git"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s", tool)
+		}
+	}
+	dir := t.TempDir()
+	flake := `{ outputs = { self }: let
+    hw = if builtins.pathExists ./hardware-configuration.nix
+      then import ./hardware-configuration.nix { lib = { mkDefault = x: x; }; }
+      else throw "hardware-configuration.nix is not there (yet)";
+  in { nixosConfigurations.t.config.disko.devices = { disk.main = { type = "disk"; device = hw.testDisk;
+    content = { type = "gpt"; partitions.root = { size = "100%"; content = { type = "filesystem"; format = "ext4"; mountpoint = "/"; }; }; }; }; }; }; }`
+	if err := os.WriteFile(filepath.Join(dir, "flake.nix"), []byte(flake), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"init", "-q"}, {"add", "flake.nix"}} {
+		if out, err := exec.Command("git", append([]string{"-C", dir}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v: %s", args, err, out)
+		}
+	}
+	return dir
+}
+
+// TestHardwareConfigComesBeforeEvaluation: with --generate-hardware-config
+// the layout is evaluated only after the host's tool wrote the file it
+// imports (a git flake sees it through the intent-to-add), and the disks
+// are still checked before disko runs.
+func TestHardwareConfigComesBeforeEvaluation(t *testing.T) {
+	s := fakeToolServer(t, map[string]string{
+		"nixos-generate-config": `[ "$*" = "--show-hardware-config --no-filesystems" ] || exit 2
+echo '{ lib, ... }: { testDisk = lib.mkDefault "/dev/nixos-via-no-such-disk"; }'
+`})
+	dir := hwFlake(t)
+	hw := filepath.Join(dir, "hardware-configuration.nix")
+	code, _, stderr := runCLI(t, nil, "--flake", dir+"#t", "--phases", "disko", "--generate-hardware-config", "nixos-generate-config", hw,
+		fmt.Sprintf("root@127.0.0.1:%d", s.Port), "-i", s.ClientKey, "--ssh-option", "UserKnownHostsFile="+s.KnownHosts)
+	// The layout names the disk the generated file gives: the host lacks
+	// it, so the run stops before disko, after evaluating.
+	if code != ExitRefused || !strings.Contains(stderr, "/dev/nixos-via-no-such-disk, which the host does not have") {
+		t.Fatalf("got exit %d, want %d naming the generated file's disk; stderr:\n%s", code, ExitRefused, stderr)
+	}
+	gen, eval := strings.Index(stderr, "[hardware-config] running nixos-generate-config"), strings.Index(stderr, "evaluating the disk layout")
+	if gen < 0 || eval < gen || strings.Index(stderr, "connecting") > gen {
+		t.Errorf("want connect, then generate, then evaluate; stderr:\n%s", stderr)
+	}
+	if got, err := os.ReadFile(hw); err != nil || !strings.Contains(string(got), "testDisk") {
+		t.Errorf("got %s = %q (%v), want the tool's output", hw, got, err)
+	}
+	if out, _ := exec.Command("git", "-C", dir, "ls-files").Output(); !strings.Contains(string(out), "hardware-configuration.nix") {
+		t.Errorf("git ls-files = %q, want hardware-configuration.nix (intent to add)", out)
+	}
+	if strings.Contains(stderr, "partitioning") {
+		t.Errorf("the disko script started:\n%s", stderr)
+	}
+}
+
+func TestHardwareConfigMissingToolStopsBeforeEvaluation(t *testing.T) {
+	s := fakeToolServer(t, nil)
+	dir := hwFlake(t)
+	hw := filepath.Join(dir, "facter.json")
+	os.WriteFile(hw, []byte("{}\n"), 0o644)
+	code, _, stderr := runCLI(t, nil, "--flake", dir+"#t", "--phases", "disko", "--generate-hardware-config", "nixos-facter", hw,
+		fmt.Sprintf("root@127.0.0.1:%d", s.Port), "-i", s.ClientKey, "--ssh-option", "UserKnownHostsFile="+s.KnownHosts)
+	if code != ExitKexec || !strings.Contains(stderr, "nixos-facter on 127.0.0.1: not found: the installer image lacks nixos-facter") {
+		t.Fatalf("got exit %d, want %d naming the missing tool; stderr:\n%s", code, ExitKexec, stderr)
+	}
+	if strings.Contains(stderr, "evaluating") {
+		t.Errorf("the layout was evaluated although the hardware config failed:\n%s", stderr)
+	}
+	if got, _ := os.ReadFile(hw); string(got) != "{}\n" {
+		t.Errorf("got %s = %q, want the earlier content", hw, got)
+	}
+}
