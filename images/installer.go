@@ -40,6 +40,11 @@ type InstallerOptions struct {
 	Compression Compression
 	// Events receives progress; nil discards.
 	Events event.Sink
+	// TestFixtures are extra executables for tests only (absolute path in
+	// the installer -> file content): vmtests/testimg puts stand-ins there
+	// for tools a real NixOS installer has and this one lacks (such as
+	// nixos-generate-config). A real installer needs none.
+	TestFixtures map[string]string
 }
 
 // Installer is a built installer tarball.
@@ -416,6 +421,19 @@ BUILD_ID=nixos-via
 	} {
 		if err := b.t.File(f.p, []byte(f.data), f.perm); err != nil {
 			return nil, fmt.Errorf("installer image: %w", err)
+		}
+	}
+	fixtures := make([]string, 0, len(opts.TestFixtures))
+	for p := range opts.TestFixtures {
+		fixtures = append(fixtures, p)
+	}
+	sort.Strings(fixtures)
+	for _, p := range fixtures {
+		if !path.IsAbs(p) {
+			return nil, fmt.Errorf("installer image: test fixture %q: want an absolute path", p)
+		}
+		if err := b.t.File(p, []byte(opts.TestFixtures[p]), 0o755); err != nil {
+			return nil, fmt.Errorf("installer image: test fixture %s: %w", p, err)
 		}
 	}
 	if _, err := os.Stat("/etc/mke2fs.conf"); err == nil {

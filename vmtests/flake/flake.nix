@@ -39,6 +39,25 @@
       luksParam = "luks=${byPartlabel}/disk-main-luks:crypted:/tmp/secret.key";
       efiExt4 = { layout = layouts.efi-ext4; params = [ "root=${byPartlabel}/disk-main-root" ]; };
 
+      # hardware-config imports ./hardware-configuration.nix, the file
+      # `nixos-via --generate-hardware-config nixos-generate-config PATH`
+      # writes (the e2e test runs it on a copy of this flake in a git work
+      # tree); evaluating it before that file exists fails. Its initrd
+      # module list reaches the kernel command line, so the installed
+      # system shows what the generated file said.
+      hardwareConfig =
+        let
+          hwFile = ./hardware-configuration.nix;
+          hw =
+            if builtins.pathExists hwFile
+            then import hwFile { config = { }; lib.mkDefault = x: x; pkgs = { }; modulesPath = "/no-modules"; }
+            else throw "nixosConfigurations.hardware-config imports ./hardware-configuration.nix, which is not there: run nixos-via with --generate-hardware-config nixos-generate-config";
+          modules = builtins.concatStringsSep "," hw.boot.initrd.availableKernelModules;
+        in
+        if hw.nixpkgs.hostPlatform != system
+        then throw "hardware-configuration.nix is for ${hw.nixpkgs.hostPlatform}, this flake builds ${system}"
+        else efiExt4 // { params = efiExt4.params ++ [ "nixos_via_test.initrd_modules=${modules}" ]; };
+
       scenarios = {
         demo = efiExt4;
         efi-ext4 = efiExt4;
@@ -50,6 +69,7 @@
         resume = efiExt4;
         sudo-user = efiExt4;
         extras = efiExt4;
+        hardware-config = hardwareConfig;
       };
 
       toplevel = hostName: s: build "nixos-system-${hostName}-${nixosVersion}" "toplevel.sh" {

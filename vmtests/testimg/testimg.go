@@ -295,7 +295,8 @@ func fileHash(p string) (string, error) {
 }
 
 // Installer returns the cached installer tarball built with the agent
-// from Agent. It bakes in no keys: everything comes from kexec/run.
+// from Agent and the test fixtures (a stand-in nixos-generate-config).
+// It bakes in no keys: everything comes from kexec/run.
 func Installer(t testing.TB) *images.Installer {
 	t.Helper()
 	needTools(t)
@@ -305,9 +306,15 @@ func Installer(t testing.TB) *images.Installer {
 		t.Fatal(err)
 	}
 	var inst *images.Installer
-	dir := cached(t, "installer", struct{ Agent string }{sum}, func(dir string) error {
+	fixtures := installerFixtures()
+	key := struct {
+		Agent    string
+		Fixtures map[string]string
+	}{sum, fixtures}
+	dir := cached(t, "installer", key, func(dir string) error {
 		var err error
-		inst, err = images.BuildInstaller(t.Context(), filepath.Join(dir, "nixos-kexec-installer.tar.gz"), images.InstallerOptions{Agent: agent})
+		inst, err = images.BuildInstaller(t.Context(), filepath.Join(dir, "nixos-kexec-installer.tar.gz"),
+			images.InstallerOptions{Agent: agent, TestFixtures: fixtures})
 		return err
 	})
 	p := filepath.Join(dir, "nixos-kexec-installer.tar.gz")
