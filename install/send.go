@@ -413,17 +413,6 @@ func (ps *pathSender) write(p prepared) error {
 	return nil
 }
 
-type countWriter struct {
-	w io.Writer
-	n atomic.Uint64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n.Add(uint64(n))
-	return n, err
-}
-
 type progressWriter struct {
 	w    io.Writer
 	prog *progress

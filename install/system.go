@@ -2,7 +2,6 @@ package install
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -271,32 +270,7 @@ func runWithInput(ctx context.Context, conn *target.Conn, sink event.Sink, phase
 }
 
 // runScript runs a shell script as root on the target, reporting its
-// output line by line, and keeps the last lines for the error.
+// output line by line (target.Conn.RunScript).
 func runScript(ctx context.Context, conn *target.Conn, sink event.Sink, phase, name, script string) error {
-	pr, pw := io.Pipe()
-	var tail []string
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			tail = append(tail, sc.Text())
-			if len(tail) > 40 {
-				tail = tail[len(tail)-40:]
-			}
-			report(sink, phase, event.Info, "%s", sc.Text())
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	// The script is stored first and run with no input, so a command in
-	// it that reads stdin cannot eat the rest of the script.
-	cmd := `t=$(mktemp /tmp/nixos-via-script.XXXXXX) && cat > "$t" && sh "$t" < /dev/null; st=$?; rm -f "$t"; exit $st`
-	err := conn.Run(ctx, cmd, strings.NewReader(script), pw, pw)
-	pw.Close()
-	<-done
-	if err != nil {
-		return fmt.Errorf("%s: %w\n--- last lines ---\n%s", name, err, strings.Join(tail, "\n"))
-	}
-	return nil
+	return conn.RunScript(ctx, name, script, nil, func(line string) { report(sink, phase, event.Info, "%s", line) })
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -512,35 +511,9 @@ func (f *flow) uploadSecret(ctx context.Context, local, remote string) error {
 }
 
 // runScript runs a shell script as root on the target, showing its output
-// line by line, and keeps the tail for the error.
+// line by line (target.Conn.RunScript).
 func (f *flow) runScript(ctx context.Context, phase, name, script string, args ...string) error {
-	pr, pw := io.Pipe()
-	tail := &lineTail{max: 40}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			tail.add(sc.Text())
-			f.info(phase, "%s", sc.Text())
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	// The script is stored first and run with no input, so a command in
-	// it that reads stdin cannot eat the rest of the script.
-	var quoted []string
-	for _, a := range args {
-		quoted = append(quoted, target.ShellQuote(a))
-	}
-	cmd := `t=$(mktemp /tmp/nixos-via-script.XXXXXX) && cat > "$t" && sh "$t" ` + strings.Join(quoted, " ") + ` < /dev/null; st=$?; rm -f "$t"; exit $st`
-	err := f.conn.Run(ctx, cmd, strings.NewReader(script), pw, pw)
-	pw.Close()
-	<-done
-	if err != nil {
-		return fmt.Errorf("%s: %w\n--- last lines ---\n%s", name, err, tail.String())
-	}
-	return nil
+	return f.conn.RunScript(ctx, name, script, args, func(line string) { f.info(phase, "%s", line) })
 }
 
 // lastLines is the last n lines of s.
@@ -551,18 +524,3 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
-
-// lineTail keeps the last max lines.
-type lineTail struct {
-	max   int
-	lines []string
-}
-
-func (t *lineTail) add(s string) {
-	t.lines = append(t.lines, s)
-	if len(t.lines) > t.max {
-		t.lines = t.lines[len(t.lines)-t.max:]
-	}
-}
-
-func (t *lineTail) String() string { return strings.Join(t.lines, "\n") }

@@ -1,0 +1,55 @@
+package target_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixos-via/nixos-via/internal/sshtest"
+	"github.com/nixos-via/nixos-via/internal/target"
+)
+
+// TestRunScript: the script gets its arguments, a command in it that reads
+// stdin does not swallow the rest of it, every line reaches the callback,
+// and a failure says which script, its exit status and its last 40 lines.
+func TestRunScript(t *testing.T) {
+	s := sshtest.Start(t, sshtest.Options{})
+	c := dial(t, opts(s))
+	ctx := ctxT(t, 30*time.Second)
+
+	var lines []string
+	script := "echo \"args: $1|$2\"\ncat\necho after-cat\necho to-stderr >&2\n"
+	if err := c.RunScript(ctx, "ok script", script, []string{"a b", "it's"}, func(l string) { lines = append(lines, l) }); err != nil {
+		t.Fatalf("RunScript: %v", err)
+	}
+	// stdout and stderr are separate streams: only each one's order holds.
+	var stdout []string
+	sawStderr := false
+	for _, l := range lines {
+		if l == "to-stderr" {
+			sawStderr = true
+			continue
+		}
+		stdout = append(stdout, l)
+	}
+	if got, want := strings.Join(stdout, "\n"), "args: a b|it's\nafter-cat"; got != want || !sawStderr || len(lines) != 3 {
+		t.Errorf("lines = %q, want %q and to-stderr", lines, want)
+	}
+
+	var b strings.Builder
+	for i := 1; i <= 50; i++ {
+		fmt.Fprintf(&b, "echo line-%d\n", i)
+	}
+	b.WriteString("exit 3\n")
+	err := c.RunScript(ctx, "failing script", b.String(), nil, func(string) {})
+	var ee *target.ExitError
+	if !errors.As(err, &ee) || ee.Status != 3 {
+		t.Fatalf("RunScript = %v, want an exit 3 *ExitError", err)
+	}
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "failing script: ") || !strings.Contains(msg, "line-11\n") || !strings.HasSuffix(msg, "line-50") || strings.Contains(msg, "line-10\n") {
+		t.Errorf("error = %q, want the script's name and exactly its last 40 lines", msg)
+	}
+}
