@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixos-via/nixos-via/cmd/nixos-via/cli"
 	"github.com/nixos-via/nixos-via/images"
 	"github.com/nixos-via/nixos-via/internal/target"
 	"github.com/nixos-via/nixos-via/vmtests/testimg"
@@ -131,20 +130,22 @@ func (w *world) bootWith(t *testing.T, name string, targets int, memMiB int, con
 // nixosVia runs the CLI in-process and returns its exit code and output.
 func nixosVia(t *testing.T, ctx context.Context, args ...string) (int, string) {
 	t.Helper()
-	var out bytes.Buffer
-	env := cli.Env{Args: args, Stdout: &out, Stderr: &out, Getenv: func(k string) string {
-		switch k {
-		case "HOME":
-			return os.Getenv("HOME")
-		case "XDG_CACHE_HOME":
-			return os.Getenv("XDG_CACHE_HOME")
+	return nixosViaEnv(t, ctx, nil, args...)
+}
+
+// mustSucceed runs nixos-via against m (with env, which may be nil) and
+// stops the test, showing the host's console, unless it exits 0. what names
+// the run in the message ("" for the only one).
+func mustSucceed(t *testing.T, ctx context.Context, m *machine, what string, env map[string]string, args ...string) string {
+	t.Helper()
+	code, out := nixosViaEnv(t, ctx, env, args...)
+	if code != 0 {
+		if what != "" {
+			what += ": "
 		}
-		return "" // no agent, no SSHPASS from the developer's shell
-	}}
-	start := time.Now()
-	code := cli.Run(ctx, env)
-	t.Logf("nixos-via %s: exit %d after %s", strings.Join(args, " "), code, time.Since(start).Round(time.Second))
-	return code, out.String()
+		t.Fatalf("%sexit %d\n%s\n--- console ---\n%s", what, code, out, m.v.ConsoleTail(60))
+	}
+	return out
 }
 
 func (w *world) installArgs(m *machine, scenario string, extra ...string) []string {
@@ -215,10 +216,7 @@ func TestInstallEFIExt4(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
 	defer cancel()
 	m := w.boot(t, "efi-ext4", 1, 512)
-	code, out := nixosVia(t, ctx, w.installArgs(m, "efi-ext4")...)
-	if code != 0 {
-		t.Fatalf("exit %d\n%s\n--- console ---\n%s", code, out, m.v.ConsoleTail(60))
-	}
+	out := mustSucceed(t, ctx, m, "", nil, w.installArgs(m, "efi-ext4")...)
 	checkInstalled(t, ctx, w, m, "efi-ext4", out)
 }
 
@@ -227,10 +225,7 @@ func TestInstallRAID1(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
 	defer cancel()
 	m := w.boot(t, "raid1", 2, 512)
-	code, out := nixosVia(t, ctx, w.installArgs(m, "raid1")...)
-	if code != 0 {
-		t.Fatalf("exit %d\n%s\n--- console ---\n%s", code, out, m.v.ConsoleTail(60))
-	}
+	out := mustSucceed(t, ctx, m, "", nil, w.installArgs(m, "raid1")...)
 	checkInstalled(t, ctx, w, m, "raid1", out)
 	c := dialInstalled(t, ctx, w, m)
 	if got := run(t, ctx, c, "cat /sys/block/md*/md/level | head -n1"); got != "raid1" {
@@ -301,10 +296,7 @@ func TestInstallLUKSKeyFile(t *testing.T) {
 	m := w.bootWith(t, "luks-keyfile", 1, 512, true)
 	keyFile, pass := secretKey(t)
 	// Install without rebooting, to look at the installer afterwards.
-	code, out := nixosVia(t, ctx, w.installArgs(m, "luks-keyfile", "--disk-encryption-keys", "/tmp/secret.key", keyFile, "--phases", "kexec,disko,install")...)
-	if code != 0 {
-		t.Fatalf("exit %d\n%s\n--- console ---\n%s", code, out, m.v.ConsoleTail(60))
-	}
+	out := mustSucceed(t, ctx, m, "", nil, w.installArgs(m, "luks-keyfile", "--disk-encryption-keys", "/tmp/secret.key", keyFile, "--phases", "kexec,disko,install")...)
 	if strings.Contains(out, pass) {
 		t.Errorf("nixos-via printed the LUKS key")
 	}
@@ -317,10 +309,7 @@ func TestInstallLUKSKeyFile(t *testing.T) {
 	}
 	inst.Close()
 	typed := typePassphraseAtPrompt(t, ctx, m, pass)
-	code, out = nixosVia(t, ctx, w.installArgs(m, "luks-keyfile", "--phases", "reboot")...)
-	if code != 0 {
-		t.Fatalf("reboot phase: exit %d\n%s\n--- console ---\n%s", code, out, m.v.ConsoleTail(60))
-	}
+	out = mustSucceed(t, ctx, m, "reboot phase", nil, w.installArgs(m, "luks-keyfile", "--phases", "reboot")...)
 	if err := <-typed; err != nil {
 		t.Fatalf("answering the LUKS prompt: %v", err)
 	}
@@ -346,10 +335,7 @@ func TestInstallLVMOnLUKS(t *testing.T) {
 	m := w.bootWith(t, "lvm-on-luks", 1, 512, true)
 	keyFile, pass := secretKey(t)
 	typed := typePassphraseAtPrompt(t, ctx, m, pass)
-	code, out := nixosVia(t, ctx, w.installArgs(m, "lvm-on-luks", "--disk-encryption-keys", "/tmp/secret.key", keyFile)...)
-	if code != 0 {
-		t.Fatalf("exit %d\n%s\n--- console ---\n%s", code, out, m.v.ConsoleTail(60))
-	}
+	out := mustSucceed(t, ctx, m, "", nil, w.installArgs(m, "lvm-on-luks", "--disk-encryption-keys", "/tmp/secret.key", keyFile)...)
 	if err := <-typed; err != nil {
 		t.Fatalf("answering the LUKS prompt: %v", err)
 	}

@@ -46,10 +46,7 @@ func TestInstallWithGeneratedHardwareConfig(t *testing.T) {
 	hwFile := filepath.Join(dir, "hardware-configuration.nix")
 	gw := *w
 	gw.flake = dir // a git flake, not path:
-	code, out := nixosVia(t, ctx, gw.installArgs(m, "hardware-config", "--generate-hardware-config", "nixos-generate-config", hwFile)...)
-	if code != 0 {
-		t.Fatalf("exit %d\n%s\n--- console ---\n%s", code, out, m.v.ConsoleTail(60))
-	}
+	out := mustSucceed(t, ctx, m, "", nil, gw.installArgs(m, "hardware-config", "--generate-hardware-config", "nixos-generate-config", hwFile)...)
 	gen := strings.Index(out, "[hardware-config] running nixos-generate-config")
 	kexecDone := strings.Index(out, "the installer answers with the host's own key")
 	build := strings.Index(out, "[build] building")

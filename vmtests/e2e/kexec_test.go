@@ -103,10 +103,7 @@ func TestInstallSmallRAM(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
 	defer cancel()
 	m := w.boot(t, "small-ram", 1, 384)
-	code, out := nixosVia(t, ctx, w.installArgs(m, "small-ram")...)
-	if code != 0 {
-		t.Fatalf("exit %d\n%s\n--- console ---\n%s", code, out, m.v.ConsoleTail(60))
-	}
+	out := mustSucceed(t, ctx, m, "", nil, w.installArgs(m, "small-ram")...)
 	checkInstalled(t, ctx, w, m, "small-ram", out)
 }
 

@@ -20,7 +20,9 @@ import (
 	"github.com/nixos-via/nixos-via/vmtests/testimg"
 )
 
-// nixosViaEnv is nixosVia with extra environment variables.
+// nixosViaEnv runs the CLI in-process with the given environment variables
+// (nil: none) on top of HOME and XDG_CACHE_HOME; nothing else of the
+// developer's environment (SSH agent, SSHPASS) leaks in.
 func nixosViaEnv(t *testing.T, ctx context.Context, vars map[string]string, args ...string) (int, string) {
 	t.Helper()
 	var out bytes.Buffer
@@ -143,10 +145,7 @@ func TestInstallAsSudoUser(t *testing.T) {
 	m := w.boot(t, "sudo-user", 1, 512)
 	args := w.installArgs(m, "sudo-user", "--sudo-password-env", "VIA_SUDO_PW")
 	args[len(args)-1] = fmt.Sprintf("%s@127.0.0.1:%d", testimg.User, m.port)
-	code, out := nixosViaEnv(t, ctx, map[string]string{"VIA_SUDO_PW": testimg.UserPassword}, args...)
-	if code != 0 {
-		t.Fatalf("exit %d\n%s\n--- console ---\n%s", code, out, m.v.ConsoleTail(60))
-	}
+	out := mustSucceed(t, ctx, m, "", map[string]string{"VIA_SUDO_PW": testimg.UserPassword}, args...)
 	if strings.Contains(out, testimg.UserPassword) {
 		t.Errorf("nixos-via printed the sudo password")
 	}
@@ -173,10 +172,7 @@ func TestInstallExtras(t *testing.T) {
 		os.Chmod(full, mode)
 	}
 	os.Symlink("notes.txt", filepath.Join(extra, "home/alice/link"))
-	code, out := nixosVia(t, ctx, w.installArgs(m, "extras", "--extra-files", extra, "--chown", "/home/alice", "1000:100", "--copy-host-keys")...)
-	if code != 0 {
-		t.Fatalf("exit %d\n%s\n--- console ---\n%s", code, out, m.v.ConsoleTail(60))
-	}
+	mustSucceed(t, ctx, m, "", nil, w.installArgs(m, "extras", "--extra-files", extra, "--chown", "/home/alice", "1000:100", "--copy-host-keys")...)
 	// --copy-host-keys: known_hosts still has (only) the provider's key,
 	// and the installed system must match it.
 	kh, _ := os.ReadFile(m.knownHosts)
@@ -228,10 +224,7 @@ func TestInstallFromRescueSystem(t *testing.T) {
 	rw := *w
 	rw.provDisk = disk
 	m := rw.boot(t, "rescue", 1, 512)
-	code, out := nixosVia(t, ctx, w.installArgs(m, "rescue", "--phases", "disko,install,reboot")...)
-	if code != 0 {
-		t.Fatalf("exit %d\n%s\n--- console ---\n%s", code, out, m.v.ConsoleTail(60))
-	}
+	out := mustSucceed(t, ctx, m, "", nil, w.installArgs(m, "rescue", "--phases", "disko,install,reboot")...)
 	if strings.Contains(out, "[kexec]") {
 		t.Errorf("the kexec phase ran:\n%s", out)
 	}
@@ -270,10 +263,7 @@ func TestInstallResumesAfterACut(t *testing.T) {
 	}
 	// The same command again: the installer remembers it applied this
 	// layout, so nothing is erased and only the missing paths are sent.
-	code, out2 := nixosVia(t, ctx, args...)
-	if code != 0 {
-		t.Fatalf("resumed run: exit %d\n%s\n--- console ---\n%s", code, out2, m.v.ConsoleTail(60))
-	}
+	out2 := mustSucceed(t, ctx, m, "resumed run", nil, args...)
 	if !strings.Contains(out2, "already there") || !strings.Contains(out2, "nothing is erased again") || strings.Contains(out2, "ERASE") {
 		t.Errorf("the resumed run erased the disk again or does not report what was already there:\n%s", out2)
 	}
