@@ -52,8 +52,10 @@ type SendStats struct {
 	Sent      int    // paths sent
 	NarBytes  uint64 // NAR bytes sent
 	WireBytes uint64 // bytes written to the agents' stdin (compressed stream + query)
-	// Compression is the strongest zstd level a channel used: "fastest",
-	// or "default"/"better" when the link was slow enough to afford them.
+	// Compression is the zstd levels the channels used, weakest to
+	// strongest: "fastest" alone, "default"/"better" when the link was slow
+	// enough to afford them, "stored" (no compression) when it was faster
+	// than compressing or the CPU was busy; "stored to fastest" for a mix.
 	Compression string
 }
 
@@ -112,7 +114,8 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 		mu        sync.Mutex
 		errs      []error
 		wire      atomic.Uint64
-		strongest int
+		weakest   = strongestLevel
+		strongest = storedLevel
 	)
 	for i := 0; i < jobs; i++ {
 		wg.Add(1)
@@ -121,7 +124,7 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 			cs, err := sendChannel(ctx, r, queue, opts, jobs, prog)
 			wire.Add(cs.wire)
 			mu.Lock()
-			strongest = max(strongest, cs.level)
+			weakest, strongest = min(weakest, cs.weakest), max(strongest, cs.strongest)
 			mu.Unlock()
 			if err != nil {
 				mu.Lock()
@@ -135,7 +138,7 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 	stats.WireBytes += wire.Load()
 	stats.Sent = int(prog.paths.Load())
 	stats.NarBytes = prog.bytes.Load()
-	stats.Compression = levelName(strongest)
+	stats.Compression = levelNames(weakest, strongest)
 	if len(errs) > 0 {
 		return stats, fmt.Errorf("send closure: %w", firstCause(errs))
 	}
@@ -234,7 +237,9 @@ func sendChannel(ctx context.Context, r Runner, queue <-chan nix.PathInfo, opts 
 	if err != nil {
 		return channelStats{}, wait(err)
 	}
-	stats := func() channelStats { return channelStats{wire: enc.wire(), level: enc.strongest} }
+	stats := func() channelStats {
+		return channelStats{wire: enc.wire(), weakest: enc.weakest, strongest: enc.strongest}
+	}
 	fw := newFrameWriter(enc)
 	fw.magic()
 	ps := &pathSender{opts: opts, fw: fw, prog: prog}
@@ -263,9 +268,6 @@ func sendChannel(ctx context.Context, r Runner, queue <-chan nix.PathInfo, opts 
 		}
 		paths++
 		narBytes += p.info.NarSize
-		if err := enc.adapt(fw.flush); err != nil {
-			return abort(err)
-		}
 	}
 	if err := ctx.Err(); err != nil {
 		return abort(err)
@@ -292,10 +294,10 @@ func sendChannel(ctx context.Context, r Runner, queue <-chan nix.PathInfo, opts 
 }
 
 // channelStats is what one channel did: bytes written to the agent's stdin
-// and the strongest compression level it used.
+// and the weakest and strongest compression levels it used.
 type channelStats struct {
-	wire  uint64
-	level int
+	wire               uint64
+	weakest, strongest int
 }
 
 type pathSender struct {

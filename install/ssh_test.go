@@ -155,13 +155,14 @@ func TestSendOverSSHCutThenResume(t *testing.T) {
 	defer cancel()
 
 	// Paths go biggest first: blob-a (2 MiB), then blob-b (1 MiB). Cut once
-	// 100 KiB of blob-b went out and the agent has restored all of blob-a, so
-	// the cut lands inside blob-b.
+	// 300 KiB of blob-b went out (more than a zstd block, 128 KiB, so the
+	// whole of blob-a is out at any level) and the agent has restored all of
+	// blob-a, so the cut lands inside blob-b.
 	var blobA string
 	var after int64
 	for _, info := range infos {
 		if strings.Contains(info.Path, "-via-blob-a-") {
-			blobA, after = info.Path, int64(info.NarSize)+100<<10
+			blobA, after = info.Path, int64(info.NarSize)+300<<10
 		}
 	}
 	cut := &proxyCutRunner{Runner: dialVia(t, s, p), p: p, after: after, before: func() {

@@ -6,8 +6,9 @@
 //
 // # Stream format, version 1
 //
-// The stream is one zstd stream (klauspost/compress) whose content is a
-// sequence of items. Integers are little-endian uint64; a string is its length
+// The stream is one zstd stream (klauspost/compress; a new frame wherever the
+// sender changes its level, and frames of raw blocks where it does not
+// compress) whose content is a sequence of items. Integers are little-endian uint64; a string is its length
 // as an integer followed by its bytes.
 //
 //	magic     string "nixos-via-closure", integer version (1)

@@ -5,6 +5,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -30,6 +31,10 @@ type result struct {
 	maxRSSKB  int64
 	clientCPU time.Duration // user+system of the client's process tree
 	serverCPU time.Duration // user+system of sshd's sessions and what they ran
+	// compression is what went over the wire: the zstd levels nixos-via's
+	// channels used, or the method's fixed choice.
+	compression string
+	out         []byte
 }
 
 type env struct {
@@ -145,7 +150,7 @@ func (e *env) run(b *testing.B, name, script string, extraEnv ...string) result 
 		time.Sleep(20 * time.Millisecond)
 	}
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	return result{name: name, wall: wall, wire: wire, maxRSSKB: ru.Maxrss,
+	return result{name: name, wall: wall, wire: wire, maxRSSKB: ru.Maxrss, out: out,
 		clientCPU: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(),
 		serverCPU: childrenCPU(b, e.sshdPID) - serverBefore}
 }
@@ -201,8 +206,20 @@ func (e *env) viaSend(b *testing.B, name, root string, jobs int) result {
 		agent = fmt.Sprintf("VIA_CPUPROFILE=%s/agent-%d-$$.prof %s", dir, jobs, e.via)
 		sendEnv = append(sendEnv, fmt.Sprintf("VIA_CPUPROFILE=%s/send-%d-%d.prof", dir, jobs, time.Now().UnixNano()))
 	}
-	return e.run(b, name, fmt.Sprintf("%s send --store-root %s --paths %s --port %d --key %s --known-hosts %s --root %s --agent '%s' --jobs %d",
+	r := e.run(b, name, fmt.Sprintf("%s send --store-root %s --paths %s --port %d --key %s --known-hosts %s --root %s --agent '%s' --jobs %d",
 		e.via, e.store, e.pathsFile, e.proxy.Port, e.server.ClientKey, e.knownHosts, root, agent, jobs), sendEnv...)
+	var stats struct {
+		Sent        int
+		Compression string
+	}
+	if err := json.Unmarshal(r.out, &stats); err != nil {
+		b.Fatalf("%s: via send printed %q: %v", name, r.out, err)
+	}
+	r.compression = "–"
+	if stats.Sent > 0 {
+		r.compression = "zstd " + stats.Compression
+	}
+	return r
 }
 
 // checkCopy verifies a sample of paths under root by NAR hash.
@@ -248,6 +265,7 @@ func BenchmarkCopy(b *testing.B) {
 				"nix --extra-experimental-features nix-command copy --no-check-sigs --from %s --to 'ssh://root@127.0.0.1?remote-store=local?root=%s' $(cat %s)",
 				e.store, root, e.pathsFile), "NIX_SSHOPTS="+e.sshOpts())
 			e.checkCopy(b, "nix copy", root)
+			r.compression = "none"
 			return r
 		}},
 		{"tar \\| zstd -1 -T2 \\| ssh", func(b *testing.B, round int) result {
@@ -256,12 +274,14 @@ func BenchmarkCopy(b *testing.B) {
 				"cd %s && sed 's|^/||' %s | tar -cf - -T - | zstd -q -1 -T2 | ssh %s root@127.0.0.1 'zstd -q -d | tar -C %s -xf -'",
 				e.store, e.pathsFile, e.sshOpts(), root))
 			e.checkCopy(b, "tar pipe", root)
+			r.compression = "zstd -1"
 			return r
 		}},
 	}
 	if os.Getenv("NIXOS_VIA_BENCH_QUICK") != "" {
 		// For quick comparisons while tuning: --copy-jobs 2 and the tar pipe.
 		methods = []method{methods[1], methods[4]}
+
 	}
 	b.ResetTimer()
 	// Rounds interleave the methods, so a burst of load elsewhere on the
@@ -296,15 +316,15 @@ func BenchmarkCopy(b *testing.B) {
 		link = e.link
 	}
 	fmt.Fprintf(&sb, "\n%d paths, %.0f MB of NAR (MB = 10^6 bytes), %s; best of %d rounds (median in brackets)\n\n", len(e.paths), float64(e.narBytes)/1e6, link, rounds)
-	fmt.Fprintln(&sb, "| method | wall time | MB/s (NAR) | on the wire | peak RSS (client) | CPU client + server | speed vs nix copy | speed vs tar pipe |")
-	fmt.Fprintln(&sb, "|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(&sb, "| method | wall time | MB/s (NAR) | on the wire | compression | peak RSS (client) | CPU client + server | speed vs nix copy | speed vs tar pipe |")
+	fmt.Fprintln(&sb, "|---|---|---|---|---|---|---|---|---|")
 	for i, r := range best {
 		mbps := fmt.Sprintf("%.0f", float64(e.narBytes)/1e6/r.wall.Seconds())
 		if strings.Contains(r.name, "re-run") {
 			mbps = "–"
 		}
-		fmt.Fprintf(&sb, "| %s | %.2f s (%.2f s) | %s | %.1f MB | %.0f MB | %.1f + %.1f s | %s | %s |\n", r.name, r.wall.Seconds(), median[i].Seconds(), mbps,
-			float64(r.wire)/1e6, float64(r.maxRSSKB)/1024, r.clientCPU.Seconds(), r.serverCPU.Seconds(),
+		fmt.Fprintf(&sb, "| %s | %.2f s (%.2f s) | %s | %.1f MB | %s | %.0f MB | %.1f + %.1f s | %s | %s |\n", r.name, r.wall.Seconds(), median[i].Seconds(), mbps,
+			float64(r.wire)/1e6, r.compression, float64(r.maxRSSKB)/1024, r.clientCPU.Seconds(), r.serverCPU.Seconds(),
 			ratio("nix copy", r), ratio("tar", r))
 	}
 	fmt.Print(sb.String())

@@ -122,6 +122,7 @@ func send(ctx context.Context, args []string) error {
 	}
 	return json.NewEncoder(os.Stdout).Encode(map[string]any{
 		"paths": stats.Paths, "present": stats.Present, "sent": stats.Sent,
-		"nar_bytes": stats.NarBytes, "stream_bytes": stats.WireBytes, "seconds": time.Since(start).Seconds(),
+		"nar_bytes": stats.NarBytes, "stream_bytes": stats.WireBytes, "compression": stats.Compression,
+		"seconds": time.Since(start).Seconds(),
 	})
 }
