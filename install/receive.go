@@ -21,13 +21,15 @@ import (
 // ReceiveOptions tune Receive.
 type ReceiveOptions struct {
 	// BatchBytes and BatchPaths bound what is received before one filesystem
-	// sync and the renames into place (group commit). 0 means 64 MiB and 1024
+	// sync and the renames into place (group commit). 0 means 16 MiB and 1024
 	// paths. A cut stream loses at most the path in flight: verified paths of
 	// the open batch are committed before Receive returns the error.
 	BatchBytes uint64
 	BatchPaths int
 	// BatchAge commits a batch once its first path has waited this long, so
-	// an agent killed outright (no chance to commit) loses little. 0 means 1s.
+	// an agent killed outright (no chance to commit) loses little. 0 means
+	// 250ms. Batches are synced while the stream goes on; small ones keep the
+	// last sync, which the end of the copy waits for, short.
 	BatchAge time.Duration
 }
 
@@ -70,13 +72,13 @@ func Receive(ctx context.Context, r io.Reader, root string, opts ReceiveOptions)
 		return ReceiveStats{}, err
 	}
 	if opts.BatchBytes == 0 {
-		opts.BatchBytes = 64 << 20
+		opts.BatchBytes = 16 << 20
 	}
 	if opts.BatchPaths == 0 {
 		opts.BatchPaths = 1024
 	}
 	if opts.BatchAge == 0 {
-		opts.BatchAge = time.Second
+		opts.BatchAge = 250 * time.Millisecond
 	}
 	if err := l.mkdirs(); err != nil {
 		return ReceiveStats{}, fmt.Errorf("receive: %w", err)

@@ -35,6 +35,10 @@ type result struct {
 	// channels used, or the method's fixed choice.
 	compression string
 	out         []byte
+	// stolen is the share of the machine's CPU time the hypervisor gave to
+	// other guests during the run (steal in /proc/stat): wall times of
+	// rounds with much of it say more about the neighbours than about us.
+	stolen float64
 }
 
 type env struct {
@@ -49,6 +53,28 @@ type env struct {
 	link                   string          // "" (loopback speed) or "a N Mbit/s link"
 	mounted                map[string]bool // target roots with an ext4 mounted on them
 	plainRoots             bool            // no loop devices: targets are plain directories
+}
+
+// cpuSteal reads the machine's stolen and total CPU time, in clock ticks,
+// from the first line of /proc/stat (zeros where it cannot).
+func cpuSteal() (steal, total uint64) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0
+	}
+	for i, v := range f[1:9] { // user nice system idle iowait irq softirq steal
+		n, _ := strconv.ParseUint(v, 10, 64)
+		total += n
+		if i == 7 {
+			steal = n
+		}
+	}
+	return steal, total
 }
 
 // childrenCPU is the CPU time of the reaped children of pid (cutime+cstime
@@ -133,13 +159,19 @@ func (e *env) run(b *testing.B, name, script string, extraEnv ...string) result 
 	b.Helper()
 	before := e.proxy.BytesToTarget()
 	serverBefore := childrenCPU(b, e.sshdPID)
+	stealBefore, totalBefore := cpuSteal()
 	cmd := exec.Command("sh", "-c", script)
 	cmd.Env = append(os.Environ(), extraEnv...)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	wall := time.Since(start)
+	stealAfter, totalAfter := cpuSteal()
 	if err != nil {
 		b.Fatalf("%s: %v\n%s", name, err, out)
+	}
+	stolen := 0.0
+	if totalAfter > totalBefore {
+		stolen = float64(stealAfter-stealBefore) / float64(totalAfter-totalBefore)
 	}
 	// Connections are counted when they close; give the proxy a moment.
 	var wire int64
@@ -150,7 +182,7 @@ func (e *env) run(b *testing.B, name, script string, extraEnv ...string) result 
 		time.Sleep(20 * time.Millisecond)
 	}
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	return result{name: name, wall: wall, wire: wire, maxRSSKB: ru.Maxrss, out: out,
+	return result{name: name, wall: wall, wire: wire, maxRSSKB: ru.Maxrss, out: out, stolen: stolen,
 		clientCPU: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(),
 		serverCPU: childrenCPU(b, e.sshdPID) - serverBefore}
 }
@@ -212,7 +244,8 @@ func (e *env) viaSend(b *testing.B, name, root string, jobs int) result {
 		Sent        int
 		Compression string
 	}
-	if err := json.Unmarshal(r.out, &stats); err != nil {
+	lines := strings.Split(strings.TrimSpace(string(r.out)), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &stats); err != nil {
 		b.Fatalf("%s: via send printed %q: %v", name, r.out, err)
 	}
 	r.compression = "–"
@@ -316,15 +349,15 @@ func BenchmarkCopy(b *testing.B) {
 		link = e.link
 	}
 	fmt.Fprintf(&sb, "\n%d paths, %.0f MB of NAR (MB = 10^6 bytes), %s; best of %d rounds (median in brackets)\n\n", len(e.paths), float64(e.narBytes)/1e6, link, rounds)
-	fmt.Fprintln(&sb, "| method | wall time | MB/s (NAR) | on the wire | compression | peak RSS (client) | CPU client + server | speed vs nix copy | speed vs tar pipe |")
-	fmt.Fprintln(&sb, "|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(&sb, "| method | wall time | MB/s (NAR) | on the wire | compression | peak RSS (client) | CPU client + server | CPU stolen | speed vs nix copy | speed vs tar pipe |")
+	fmt.Fprintln(&sb, "|---|---|---|---|---|---|---|---|---|---|")
 	for i, r := range best {
 		mbps := fmt.Sprintf("%.0f", float64(e.narBytes)/1e6/r.wall.Seconds())
 		if strings.Contains(r.name, "re-run") {
 			mbps = "–"
 		}
-		fmt.Fprintf(&sb, "| %s | %.2f s (%.2f s) | %s | %.1f MB | %s | %.0f MB | %.1f + %.1f s | %s | %s |\n", r.name, r.wall.Seconds(), median[i].Seconds(), mbps,
-			float64(r.wire)/1e6, r.compression, float64(r.maxRSSKB)/1024, r.clientCPU.Seconds(), r.serverCPU.Seconds(),
+		fmt.Fprintf(&sb, "| %s | %.2f s (%.2f s) | %s | %.1f MB | %s | %.0f MB | %.1f + %.1f s | %.0f %% | %s | %s |\n", r.name, r.wall.Seconds(), median[i].Seconds(), mbps,
+			float64(r.wire)/1e6, r.compression, float64(r.maxRSSKB)/1024, r.clientCPU.Seconds(), r.serverCPU.Seconds(), 100*r.stolen,
 			ratio("nix copy", r), ratio("tar", r))
 	}
 	fmt.Print(sb.String())
