@@ -97,23 +97,37 @@ func send(ctx context.Context, args []string) error {
 	}
 	f.Close()
 	start := time.Now()
+	// As in nixos-via, where the closure is known and the connection open
+	// before the copy starts, neither waits for the other.
+	type dialed struct {
+		conn *target.Conn
+		err  error
+	}
+	dialDone := make(chan dialed, 1)
+	go func() {
+		conn, err := target.Dial(ctx, target.Options{
+			Destination:           fmt.Sprintf("root@127.0.0.1:%d", *port),
+			IdentityFiles:         []string{*key},
+			KnownHostsFiles:       []string{*knownHosts},
+			StrictHostKeyChecking: target.StrictYes,
+			SSHConfigFile:         "none",
+			ConnectTimeout:        10 * time.Second,
+		}, os.TempDir())
+		dialDone <- dialed{conn, err}
+	}()
 	cli := nix.CLI{Args: []string{"--store", *storeRoot}}
 	infos, err := cli.Closure(ctx, paths...)
+	d := <-dialDone
+	if d.conn != nil {
+		defer d.conn.Close()
+	}
 	if err != nil {
 		return err
 	}
-	conn, err := target.Dial(ctx, target.Options{
-		Destination:           fmt.Sprintf("root@127.0.0.1:%d", *port),
-		IdentityFiles:         []string{*key},
-		KnownHostsFiles:       []string{*knownHosts},
-		StrictHostKeyChecking: target.StrictYes,
-		SSHConfigFile:         "none",
-		ConnectTimeout:        10 * time.Second,
-	}, os.TempDir())
-	if err != nil {
-		return err
+	if d.err != nil {
+		return d.err
 	}
-	defer conn.Close()
+	conn := d.conn
 	stats, err := install.Send(ctx, conn, infos, install.SendOptions{
 		Agent: *agent, Root: *root, Jobs: *jobs, LocalRoot: *storeRoot,
 	})
