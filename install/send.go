@@ -53,15 +53,15 @@ type SendStats struct {
 	NarBytes  uint64 // NAR bytes sent
 	WireBytes uint64 // bytes written to the agents' stdin (compressed stream + query)
 	// Compression is the zstd levels the channels used, weakest to
-	// strongest: "fastest" alone, "default"/"better" when the link was slow
+	// strongest ("" when nothing was sent): "fastest" alone, "default"/"better" when the link was slow
 	// enough to afford them, "stored" (no compression) when it was faster
 	// than compressing or the CPU was busy; "stored to fastest" for a mix.
 	Compression string
 }
 
 // Send copies the paths in infos that are not yet valid under opts.Root on the
-// target: it asks the agent which are present (`agent query`), then streams
-// the rest over opts.Jobs parallel `agent receive` sessions. Every NAR is read
+// target: it asks the agent which are present (`agent query`) while opts.Jobs
+// `agent receive` sessions start, then streams the rest over them. Every NAR is read
 // from the local store and checked against its narHash before it is sent; a
 // mismatch stops the copy.
 func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions) (SendStats, error) {
@@ -81,9 +81,22 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 	if sink == nil {
 		sink = event.Discard{}
 	}
+	// The receivers start while the query runs, so their sessions and
+	// processes are up when it answers (the first byte of a path reaches
+	// them only after that: the query removes stale temporaries first).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	jobs := max(1, opts.Jobs)
+	sessions := make([]*receiveSession, jobs)
+	for i := range sessions {
+		sessions[i] = startReceive(ctx, r, opts)
+	}
 	missing, queryBytes, err := Missing(ctx, r, infos, opts)
 	stats.WireBytes += queryBytes
 	if err != nil {
+		for _, s := range sessions {
+			s.finish(err)
+		}
 		return stats, err
 	}
 	stats.Present = len(infos) - len(missing)
@@ -93,22 +106,14 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 	}
 	emit(sink, event.Event{Kind: event.Step, Msg: fmt.Sprintf("copy closure: %d of %d paths missing on the target (%s)", len(missing), len(infos), event.Bytes(int64(total))),
 		Data: map[string]string{"paths_total": fmt.Sprint(len(missing)), "bytes_total": fmt.Sprint(total), "paths_present": fmt.Sprint(stats.Present)}})
-	if len(missing) == 0 {
-		emit(sink, event.Event{Kind: event.Done, Msg: "copy closure: nothing to send"})
-		return stats, nil
-	}
 	// Biggest first, so the channels finish at about the same time.
 	sort.SliceStable(missing, func(i, j int) bool { return missing[i].NarSize > missing[j].NarSize })
-	jobs := max(1, opts.Jobs)
-	jobs = min(jobs, len(missing))
 	prog := &progress{sink: sink, totalBytes: total, totalPaths: len(missing)}
 	queue := make(chan nix.PathInfo, len(missing))
 	for _, m := range missing {
 		queue <- m
 	}
 	close(queue)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var (
 		wg        sync.WaitGroup
 		mu        sync.Mutex
@@ -116,15 +121,21 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 		wire      atomic.Uint64
 		weakest   = strongestLevel
 		strongest = storedLevel
+		sentSome  bool // a channel sent a path
 	)
-	for i := 0; i < jobs; i++ {
+	// Every receiver gets a stream, an empty one when there is nothing (or
+	// not enough) to send: it then commits nothing and answers "ok 0 0".
+	for i, session := range sessions {
 		wg.Add(1)
 		go func(ch int) {
 			defer wg.Done()
-			cs, err := sendChannel(ctx, r, queue, opts, jobs, prog)
+			cs, err := sendChannel(ctx, session, queue, opts, jobs, prog)
 			wire.Add(cs.wire)
 			mu.Lock()
-			weakest, strongest = min(weakest, cs.weakest), max(strongest, cs.strongest)
+			if cs.paths > 0 {
+				weakest, strongest = min(weakest, cs.weakest), max(strongest, cs.strongest)
+				sentSome = true
+			}
 			mu.Unlock()
 			if err != nil {
 				mu.Lock()
@@ -138,9 +149,15 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 	stats.WireBytes += wire.Load()
 	stats.Sent = int(prog.paths.Load())
 	stats.NarBytes = prog.bytes.Load()
-	stats.Compression = levelNames(weakest, strongest)
+	if sentSome {
+		stats.Compression = levelNames(weakest, strongest)
+	}
 	if len(errs) > 0 {
 		return stats, fmt.Errorf("send closure: %w", firstCause(errs))
+	}
+	if len(missing) == 0 {
+		emit(sink, event.Event{Kind: event.Done, Msg: "copy closure: nothing to send"})
+		return stats, nil
 	}
 	prog.emit(true)
 	emit(sink, event.Event{Kind: event.Done, Msg: fmt.Sprintf("copy closure: sent %d paths (%s NAR, %s on the wire)", stats.Sent, event.Bytes(int64(stats.NarBytes)), event.Bytes(int64(stats.WireBytes)))})
@@ -198,37 +215,53 @@ func shellQuote(s string) string {
 
 var errAgentExited = errors.New("agent exited before reading the whole stream")
 
-// sendChannel runs one `agent receive` and feeds it paths from queue until the
-// queue is empty. It returns the bytes written to the agent's stdin.
-func sendChannel(ctx context.Context, r Runner, queue <-chan nix.PathInfo, opts SendOptions, jobs int, prog *progress) (channelStats, error) {
+// receiveSession is one `agent receive` running on the target, reading the
+// stream from a pipe.
+type receiveSession struct {
+	cmd            string
+	pw             *io.PipeWriter
+	stdout, stderr bytes.Buffer // written by Run until done
+	done           chan error
+}
+
+// startReceive starts `agent receive`; it waits for its stream.
+func startReceive(ctx context.Context, r Runner, opts SendOptions) *receiveSession {
 	pr, pw := io.Pipe()
-	var stdout, stderr bytes.Buffer
-	cmd := agentCommand(opts, "receive")
-	done := make(chan error, 1)
+	s := &receiveSession{cmd: agentCommand(opts, "receive"), pw: pw, done: make(chan error, 1)}
 	go func() {
-		err := r.Run(ctx, cmd, pr, &stdout, &stderr)
+		err := r.Run(ctx, s.cmd, pr, &s.stdout, &s.stderr)
 		// Unblock our writes if the agent ended without reading everything.
 		pr.CloseWithError(errAgentExited)
-		done <- err
+		s.done <- err
 	}()
-	wait := func(sendErr error) error {
-		if sendErr != nil {
-			pw.CloseWithError(sendErr)
-		} else {
-			pw.Close()
-		}
-		runErr := <-done
-		if errors.Is(sendErr, errAgentExited) && runErr != nil {
-			sendErr = nil // the agent's own failure says more
-		}
-		if sendErr != nil {
-			return sendErr
-		}
-		if runErr != nil {
-			return fmt.Errorf("%s: %w: %s", cmd, runErr, strings.TrimSpace(tail(stderr.String())))
-		}
-		return nil
+	return s
+}
+
+// finish ends the stream, cut short with sendErr if that is not nil, and
+// waits for the agent to exit.
+func (s *receiveSession) finish(sendErr error) error {
+	if sendErr != nil {
+		s.pw.CloseWithError(sendErr)
+	} else {
+		s.pw.Close()
 	}
+	runErr := <-s.done
+	if errors.Is(sendErr, errAgentExited) && runErr != nil {
+		sendErr = nil // the agent's own failure says more
+	}
+	if sendErr != nil {
+		return sendErr
+	}
+	if runErr != nil {
+		return fmt.Errorf("%s: %w: %s", s.cmd, runErr, strings.TrimSpace(tail(s.stderr.String())))
+	}
+	return nil
+}
+
+// sendChannel feeds a receive session paths from queue until the queue is
+// empty, then ends its stream and checks its answer.
+func sendChannel(ctx context.Context, session *receiveSession, queue <-chan nix.PathInfo, opts SendOptions, jobs int, prog *progress) (channelStats, error) {
+	pw, wait, cmd := session.pw, session.finish, session.cmd
 	concurrency := 2
 	if jobs > 1 {
 		concurrency = 1
@@ -237,8 +270,9 @@ func sendChannel(ctx context.Context, r Runner, queue <-chan nix.PathInfo, opts 
 	if err != nil {
 		return channelStats{}, wait(err)
 	}
+	paths, narBytes := 0, uint64(0)
 	stats := func() channelStats {
-		return channelStats{wire: enc.wire(), weakest: enc.weakest, strongest: enc.strongest}
+		return channelStats{wire: enc.wire(), paths: paths, weakest: enc.weakest, strongest: enc.strongest}
 	}
 	fw := newFrameWriter(enc)
 	fw.magic()
@@ -255,7 +289,6 @@ func sendChannel(ctx context.Context, r Runner, queue <-chan nix.PathInfo, opts 
 		enc.Close()
 		return stats(), wait(err)
 	}
-	paths, narBytes := 0, uint64(0)
 	for p := range ready {
 		if err := ctx.Err(); err != nil {
 			return abort(err)
@@ -283,7 +316,7 @@ func sendChannel(ctx context.Context, r Runner, queue <-chan nix.PathInfo, opts 
 	if err := wait(nil); err != nil {
 		return stats(), err
 	}
-	gotPaths, gotBytes, err := parseOK(stdout.String())
+	gotPaths, gotBytes, err := parseOK(session.stdout.String())
 	if err != nil {
 		return stats(), fmt.Errorf("%s: %w", cmd, err)
 	}
@@ -293,10 +326,11 @@ func sendChannel(ctx context.Context, r Runner, queue <-chan nix.PathInfo, opts 
 	return stats(), nil
 }
 
-// channelStats is what one channel did: bytes written to the agent's stdin
-// and the weakest and strongest compression levels it used.
+// channelStats is what one channel did: bytes written to the agent's stdin,
+// paths, and the weakest and strongest compression levels it used.
 type channelStats struct {
 	wire               uint64
+	paths              int // paths written
 	weakest, strongest int
 }
 

@@ -64,7 +64,8 @@ func TestSendLocalSubprocess(t *testing.T) {
 				t.Errorf("events end with %+v after progress %+v, want done after full progress", last, lastProgress)
 			}
 
-			// A re-run sends nothing but the query.
+			// A re-run sends the query and, to the receivers started beside
+			// it, empty streams.
 			runner.sessions.Store(0)
 			start := time.Now()
 			again, err := Send(ctx, runner, infos, opts)
@@ -74,15 +75,17 @@ func TestSendLocalSubprocess(t *testing.T) {
 			if again.Sent != 0 || again.Present != len(infos) || again.NarBytes != 0 {
 				t.Errorf("re-run stats %+v, want nothing sent", again)
 			}
-			if got := runner.sessions.Load(); got != 1 {
-				t.Errorf("re-run opened %d sessions, want only the query", got)
+			if got := runner.sessions.Load(); got != int64(1+jobs) {
+				t.Errorf("re-run opened %d sessions, want 1 query + %d receivers", got, jobs)
 			}
 			var queryBytes uint64
 			for _, info := range infos {
 				queryBytes += uint64(len(info.Path) + 1 + len(info.NarHash.String()) + 1)
 			}
-			if again.WireBytes > queryBytes+64 {
-				t.Errorf("re-run wrote %d bytes, want only the query (~%d)", again.WireBytes, queryBytes)
+			// An empty stream: a zstd frame and block header (9 bytes), the
+			// magic (33) and the trailer (24).
+			if want := queryBytes + 64 + uint64(jobs)*66; again.WireBytes > want {
+				t.Errorf("re-run wrote %d bytes, want only the query and empty streams (at most %d)", again.WireBytes, want)
 			}
 			if d := time.Since(start); d > time.Second {
 				t.Errorf("re-run took %v, want under 1s", d)
