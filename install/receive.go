@@ -349,6 +349,7 @@ func fsyncDir(dir string) error {
 // stream from stdin into root and, on success, answers "ok <paths> <bytes>"
 // on stdout.
 func ServeReceive(ctx context.Context, stdin io.Reader, stdout io.Writer, root string) error {
+	growPipe(stdin, stdinPipeSize)
 	stats, err := Receive(ctx, stdin, root, ReceiveOptions{})
 	if err != nil {
 		return err
@@ -356,6 +357,11 @@ func ServeReceive(ctx context.Context, stdin io.Reader, stdout io.Writer, root s
 	_, err = fmt.Fprintf(stdout, "ok %d %d\n", stats.Paths, stats.NarBytes)
 	return err
 }
+
+// stdinPipeSize is what the agent asks its stdin pipe to hold: sshd writes
+// the channel's data into it, and at the default 64 KiB both sides wake up
+// for every 64 KiB.
+const stdinPipeSize = 1 << 20
 
 // ReadRecords returns the records of every path received under root and
 // still present, sorted by path: together, the registration of what is there.

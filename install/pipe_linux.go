@@ -1,0 +1,27 @@
+//go:build linux
+
+package install
+
+import (
+	"io"
+	"os"
+	"syscall"
+)
+
+// fSetPipeSize is F_SETPIPE_SZ (fcntl(2)), not in package syscall.
+const fSetPipeSize = 1031
+
+// growPipe makes the pipe r reads from, when it is one, hold size bytes
+// instead of the default 64 KiB, so that the writer (sshd) hands over more
+// per write and both wake up less. Failures are ignored: the pipe works as
+// it is, only with more wake-ups.
+func growPipe(r io.Reader, size int) {
+	f, ok := r.(*os.File)
+	if !ok {
+		return
+	}
+	if fi, err := f.Stat(); err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+		return
+	}
+	syscall.Syscall(syscall.SYS_FCNTL, f.Fd(), fSetPipeSize, uintptr(size))
+}
