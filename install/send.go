@@ -53,17 +53,18 @@ type SendStats struct {
 	NarBytes  uint64 // NAR bytes sent
 	WireBytes uint64 // bytes written to the agents' stdin (compressed stream + query)
 	// Compression is the zstd levels the channels used, weakest to
-	// strongest ("" when nothing was sent): "fastest" alone, "default"/"better" when the link was slow
-	// enough to afford them, "stored" (no compression) when it was faster
-	// than compressing or the CPU was busy; "stored to fastest" for a mix.
+	// strongest ("" when nothing was sent): "stored" (no compression) while
+	// the link kept up with the raw bytes or the CPU was busy, "fastest",
+	// "default" and "better" while the link was slow enough to afford them;
+	// "stored to better" for a channel that went all the way.
 	Compression string
 }
 
 // Send copies the paths in infos that are not yet valid under opts.Root on the
 // target: it asks the agent which are present (`agent query`) while opts.Jobs
-// `agent receive` sessions start, then streams the rest over them. Every NAR is read
-// from the local store and checked against its narHash before it is sent; a
-// mismatch stops the copy.
+// `agent receive` sessions start, then streams the rest over them. Every NAR
+// is read from the local store and checked against its narHash before it is
+// sent; a mismatch stops the copy.
 func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions) (SendStats, error) {
 	stats := SendStats{Paths: len(infos)}
 	if opts.Agent == "" {
@@ -94,6 +95,7 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 	missing, queryBytes, err := Missing(ctx, r, infos, opts)
 	stats.WireBytes += queryBytes
 	if err != nil {
+		cancel()
 		for _, s := range sessions {
 			s.finish(err)
 		}
