@@ -263,14 +263,13 @@ func (s *receiveSession) finish(sendErr error) error {
 // sendChannel feeds a receive session paths from queue until the queue is
 // empty, then ends its stream and checks its answer.
 func sendChannel(ctx context.Context, session *receiveSession, queue <-chan nix.PathInfo, opts SendOptions, jobs int, prog *progress) (channelStats, error) {
-	pw, wait, cmd := session.pw, session.finish, session.cmd
 	concurrency := 2
 	if jobs > 1 {
 		concurrency = 1
 	}
-	enc, err := newCompressor(pw, concurrency)
+	enc, err := newCompressor(session.pw, concurrency)
 	if err != nil {
-		return channelStats{}, wait(err)
+		return channelStats{}, session.finish(err)
 	}
 	paths, narBytes := 0, uint64(0)
 	stats := func() channelStats {
@@ -289,7 +288,7 @@ func sendChannel(ctx context.Context, session *receiveSession, queue <-chan nix.
 		for range ready { // let the reader finish
 		}
 		enc.Close()
-		return stats(), wait(err)
+		return stats(), session.finish(err)
 	}
 	for p := range ready {
 		if err := ctx.Err(); err != nil {
@@ -310,20 +309,20 @@ func sendChannel(ctx context.Context, session *receiveSession, queue <-chan nix.
 	fw.trailer(paths, narBytes)
 	if err := fw.flush(); err != nil {
 		enc.Close()
-		return stats(), wait(err)
+		return stats(), session.finish(err)
 	}
 	if err := enc.Close(); err != nil {
-		return stats(), wait(err)
+		return stats(), session.finish(err)
 	}
-	if err := wait(nil); err != nil {
+	if err := session.finish(nil); err != nil {
 		return stats(), err
 	}
 	gotPaths, gotBytes, err := parseOK(session.stdout.String())
 	if err != nil {
-		return stats(), fmt.Errorf("%s: %w", cmd, err)
+		return stats(), fmt.Errorf("%s: %w", session.cmd, err)
 	}
 	if gotPaths != paths || gotBytes != narBytes {
-		return stats(), fmt.Errorf("%s: agent committed %d paths / %d bytes, sent %d / %d", cmd, gotPaths, gotBytes, paths, narBytes)
+		return stats(), fmt.Errorf("%s: agent committed %d paths / %d bytes, sent %d / %d", session.cmd, gotPaths, gotBytes, paths, narBytes)
 	}
 	return stats(), nil
 }

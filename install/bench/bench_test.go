@@ -314,7 +314,6 @@ func BenchmarkCopy(b *testing.B) {
 	if os.Getenv("NIXOS_VIA_BENCH_QUICK") != "" {
 		// For quick comparisons while tuning: --copy-jobs 2 and the tar pipe.
 		methods = []method{methods[1], methods[4]}
-
 	}
 	b.ResetTimer()
 	// Rounds interleave the methods, so a burst of load elsewhere on the
