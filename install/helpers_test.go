@@ -63,7 +63,9 @@ func buildAgent(dir string) (string, error) {
 }
 
 // localRunner runs commands as a real subprocess via sh -c, standing in for
-// an SSH session to the target.
+// an SSH session to the target. Like an SSH session, Run returns once the
+// command has exited and its output is read, without waiting for the rest of
+// stdin (exec.Cmd would wait for its stdin copy to end).
 type localRunner struct {
 	sessions atomic.Int64
 }
@@ -71,8 +73,18 @@ type localRunner struct {
 func (l *localRunner) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) error {
 	l.sessions.Add(1)
 	c := exec.CommandContext(ctx, "sh", "-c", cmd)
-	c.Stdin, c.Stdout, c.Stderr = stdin, stdout, stderr
+	c.Stdout, c.Stderr = stdout, stderr
 	c.WaitDelay = 5 * time.Second
+	w, err := c.StdinPipe()
+	if err != nil {
+		return err
+	}
+	go func() {
+		if stdin != nil {
+			io.Copy(w, stdin)
+		}
+		w.Close()
+	}()
 	if err := c.Run(); err != nil {
 		return fmt.Errorf("sh -c %q: %w", cmd, err)
 	}

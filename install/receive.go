@@ -347,10 +347,18 @@ func fsyncDir(dir string) error {
 
 // ServeReceive is the agent side of `agent receive`: it receives a closure
 // stream from stdin into root and, on success, answers "ok <paths> <bytes>"
-// on stdout.
+// on stdout. When stdin starts with a query instead, it first answers that
+// on stdout (as `agent query` does) and then reads the stream that follows:
+// the sender learns what is missing without a session of its own for it.
 func ServeReceive(ctx context.Context, stdin io.Reader, stdout io.Writer, root string) error {
 	growPipe(stdin, stdinPipeSize)
-	stats, err := Receive(ctx, stdin, root, ReceiveOptions{})
+	br := bufio.NewReaderSize(stdin, 256<<10)
+	if startsWithQuery(br) {
+		if err := answerQuery(ctx, br, stdout, root); err != nil {
+			return err
+		}
+	}
+	stats, err := Receive(ctx, br, root, ReceiveOptions{})
 	if err != nil {
 		return err
 	}

@@ -1,11 +1,13 @@
 package install
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -180,7 +182,7 @@ func TestReceiveReplacesUnrecordedCopy(t *testing.T) {
 	if err := AnswerQuery(context.Background(), &q, &ans, root); err != nil {
 		t.Fatal(err)
 	}
-	if valid, err := readValid(&ans); err != nil || len(valid) != 0 {
+	if valid, err := readValid(bufio.NewReader(&ans)); err != nil || len(valid) != 0 {
 		t.Fatalf("query says %v (%v), want an unrecorded copy to be invalid", valid, err)
 	}
 	n, b := sum([]testPath{good})
@@ -208,7 +210,7 @@ func TestQueryWantsMatchingHash(t *testing.T) {
 	if err := AnswerQuery(context.Background(), &q, &ans, root); err != nil {
 		t.Fatal(err)
 	}
-	valid, err := readValid(&ans)
+	valid, err := readValid(bufio.NewReader(&ans))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,6 +221,56 @@ func TestQueryWantsMatchingHash(t *testing.T) {
 		if err := AnswerQuery(context.Background(), strings.NewReader(bad), &bytes.Buffer{}, root); err == nil {
 			t.Errorf("AnswerQuery(%q) succeeded, want an error", bad)
 		}
+	}
+}
+
+// TestServeReceiveAnswersQueryFirst: `agent receive` given a query ahead of
+// its stream answers it on stdout before the "ok" line, reads the stream that
+// follows in full, and works as before without one.
+func TestServeReceiveAnswersQueryFirst(t *testing.T) {
+	good := makePath(t, "good", map[string]string{"a": "alpha"})
+	other := makePath(t, "other", map[string]string{"b": "beta"})
+	root := t.TempDir()
+	n, b := sum([]testPath{good})
+	var out bytes.Buffer
+	if err := ServeReceive(context.Background(), bytes.NewReader(compress(t, rawStream([]testPath{good}, n, b))), &out, root); err != nil {
+		t.Fatalf("ServeReceive without a query: %v", err)
+	}
+	if got, want := out.String(), fmt.Sprintf("ok 1 %d\n", b); got != want {
+		t.Errorf("answer without a query = %q, want %q", got, want)
+	}
+
+	var in bytes.Buffer
+	writeQuery(&in, []nix.PathInfo{good.info, other.info})
+	n, b = sum([]testPath{other})
+	in.Write(compress(t, rawStream([]testPath{other}, n, b)))
+	out.Reset()
+	if err := ServeReceive(context.Background(), &in, &out, root); err != nil {
+		t.Fatalf("ServeReceive with a query: %v", err)
+	}
+	br := bufio.NewReader(&out)
+	valid, err := readValid(br)
+	if err != nil {
+		t.Fatalf("answer %q: %v", out.String(), err)
+	}
+	if len(valid) != 1 || !valid[good.info.Path] {
+		t.Errorf("query answered %v, want only %s", valid, good.info.Path)
+	}
+	rest, _ := io.ReadAll(br)
+	if got, want := string(rest), fmt.Sprintf("ok 1 %d\n", b); got != want {
+		t.Errorf("after the answer: %q, want %q", got, want)
+	}
+	for _, p := range []testPath{good, other} {
+		if res, err := nar.HashPath(filepath.Join(root, p.info.Path)); err != nil || res.Hash != p.info.NarHash {
+			t.Errorf("%s on the target hashes %s (%v), want %s", p.info.Path, res.Hash, err, p.info.NarHash)
+		}
+	}
+
+	// A query that does not end is refused before anything is received.
+	in.Reset()
+	in.WriteString(queryMagic + "\n" + other.info.Path + " " + other.info.NarHash.String() + "\n")
+	if err := ServeReceive(context.Background(), &in, &bytes.Buffer{}, t.TempDir()); err == nil || !strings.Contains(err.Error(), "without \"end\"") {
+		t.Errorf("ServeReceive of a cut query: error = %v, want it to say the query did not end", err)
 	}
 }
 

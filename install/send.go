@@ -1,6 +1,7 @@
 package install
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -28,7 +29,7 @@ type Runner interface {
 // SendOptions tune Send.
 type SendOptions struct {
 	// Agent is the command line that starts the agent binary on the target,
-	// e.g. "/run/nixos-via/nixos-via"; " agent query|receive --root ROOT" is appended.
+	// e.g. "/run/nixos-via/nixos-via"; " agent receive --root ROOT" is appended.
 	Agent string
 	// Root is the target root the closure goes under, e.g. "/mnt".
 	Root string
@@ -61,8 +62,9 @@ type SendStats struct {
 }
 
 // Send copies the paths in infos that are not yet valid under opts.Root on the
-// target: it asks the agent which are present (`agent query`) while opts.Jobs
-// `agent receive` sessions start, then streams the rest over them. Every NAR
+// target: it starts opts.Jobs `agent receive` sessions, asks the first which
+// paths are present (a query ahead of its stream), then streams the rest
+// over them. Every NAR
 // is read from the local store and checked against its narHash before it is
 // sent; a mismatch stops the copy.
 func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions) (SendStats, error) {
@@ -82,21 +84,26 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 	if sink == nil {
 		sink = event.Discard{}
 	}
-	// The receivers start while the query runs, so their sessions and
-	// processes are up when it answers (the first byte of a path reaches
-	// them only after that: the query removes stale temporaries first).
+	// Every receiver starts at once, so their sessions and processes are up
+	// when the query is answered. The first answers it before its stream:
+	// the first byte of a path goes out only after that, as the query
+	// removes stale temporaries.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var query bytes.Buffer
+	if err := writeQuery(&query, infos); err != nil {
+		return stats, fmt.Errorf("send closure: %w", err)
+	}
 	jobs := max(1, opts.Jobs)
 	sessions := make([]*receiveSession, jobs)
 	for i := range sessions {
-		sessions[i] = startReceive(ctx, r, opts)
+		sessions[i] = startReceive(ctx, r, opts, i == 0)
 	}
-	missing, queryBytes, err := Missing(ctx, r, infos, opts)
-	stats.WireBytes += queryBytes
+	stats.WireBytes += uint64(query.Len())
+	missing, err := sessions[0].ask(query.Bytes(), infos)
 	if err != nil {
 		cancel()
-		for _, s := range sessions {
+		for _, s := range sessions[1:] {
 			s.finish(err)
 		}
 		return stats, err
@@ -177,32 +184,6 @@ func firstCause(errs []error) error {
 	return errs[0]
 }
 
-// Missing returns the paths of infos that are not valid under opts.Root on
-// the target, and the bytes the query wrote.
-func Missing(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions) ([]nix.PathInfo, uint64, error) {
-	var in bytes.Buffer
-	if err := writeQuery(&in, infos); err != nil {
-		return nil, 0, err
-	}
-	n := uint64(in.Len())
-	var out, stderr bytes.Buffer
-	cmd := agentCommand(opts, "query")
-	if err := r.Run(ctx, cmd, &in, &out, &stderr); err != nil {
-		return nil, n, fmt.Errorf("%s: %w: %s", cmd, err, strings.TrimSpace(tail(stderr.String())))
-	}
-	valid, err := readValid(&out)
-	if err != nil {
-		return nil, n, fmt.Errorf("%s: %w", cmd, err)
-	}
-	var missing []nix.PathInfo
-	for _, info := range infos {
-		if !valid[info.Path] {
-			missing = append(missing, info)
-		}
-	}
-	return missing, n, nil
-}
-
 func agentCommand(opts SendOptions, verb string) string {
 	return fmt.Sprintf("%s agent %s --root %s", opts.Agent, verb, shellQuote(opts.Root))
 }
@@ -222,21 +203,78 @@ var errAgentExited = errors.New("agent exited before reading the whole stream")
 type receiveSession struct {
 	cmd            string
 	pw             *io.PipeWriter
-	stdout, stderr bytes.Buffer // written by Run until done
+	stdout, stderr bytes.Buffer // complete once done has delivered
 	done           chan error
+	// answer delivers the query's answer, for the session that is asked one.
+	answer chan queryAnswer
 }
 
-// startReceive starts `agent receive`; it waits for its stream.
-func startReceive(ctx context.Context, r Runner, opts SendOptions) *receiveSession {
+type queryAnswer struct {
+	valid map[string]bool
+	err   error
+}
+
+// startReceive starts `agent receive`; it waits for its stream, or with
+// query set, for a query and then its stream (see ask).
+func startReceive(ctx context.Context, r Runner, opts SendOptions, query bool) *receiveSession {
 	pr, pw := io.Pipe()
 	s := &receiveSession{cmd: agentCommand(opts, "receive"), pw: pw, done: make(chan error, 1)}
+	var stdout io.Writer = &s.stdout
+	var outW *io.PipeWriter
+	collected := make(chan struct{})
+	if query {
+		// The answer is read from the agent's stdout while it runs; what
+		// follows it ("ok ...") is kept in s.stdout.
+		s.answer = make(chan queryAnswer, 1)
+		var outR *io.PipeReader
+		outR, outW = io.Pipe()
+		stdout = outW
+		go func() {
+			defer close(collected)
+			br := bufio.NewReader(outR)
+			valid, err := readValid(br)
+			s.answer <- queryAnswer{valid, err}
+			io.Copy(&s.stdout, br)
+		}()
+	} else {
+		close(collected)
+	}
 	go func() {
-		err := r.Run(ctx, s.cmd, pr, &s.stdout, &s.stderr)
+		err := r.Run(ctx, s.cmd, pr, stdout, &s.stderr)
 		// Unblock our writes if the agent ended without reading everything.
 		pr.CloseWithError(errAgentExited)
+		if outW != nil {
+			outW.Close()
+		}
+		<-collected
 		s.done <- err
 	}()
 	return s
+}
+
+// ask sends the query for infos (its text in query) to a session started
+// with query set and returns the paths of infos the agent does not have.
+// On failure the session is finished.
+func (s *receiveSession) ask(query []byte, infos []nix.PathInfo) ([]nix.PathInfo, error) {
+	_, err := s.pw.Write(query)
+	a := <-s.answer // comes even when the agent fails: its stdout ends
+	if err == nil {
+		err = a.err
+	}
+	if err != nil {
+		s.pw.CloseWithError(err)
+		if runErr := <-s.done; runErr != nil { // the agent's own failure says more
+			return nil, fmt.Errorf("%s: %w: %s", s.cmd, runErr, strings.TrimSpace(tail(s.stderr.String())))
+		}
+		return nil, fmt.Errorf("%s: %w", s.cmd, err)
+	}
+	var missing []nix.PathInfo
+	for _, info := range infos {
+		if !a.valid[info.Path] {
+			missing = append(missing, info)
+		}
+	}
+	return missing, nil
 }
 
 // finish ends the stream, cut short with sendErr if that is not nil, and

@@ -47,8 +47,8 @@ func TestSendLocalSubprocess(t *testing.T) {
 			if stats.Sent != len(infos) || stats.Present != 0 || stats.NarBytes != total {
 				t.Errorf("first run stats %+v, want all %d paths (%d bytes) sent", stats, len(infos), total)
 			}
-			if got := runner.sessions.Load(); got != int64(1+jobs) {
-				t.Errorf("first run opened %d sessions, want 1 query + %d receivers", got, jobs)
+			if got := runner.sessions.Load(); got != int64(jobs) {
+				t.Errorf("first run opened %d sessions, want %d receivers (the first answering the query)", got, jobs)
 			}
 			checkReceived(t, root, infos)
 			checkNoPartial(t, root, false)
@@ -64,10 +64,9 @@ func TestSendLocalSubprocess(t *testing.T) {
 				t.Errorf("events end with %+v after progress %+v, want done after full progress", last, lastProgress)
 			}
 
-			// A re-run sends the query and, to the receivers started beside
-			// it, empty streams.
+			// A re-run sends the query ahead of the first receiver's
+			// stream, and every receiver an empty stream.
 			runner.sessions.Store(0)
-			start := time.Now()
 			again, err := Send(ctx, runner, infos, opts)
 			if err != nil {
 				t.Fatal(err)
@@ -75,8 +74,8 @@ func TestSendLocalSubprocess(t *testing.T) {
 			if again.Sent != 0 || again.Present != len(infos) || again.NarBytes != 0 {
 				t.Errorf("re-run stats %+v, want nothing sent", again)
 			}
-			if got := runner.sessions.Load(); got != int64(1+jobs) {
-				t.Errorf("re-run opened %d sessions, want 1 query + %d receivers", got, jobs)
+			if got := runner.sessions.Load(); got != int64(jobs) {
+				t.Errorf("re-run opened %d sessions, want %d receivers (the first answering the query)", got, jobs)
 			}
 			var queryBytes uint64
 			for _, info := range infos {
@@ -86,9 +85,6 @@ func TestSendLocalSubprocess(t *testing.T) {
 			// magic (33) and the trailer (24).
 			if want := queryBytes + 64 + uint64(jobs)*66; again.WireBytes > want {
 				t.Errorf("re-run wrote %d bytes, want only the query and empty streams (at most %d)", again.WireBytes, want)
-			}
-			if d := time.Since(start); d > time.Second {
-				t.Errorf("re-run took %v, want under 1s", d)
 			}
 		})
 	}
@@ -203,7 +199,7 @@ func TestSendBadOptions(t *testing.T) {
 	}{
 		{"no agent", SendOptions{Root: "/mnt"}, "no agent"},
 		{"relative root", SendOptions{Agent: agentBin, Root: "mnt"}, "absolute"},
-		{"agent missing", SendOptions{Agent: "/nonexistent/nixos-via", Root: t.TempDir()}, "agent query"},
+		{"agent missing", SendOptions{Agent: "/nonexistent/nixos-via", Root: t.TempDir()}, "/nonexistent/nixos-via agent receive"},
 	}
 	for _, tt := range tests {
 		_, err := Send(context.Background(), &localRunner{}, infos, tt.opts)

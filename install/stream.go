@@ -21,6 +21,11 @@
 // stdout with one line "ok <paths> <narBytes>"; anything else, or a non-zero
 // exit, is a failure.
 //
+// The first receiver's stdin starts with a query instead (the text protocol
+// in query.go, which cannot be taken for a zstd frame): the agent answers it
+// on stdout before it reads the stream, so the sender learns what is missing
+// without opening a session for that alone.
+//
 // # What is on the target
 //
 // A received path appears at <root>/nix/store/<name> only when it is complete:
@@ -32,7 +37,7 @@
 // syncs the filesystem, renames the paths into place, and renames the record
 // file to <time>-<random>.reg. A path is valid for a later run when it exists
 // and the newest complete record of it has the narHash the sender wants;
-// `agent query` answers that question, so a re-run sends only what is
+// the query answers that question, so a re-run sends only what is
 // missing, and it removes temporaries a killed receiver left behind. The
 // records together are the registration of what was received (ReadRecords).
 package install

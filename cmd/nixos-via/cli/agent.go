@@ -15,7 +15,8 @@ import (
 )
 
 const agentUsage = `Usage: nixos-via agent query   --root DIR   (list which wanted store paths are valid under DIR)
-       nixos-via agent receive --root DIR   (receive a closure stream on stdin into DIR/nix/store)
+       nixos-via agent receive --root DIR   (receive a closure stream on stdin into DIR/nix/store,
+                                             answering a query that comes first on stdout)
 
 The on-target helper: nixos-via uploads itself to the target and runs these
 verbs over SSH; they read their input on stdin. Not meant to be run by hand.
