@@ -118,8 +118,11 @@ func receiveDecoded(ctx context.Context, r io.Reader, l layout, opts ReceiveOpti
 }
 
 // committer commits batches in order; after a failure it only cleans up.
+// When the batches end, it makes the renames of the commits durable, so that
+// what Receive reports committed is on disk.
 func (rc *receiver) committer() {
 	defer close(rc.committed)
+	renamed := false
 	for batch := range rc.batches {
 		if rc.failed() != nil {
 			for _, p := range batch {
@@ -128,10 +131,24 @@ func (rc *receiver) committer() {
 			continue
 		}
 		if err := rc.commit(batch); err != nil {
-			rc.mu.Lock()
-			rc.commitErr = err
-			rc.mu.Unlock()
+			rc.setCommitErr(err)
 		}
+		renamed = true
+	}
+	if renamed {
+		if err := syncFS(rc.l.storeDir()); err != nil {
+			rc.setCommitErr(fmt.Errorf("receive: %w", err))
+		} else if err := syncFS(rc.l.validDir()); err != nil {
+			rc.setCommitErr(fmt.Errorf("receive: %w", err))
+		}
+	}
+}
+
+func (rc *receiver) setCommitErr(err error) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.commitErr == nil {
+		rc.commitErr = err
 	}
 }
 
@@ -288,20 +305,19 @@ func (rc *receiver) commit(pending []pendingPath) (err error) {
 	if err := syncFS(rc.l.validDir()); err != nil {
 		return fmt.Errorf("receive: %w", err)
 	}
+	// The renames need no sync of their own here: the next batch's sync
+	// or the committer's last one makes them durable. Until then a crash
+	// can lose a rename, and either way the path is not valid (valid means
+	// in place and recorded), so a later run sends it again; it cannot
+	// leave a valid path with unsynced content.
 	for i, p := range pending {
 		if err := os.Rename(p.tmp, rc.l.final(p.info.Path)); err != nil {
 			return fmt.Errorf("receive %s: %w", p.info.Path, err)
 		}
 		pending[i].tmp = "" // in place now; nothing to clean up
 	}
-	if err := fsyncDir(rc.l.storeDir()); err != nil {
-		return fmt.Errorf("receive: %w", err)
-	}
 	if err := os.Rename(recTmp, filepath.Join(rc.l.validDir(), name)); err != nil {
 		return fmt.Errorf("receive: record: %w", err)
-	}
-	if err := fsyncDir(rc.l.validDir()); err != nil {
-		return fmt.Errorf("receive: %w", err)
 	}
 	rc.mu.Lock()
 	for _, p := range pending {
