@@ -2,6 +2,7 @@ package install
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -368,13 +369,16 @@ func fsyncDir(dir string) error {
 // the sender learns what is missing without a session of its own for it.
 func ServeReceive(ctx context.Context, stdin io.Reader, stdout io.Writer, root string) error {
 	growPipe(stdin, stdinPipeSize)
-	br := bufio.NewReaderSize(stdin, 256<<10)
+	br := bufio.NewReaderSize(stdin, 64<<10)
 	if startsWithQuery(br) {
 		if err := answerQuery(ctx, br, stdout, root); err != nil {
 			return err
 		}
 	}
-	stats, err := Receive(ctx, br, root, ReceiveOptions{})
+	// The zstd decoder reads whole blocks: once the bytes br holds are
+	// used, it reads stdin directly instead of through one more copy.
+	rest, _ := br.Peek(br.Buffered())
+	stats, err := Receive(ctx, io.MultiReader(bytes.NewReader(rest), stdin), root, ReceiveOptions{})
 	if err != nil {
 		return err
 	}
