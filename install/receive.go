@@ -137,12 +137,22 @@ func (rc *receiver) committer() {
 		renamed = true
 	}
 	if renamed {
-		if err := syncFS(rc.l.storeDir()); err != nil {
-			rc.setCommitErr(fmt.Errorf("receive: %w", err))
-		} else if err := syncFS(rc.l.validDir()); err != nil {
-			rc.setCommitErr(fmt.Errorf("receive: %w", err))
+		if err := rc.syncStoreAndRecords(); err != nil {
+			rc.setCommitErr(err)
 		}
 	}
+}
+
+// syncStoreAndRecords flushes the store and the records directory to disk
+// (one filesystem, usually, but they need not be).
+func (rc *receiver) syncStoreAndRecords() error {
+	if err := syncFS(rc.l.storeDir()); err != nil {
+		return fmt.Errorf("receive: %w", err)
+	}
+	if err := syncFS(rc.l.validDir()); err != nil {
+		return fmt.Errorf("receive: %w", err)
+	}
+	return nil
 }
 
 func (rc *receiver) setCommitErr(err error) {
@@ -300,11 +310,8 @@ func (rc *receiver) commit(pending []pendingPath) (err error) {
 	if err := writeFile(recTmp, data); err != nil {
 		return err
 	}
-	if err := syncFS(rc.l.storeDir()); err != nil {
-		return fmt.Errorf("receive: %w", err)
-	}
-	if err := syncFS(rc.l.validDir()); err != nil {
-		return fmt.Errorf("receive: %w", err)
+	if err := rc.syncStoreAndRecords(); err != nil {
+		return err
 	}
 	// The renames need no sync of their own here: the next batch's sync
 	// or the committer's last one makes them durable. Until then a crash

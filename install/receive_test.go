@@ -266,11 +266,16 @@ func TestServeReceiveAnswersQueryFirst(t *testing.T) {
 		}
 	}
 
-	// A query that does not end is refused before anything is received.
+	// A query that does not end is refused, and nothing is made under the
+	// root.
 	in.Reset()
 	in.WriteString(queryMagic + "\n" + other.info.Path + " " + other.info.NarHash.String() + "\n")
-	if err := ServeReceive(context.Background(), &in, &bytes.Buffer{}, t.TempDir()); err == nil || !strings.Contains(err.Error(), "without \"end\"") {
+	fresh := t.TempDir()
+	if err := ServeReceive(context.Background(), &in, &bytes.Buffer{}, fresh); err == nil || !strings.Contains(err.Error(), "without \"end\"") {
 		t.Errorf("ServeReceive of a cut query: error = %v, want it to say the query did not end", err)
+	}
+	if entries, err := os.ReadDir(fresh); err != nil || len(entries) != 0 {
+		t.Errorf("after a cut query the root holds %v (%v), want nothing", entries, err)
 	}
 }
 

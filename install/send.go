@@ -64,9 +64,8 @@ type SendStats struct {
 // Send copies the paths in infos that are not yet valid under opts.Root on the
 // target: it starts opts.Jobs `agent receive` sessions, asks the first which
 // paths are present (a query ahead of its stream), then streams the rest
-// over them. Every NAR
-// is read from the local store and checked against its narHash before it is
-// sent; a mismatch stops the copy.
+// over them. Every NAR is read from the local store and checked against its
+// narHash before it is sent; a mismatch stops the copy.
 func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions) (SendStats, error) {
 	stats := SendStats{Paths: len(infos)}
 	if opts.Agent == "" {
@@ -264,7 +263,7 @@ func (s *receiveSession) ask(query []byte, infos []nix.PathInfo) ([]nix.PathInfo
 	if err != nil {
 		s.pw.CloseWithError(err)
 		if runErr := <-s.done; runErr != nil { // the agent's own failure says more
-			return nil, fmt.Errorf("%s: %w: %s", s.cmd, runErr, strings.TrimSpace(tail(s.stderr.String())))
+			return nil, s.agentFailed(runErr)
 		}
 		return nil, fmt.Errorf("%s: %w", s.cmd, err)
 	}
@@ -293,9 +292,15 @@ func (s *receiveSession) finish(sendErr error) error {
 		return sendErr
 	}
 	if runErr != nil {
-		return fmt.Errorf("%s: %w: %s", s.cmd, runErr, strings.TrimSpace(tail(s.stderr.String())))
+		return s.agentFailed(runErr)
 	}
 	return nil
+}
+
+// agentFailed is the agent's failure, with the end of what it said on
+// stderr; call it only after done has delivered runErr.
+func (s *receiveSession) agentFailed(runErr error) error {
+	return fmt.Errorf("%s: %w: %s", s.cmd, runErr, strings.TrimSpace(tail(s.stderr.String())))
 }
 
 // sendChannel feeds a receive session paths from queue until the queue is
