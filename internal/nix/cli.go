@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -144,7 +145,17 @@ func (c CLI) run(ctx context.Context, args ...string) ([]byte, error) {
 	if bin == "" {
 		bin = "nix"
 	}
-	full := append([]string{"--extra-experimental-features", "nix-command flakes"}, c.Args...)
+	return c.runBin(ctx, bin, true, args...)
+}
+
+// runBin runs bin with c's arguments (and, for the nix command itself,
+// the experimental features it needs) before args.
+func (c CLI) runBin(ctx context.Context, bin string, features bool, args ...string) ([]byte, error) {
+	var full []string
+	if features {
+		full = []string{"--extra-experimental-features", "nix-command flakes"}
+	}
+	full = append(full, c.Args...)
 	full = append(full, args...)
 	cmd := exec.CommandContext(ctx, bin, full...)
 	cmd.Env = append(os.Environ(), c.Env...)
@@ -156,8 +167,8 @@ func (c CLI) run(ctx context.Context, args ...string) ([]byte, error) {
 	} else {
 		cmd.Stderr = stderr
 	}
-	what := "nix " + args[0]
-	if len(args) > 1 {
+	what := filepath.Base(bin) + " " + args[0]
+	if len(args) > 1 && features {
 		what += " " + args[len(args)-1]
 	}
 	if err := cmd.Run(); err != nil {

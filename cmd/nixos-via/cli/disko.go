@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nixos-via/nixos-via/disko"
+	"github.com/nixos-via/nixos-via/internal/nix"
 )
 
 const diskoUsage = `Usage: nixos-via disko (--layout FILE | --flake REF#HOST) [--mode MODE] [--root-mountpoint DIR]
@@ -214,27 +214,10 @@ func readLayoutFile(ctx context.Context, env Env, name string) ([]byte, error) {
 		if _, err := os.Stat(name); err != nil {
 			return nil, fmt.Errorf("read layout: %w", err)
 		}
-		if _, err := exec.LookPath("nix-instantiate"); err != nil {
-			return nil, fmt.Errorf("%s: evaluating a .nix layout needs nix-instantiate on PATH (or export it: nix eval --json)", name)
-		}
-		abs, err := filepath.Abs(name)
-		if err != nil {
-			return nil, err
-		}
-		return runNix(ctx, "nix-instantiate", "--eval", "--strict", "--json", abs)
+		return nix.CLI{}.InstantiateLayout(ctx, name)
 	}
 	return nil, usagef("--layout %q: want a .json or .nix file, or - for JSON on stdin", name)
 }
-
-// layoutCleaner strips disko's internal "_" options (some are functions,
-// which JSON cannot hold) from a module-evaluated disko.devices.
-const layoutCleaner = `let clean = v:
-  if builtins.isAttrs v then builtins.mapAttrs (_: clean)
-    (removeAttrs v (builtins.filter (n: builtins.substring 0 1 n == "_") (builtins.attrNames v)))
-  else if builtins.isList v then map clean v
-  else if builtins.isFunction v then null
-  else v;
-in clean`
 
 // evalFlakeLayout reads nixosConfigurations.HOST.config.disko.devices.
 func evalFlakeLayout(ctx context.Context, flake string) ([]byte, error) {
@@ -245,24 +228,12 @@ func evalFlakeLayout(ctx context.Context, flake string) ([]byte, error) {
 	if _, err := exec.LookPath("nix"); err != nil {
 		return nil, fmt.Errorf("--flake needs nix on PATH: %w", err)
 	}
-	attr := fmt.Sprintf("%s#nixosConfigurations.%q.config.disko.devices", ref, host)
-	return runNix(ctx, "nix", "--extra-experimental-features", "nix-command flakes",
-		"eval", "--json", attr, "--apply", layoutCleaner)
+	return nix.CLI{}.EvalLayout(ctx, flakeLayoutAttr(ref, fmt.Sprintf("nixosConfigurations.%q.config", host)))
 }
 
-func runNix(ctx context.Context, name string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if i := strings.LastIndex(msg, "\n"); len(msg) > 2000 && i > 0 {
-			msg = msg[len(msg)-2000:]
-		}
-		return nil, fmt.Errorf("%s %s: %w: %s", name, strings.Join(args[:min(len(args), 4)], " "), err, msg)
-	}
-	return stdout.Bytes(), nil
-}
+// flakeLayoutAttr names the disko layout of the configuration at attr
+// (e.g. nixosConfigurations."h".config) in flake ref.
+func flakeLayoutAttr(ref, attr string) string { return ref + "#" + attr + ".disko.devices" }
 
 // unwrapDiskoDevices accepts a file holding { disko.devices = …; } (as
 // disko's example files are written) as well as the bare value.

@@ -197,13 +197,13 @@ func (f *flow) loadLayout(ctx context.Context) error {
 	if f.o.StorePaths != nil {
 		return usagef("%s: the disko phase with --store-paths (a prebuilt disko script needs Nix on the target); use --flake", notImplementedMsg)
 	}
-	attr := f.o.FlakeRef + "#" + f.o.FlakeAttr + ".disko.devices"
+	attr := flakeLayoutAttr(f.o.FlakeRef, f.o.FlakeAttr)
 	f.step("build", "evaluating the disk layout %s", attr)
-	data, err := f.nix.Eval(ctx, attr)
+	data, err := f.nix.EvalLayout(ctx, attr)
 	if err != nil {
 		return fmt.Errorf("evaluate the disk layout: %w", err)
 	}
-	layout, err := disko.Parse(data)
+	layout, err := disko.Parse(unwrapDiskoDevices(data))
 	if err != nil {
 		return fmt.Errorf("disk layout of %s: %w", f.o.Flake, err)
 	}
