@@ -185,7 +185,7 @@ func TestDiskoFlake(t *testing.T) {
 		t.Errorf("exit %d, stdout %s, stderr %s", code, out, errOut)
 	}
 	code, _, errOut = runDiskoCLI(t, "", "--flake", "path:"+dir+"#other-host", "--validate")
-	if code != ExitFailure || !strings.Contains(errOut, "nix --extra-experimental-features") {
+	if code != ExitFailure || !strings.Contains(errOut, "nix eval") || !strings.Contains(errOut, "other-host") {
 		t.Errorf("missing host: exit %d, stderr %s", code, errOut)
 	}
 }

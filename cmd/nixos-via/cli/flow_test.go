@@ -17,14 +17,25 @@ import (
 )
 
 // layoutFlake writes a flake whose nixosConfigurations.t has the disko
-// layout given as JSON, and returns its reference.
+// layout given as JSON, shaped as disko's NixOS module leaves it: every
+// node carries internal options, functions among them, and "_parent", a
+// cycle back to the node above. It returns the flake's reference.
 func layoutFlake(t *testing.T, layoutJSON string) string {
 	t.Helper()
 	if _, err := exec.LookPath("nix"); err != nil {
 		t.Skip("no nix (apt-get install nix-bin)")
 	}
 	dir := t.TempDir()
-	flake := `{ outputs = { self }: { nixosConfigurations.t.config.disko.devices = builtins.fromJSON (builtins.readFile ./layout.json); }; }`
+	flake := `{ outputs = { self }: let
+    shape = parent: v:
+      if builtins.isAttrs v then
+        let node = builtins.mapAttrs (n: shape node) v // {
+          _parent = parent; _pkgs = pkgs: [ ]; _meta = dev: { }; _create = "";
+          _module.args = { name = "node"; pkgs.lib.id = x: x; };
+        }; in node
+      else if builtins.isList v then map (shape parent) v
+      else v;
+  in { nixosConfigurations.t.config.disko.devices = shape null (builtins.fromJSON (builtins.readFile ./layout.json)); }; }`
 	if err := os.WriteFile(filepath.Join(dir, "flake.nix"), []byte(flake), 0o644); err != nil {
 		t.Fatal(err)
 	}
