@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -286,5 +288,236 @@ func TestRemoveKeyFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(other); err != nil {
 		t.Errorf("a file not named was removed: %v", err)
+	}
+}
+
+// Fake store paths of the fake installed system (fakeRoot): the toplevel,
+// its sw (the system path) and the package systemd-tmpfiles links into.
+const (
+	fakeToplevel = "/nix/store/0a3vxsn4hb3mz4b9f0bkiwxcjyw5q4hd-nixos-system-test"
+	fakeSw       = "/nix/store/1b4wytp5ic4na5c0g1clkxydkzx6r5ie-system-path"
+	fakeSystemd  = "/nix/store/2c5xzvq6jd5pb6d1h2dmlyzfl0y7s6jf-systemd"
+)
+
+// fakeSystem says what fakeRoot's system has.
+type fakeSystem struct {
+	activate bool // an activate script
+	tmpfiles bool // sw/bin/systemd-tmpfiles
+	stcExit  int  // switch-to-configuration's exit status
+}
+
+// fakeRoot makes an installed root in a new directory: the installer's own
+// /bin/sh with its libraries, so that scripts run in a chroot of it, and a
+// system profile whose generation is a toplevel of shell scripts that
+// append what they were called with (and what they saw) to /calls. Every
+// store symlink is absolute, as in a real store, and none of these paths
+// exists outside the root.
+func fakeRoot(t *testing.T, s fakeSystem) string {
+	t.Helper()
+	r := t.TempDir()
+	sh, err := filepath.EvalSymlinks("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := []string{sh}
+	out, err := exec.Command("ldd", sh).Output()
+	if err != nil {
+		t.Fatalf("ldd %s: %v", sh, err)
+	}
+	for _, f := range strings.Fields(string(out)) {
+		if strings.HasPrefix(f, "/") {
+			files = append(files, f)
+		}
+	}
+	for i, f := range files {
+		dst := filepath.Join(r, f)
+		if i == 0 {
+			dst = filepath.Join(r, "bin/sh")
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, dst, string(b), 0o755)
+	}
+	write(t, r+fakeToplevel+"/bin/switch-to-configuration", fmt.Sprintf(`#!/bin/sh
+d=no; [ -c /dev/null ] && d=yes
+p=no; [ -r /proc/self/mountinfo ] && p=yes
+s=no; [ -d /sys/kernel ] && s=yes
+n=no; [ -f /etc/NIXOS ] && n=yes
+m=no; [ -f /mnt/etc/NIXOS ] && m=yes
+echo "switch-to-configuration $* NIXOS_INSTALL_BOOTLOADER=$NIXOS_INSTALL_BOOTLOADER dev=$d proc=$p sys=$s /etc/NIXOS=$n /mnt=$m" >> /calls
+exit %d
+`, s.stcExit), 0o755)
+	if s.activate {
+		write(t, r+fakeToplevel+"/activate", "#!/bin/sh\necho \"activate IN_NIXOS_ENTER=$IN_NIXOS_ENTER\" >> /calls\n", 0o755)
+	}
+	symlink(t, fakeSw, r+fakeToplevel+"/sw")
+	os.MkdirAll(r+fakeSw+"/bin", 0o755)
+	if s.tmpfiles {
+		write(t, r+fakeSystemd+"/bin/systemd-tmpfiles", "#!/bin/sh\necho \"systemd-tmpfiles $*\" >> /calls\nexit 1\n", 0o755)
+		symlink(t, fakeSystemd+"/bin/systemd-tmpfiles", r+fakeSw+"/bin/systemd-tmpfiles")
+	}
+	symlink(t, fakeToplevel, r+"/nix/var/nix/profiles/system-1-link")
+	symlink(t, "system-1-link", r+"/nix/var/nix/profiles/system")
+	return r
+}
+
+func write(t *testing.T, p, content string, mode fs.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func symlink(t *testing.T, target, p string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// mountPoints are the mount points (with their file system types) that
+// mountinfo lists at or under one of dirs, sorted.
+func mountPoints(t *testing.T, mountinfo string, dirs ...string) []string {
+	t.Helper()
+	var out []string
+	for _, line := range strings.Split(strings.TrimSpace(mountinfo), "\n") {
+		f := strings.Fields(line)
+		sep := slices.Index(f, "-")
+		if len(f) < 5 || sep < 0 || sep+1 >= len(f) {
+			t.Fatalf("mountinfo line %q", line)
+		}
+		for _, d := range dirs {
+			if f[4] == d || strings.HasPrefix(f[4], d+"/") {
+				out = append(out, f[4]+" "+f[sep+1])
+				break
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// inSharedNamespace runs script with sh as root in a mount namespace of its
+// own whose every mount is shared (as systemd leaves them), with root
+// bind-mounted at /mnt as a mount of its own (as the installed system's
+// file system is), and dirs put first on the script's PATH. It returns the
+// script's exit status and output and the namespace's mountinfo before and
+// after it.
+func inSharedNamespace(t *testing.T, root, script string, path ...string) (rc int, out, before, after string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mount namespaces, mounts, chroot)")
+	}
+	if err := exec.Command("unshare", "-m", "true").Run(); err != nil {
+		t.Skipf("unshare -m: %v", err)
+	}
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "script"), script, 0o644)
+	driver := `set -e
+mount --make-rshared /
+mount --bind "$1" /mnt
+mount --make-private /mnt
+mount --make-shared /mnt
+cat /proc/self/mountinfo > "$2/before"
+rc=0
+PATH="$3" sh "$2/script" > "$2/out" 2>&1 || rc=$?
+echo $rc > "$2/rc"
+cat /proc/self/mountinfo > "$2/after"
+`
+	p := strings.Join(append(path, os.Getenv("PATH")), ":")
+	if b, err := exec.Command("unshare", "-m", "sh", "-c", driver, "sh", root, dir, p).CombinedOutput(); err != nil {
+		t.Fatalf("the namespace's driver: %v\n%s", err, b)
+	}
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if _, err := fmt.Sscan(read("rc"), &rc); err != nil {
+		t.Fatal(err)
+	}
+	return rc, read("out"), read("before"), read("after")
+}
+
+// TestBootloaderScript runs InstallBootloader's script for real, as root in
+// a mount namespace whose mounts are all shared, on a fake installed root
+// at /mnt: the installer's mounts under /dev, /proc and /sys are all still
+// there afterwards and nothing is left mounted in the root, the root is
+// marked as NixOS (etc/NIXOS) with etc/mtab -> /proc/mounts, and the
+// chroot runs activate, then systemd-tmpfiles when the system has it, then
+// switch-to-configuration boot with /dev, /proc, /sys and the root itself
+// at /mnt inside. Both with a private namespace of the script's own and,
+// where unshare fails, without.
+func TestBootloaderScript(t *testing.T) {
+	noUnshare := t.TempDir()
+	write(t, filepath.Join(noUnshare, "unshare"), "#!/bin/sh\necho 'unshare: Operation not permitted' >&2\nexit 1\n", 0o755)
+	const (
+		activate = "activate IN_NIXOS_ENTER=1"
+		tmpfiles = "systemd-tmpfiles --create --remove -E"
+		stc      = "switch-to-configuration boot NIXOS_INSTALL_BOOTLOADER=1 dev=yes proc=yes sys=yes /etc/NIXOS=yes"
+	)
+	for _, tc := range []struct {
+		name      string
+		path      []string
+		system    fakeSystem
+		wantRC    int
+		wantCalls []string
+		wantOut   string // a line the output has
+	}{
+		{"namespace", nil, fakeSystem{activate: true, tmpfiles: true}, 0,
+			[]string{activate, tmpfiles, stc + " /mnt=yes"}, "systemd-tmpfiles exited 1 (ignored, as nixos-enter does)"},
+		{"namespace without systemd-tmpfiles", nil, fakeSystem{activate: true}, 0,
+			[]string{activate, stc + " /mnt=yes"}, ""},
+		{"no namespace", []string{noUnshare}, fakeSystem{activate: true, tmpfiles: true}, 0,
+			[]string{activate, tmpfiles, stc + " /mnt=no"}, "no private mount namespace (unshare failed): the chroot's mounts are slaves of the installer's"},
+		{"no namespace without systemd-tmpfiles", []string{noUnshare}, fakeSystem{activate: true}, 0,
+			[]string{activate, stc + " /mnt=no"}, ""},
+		{"namespace, switch-to-configuration fails", nil, fakeSystem{stcExit: 3}, 3,
+			[]string{stc + " /mnt=yes"}, ""},
+		{"no namespace, switch-to-configuration fails", []string{noUnshare}, fakeSystem{stcExit: 3}, 3,
+			[]string{stc + " /mnt=no"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := fakeRoot(t, tc.system)
+			rc, out, before, after := inSharedNamespace(t, root, bootloaderScript(DefaultRoot), tc.path...)
+			if rc != tc.wantRC {
+				t.Errorf("exit status %d, want %d; output:\n%s", rc, tc.wantRC, out)
+			}
+			if got, want := mountPoints(t, after, "/dev", "/proc", "/sys"), mountPoints(t, before, "/dev", "/proc", "/sys"); !slices.Equal(got, want) {
+				t.Errorf("the installer's mounts under /dev, /proc, /sys after the script:\n%s\nwant those before it:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			if got, want := mountPoints(t, after, DefaultRoot), mountPoints(t, before, DefaultRoot); !slices.Equal(got, want) {
+				t.Errorf("mounted at or under %s after the script: %q, want what was before it: %q", DefaultRoot, got, want)
+			}
+			b, _ := os.ReadFile(filepath.Join(root, "calls"))
+			if got, want := strings.Split(strings.TrimSpace(string(b)), "\n"), tc.wantCalls; !slices.Equal(got, want) {
+				t.Errorf("calls in the chroot:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			if st, err := os.Lstat(filepath.Join(root, "etc/NIXOS")); err != nil || !st.Mode().IsRegular() {
+				t.Errorf("etc/NIXOS: %v (%v), want a file", st, err)
+			}
+			if got, err := os.Readlink(filepath.Join(root, "etc/mtab")); err != nil || got != "/proc/mounts" {
+				t.Errorf("etc/mtab -> %q (%v), want a symlink to /proc/mounts", got, err)
+			}
+			if _, err := os.Lstat(filepath.Join(root, "mnt")); err == nil {
+				t.Errorf("%s/mnt is left in the root", root)
+			}
+			if fallback := strings.Contains(out, "no private mount namespace"); fallback != (tc.path != nil) {
+				t.Errorf("output:\n%s\nsays it fell back to slave mounts: %v, want %v", out, fallback, tc.path != nil)
+			}
+			if tc.wantOut != "" && !slices.Contains(strings.Split(out, "\n"), tc.wantOut) {
+				t.Errorf("output:\n%s\nwant a line %q", out, tc.wantOut)
+			}
+		})
 	}
 }
