@@ -25,6 +25,8 @@ type RebootOptions struct {
 }
 
 // Reboot unmounts the root (exporting ZFS pools), reboots the installer
+// properly (reboot, so its init syncs and unmounts the disks; reboot -f
+// where that fails or the host is still up after forceAfter(opts.Timeout))
 // and waits for the installed system, which must answer as root with a new
 // boot id and run opts.Toplevel. It returns the connection to the
 // installed system. conn is closed once the host went down; the caller
@@ -54,7 +56,7 @@ sync
 	installerKey := conn.HostKey()
 	report(sink, "reboot", event.Step, "rebooting into the installed system")
 	// Detached, so the command returns before the host goes down.
-	const detach = `(sleep 2; sync; reboot -f || reboot) </dev/null >/dev/null 2>&1 &`
+	detach := "(\n" + rebootScript(2*time.Second, forceAfter(opts.Timeout)) + ") </dev/null >/dev/null 2>&1 &"
 	if _, err := conn.Output(ctx, detach, nil); err != nil {
 		return nil, fmt.Errorf("reboot: %w", err)
 	}
@@ -80,6 +82,32 @@ sync
 	}
 	report(sink, "reboot", event.Info, "the installed system is up: /run/current-system = %s", opts.Toplevel)
 	return up, nil
+}
+
+// rebootScript waits delay, then asks the host for a proper reboot (its
+// init stops the services and unmounts and syncs the disks). Where reboot
+// fails it forces one at once (reboot -f, after a sync); where reboot
+// returned but the host is still up force later, it forces one then. A
+// host going down on time ends the script before that.
+func rebootScript(delay, force time.Duration) string {
+	return fmt.Sprintf(`sleep %d
+sync
+if reboot; then sleep %d; fi
+sync
+reboot -f
+`, seconds(delay), seconds(force))
+}
+
+// forceAfter is how long Reboot gives a proper reboot before it forces one:
+// a third of the wait for the host to go down, at most a minute (a clean
+// shutdown of an installer takes seconds), at least 5 s.
+func forceAfter(timeout time.Duration) time.Duration {
+	return min(max(timeout/3, 5*time.Second), time.Minute)
+}
+
+// seconds is d in whole seconds, rounded up.
+func seconds(d time.Duration) int64 {
+	return int64((d + time.Second - 1) / time.Second)
 }
 
 // verifyBooted checks that the host rebooted (its boot id is not before)
