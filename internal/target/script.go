@@ -2,10 +2,14 @@ package target
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // scriptTail is how many of a script's last lines its error carries.
@@ -45,4 +49,92 @@ func (c *Conn) RunScript(ctx context.Context, name, script string, args []string
 		return fmt.Errorf("%s: %w\n--- last lines ---\n%s", name, err, strings.Join(tail, "\n"))
 	}
 	return nil
+}
+
+// Terminal is a person's terminal that a script run talks to through a
+// pseudo-terminal on the target, so that it can ask for a passphrase on
+// /dev/tty. The caller puts the local side in raw mode; the remote side
+// starts with echo off, so what is typed is never printed, and no line of
+// the exchange is handed to a log.
+type Terminal struct {
+	In            io.Reader
+	Out           io.Writer
+	Term          string // $TERM, "" for "xterm"
+	Width, Height int
+}
+
+// RunScriptOnTerminal runs a shell script as root on the target, like
+// RunScript, but with t as its controlling terminal: the script is stored
+// first, then run in a session with a pseudo-terminal whose input is t.In
+// and whose output goes to t.Out. On failure the error carries the last
+// bytes it printed.
+func (c *Conn) RunScriptOnTerminal(ctx context.Context, name, script string, args []string, t Terminal) error {
+	out, err := c.Output(ctx, `umask 077 && t=$(mktemp /tmp/nixos-via-script.XXXXXX) && cat > "$t" && printf '%s\n' "$t"`, strings.NewReader(script))
+	if err != nil {
+		return fmt.Errorf("%s: store the script: %w", name, err)
+	}
+	path := strings.TrimSpace(string(out))
+	quoted := []string{"sh", ShellQuote(path)}
+	for _, a := range args {
+		quoted = append(quoted, ShellQuote(a))
+	}
+	cmd := strings.Join(quoted, " ") + "; st=$?; rm -f " + ShellQuote(path) + "; exit $st"
+	wrapped, pre := c.wrap(cmd)
+	if c.res.Trace != nil {
+		c.res.Trace(shortCmd(wrapped))
+	}
+	sess, err := c.client.NewSession()
+	if err != nil {
+		return fmt.Errorf("%s: ssh %s: new session: %w", name, c.res.Addr(), err)
+	}
+	defer sess.Close()
+	termName, w, h := t.Term, t.Width, t.Height
+	if termName == "" {
+		termName = "xterm"
+	}
+	if w <= 0 || h <= 0 {
+		w, h = 80, 24
+	}
+	// Echo off from the start: a sudo password fed ahead of the input and
+	// every passphrase stay off the screen.
+	modes := ssh.TerminalModes{ssh.ECHO: 0, ssh.TTY_OP_ISPEED: 38400, ssh.TTY_OP_OSPEED: 38400}
+	if err := sess.RequestPty(termName, h, w, modes); err != nil {
+		return fmt.Errorf("%s: ssh %s: request a terminal: %w", name, c.res.Addr(), err)
+	}
+	var tail bytes.Buffer
+	tw := &tailWriter{buf: &tail, max: 4096}
+	sess.Stdout = io.MultiWriter(t.Out, tw)
+	stdin, err := sess.StdinPipe()
+	if err != nil {
+		return fmt.Errorf("%s: ssh %s: %w", name, c.res.Addr(), err)
+	}
+	if err := sess.Start(wrapped); err != nil {
+		return fmt.Errorf("%s: ssh %s: start: %w", name, c.res.Addr(), err)
+	}
+	go func() {
+		if pre != "" {
+			io.WriteString(stdin, pre)
+		}
+		io.Copy(stdin, t.In)
+	}()
+	done := make(chan error, 1)
+	go func() { done <- sess.Wait() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		sess.Signal(ssh.SIGTERM)
+		sess.Close()
+		return ctx.Err()
+	}
+	if err == nil {
+		return nil
+	}
+	var ee *ssh.ExitError
+	switch {
+	case errors.As(err, &ee):
+		err = &ExitError{Cmd: name, Status: ee.ExitStatus(), Signal: ee.Signal()}
+	case errors.As(err, new(*ssh.ExitMissingError)):
+		err = &ExitError{Cmd: name, Status: -1, Signal: "(connection lost before the exit status)"}
+	}
+	return fmt.Errorf("%s: %w\n--- last output ---\n%s", name, err, strings.TrimSpace(strings.ReplaceAll(tail.String(), "\r", "")))
 }

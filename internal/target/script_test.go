@@ -53,3 +53,41 @@ func TestRunScript(t *testing.T) {
 		t.Errorf("error = %q, want the script's name and exactly its last 40 lines", msg)
 	}
 }
+
+// TestRunScriptOnTerminal: the script has a controlling terminal, reads a
+// passphrase from /dev/tty that never shows in its output, gets its
+// arguments, its temporary file is gone afterwards, and a failure carries
+// the last output and the exit status.
+func TestRunScriptOnTerminal(t *testing.T) {
+	s := sshtest.Start(t, sshtest.Options{})
+	c := dial(t, opts(s))
+	ctx := ctxT(t, 30*time.Second)
+
+	script := `{ : </dev/tty; } 2>/dev/null || { echo "no terminal"; exit 7; }
+printf 'Passphrase: ' >/dev/tty
+IFS= read -r p </dev/tty
+echo "read ${#p} bytes for $1; tmp left: $(ls /tmp/nixos-via-script.* 2>/dev/null | wc -l)"
+`
+	var out strings.Builder
+	in := strings.NewReader("correct horse\n")
+	err := c.RunScriptOnTerminal(ctx, "tty script", script, []string{"disk one"}, target.Terminal{In: in, Out: &out})
+	if err != nil {
+		t.Fatalf("RunScriptOnTerminal: %v\noutput: %q", err, out.String())
+	}
+	got := strings.ReplaceAll(out.String(), "\r", "")
+	if want := "Passphrase: read 13 bytes for disk one"; !strings.Contains(got, want) {
+		t.Errorf("output = %q, want it to contain %q", got, want)
+	}
+	if strings.Contains(got, "horse") {
+		t.Errorf("the passphrase was echoed: %q", got)
+	}
+	if left, err := c.Output(ctx, "ls /tmp/nixos-via-script.* 2>/dev/null | wc -l", nil); err != nil || strings.TrimSpace(string(left)) != "0" {
+		t.Errorf("temporary scripts left on the target: %q (%v)", left, err)
+	}
+
+	err = c.RunScriptOnTerminal(ctx, "failing tty script", "echo about to fail\nexit 4\n", nil, target.Terminal{In: strings.NewReader(""), Out: &out})
+	var ee *target.ExitError
+	if !errors.As(err, &ee) || ee.Status != 4 || !strings.Contains(err.Error(), "about to fail") {
+		t.Errorf("RunScriptOnTerminal = %v, want an exit 4 *ExitError with the last output", err)
+	}
+}
