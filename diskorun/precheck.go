@@ -53,7 +53,8 @@ func probeScript(req Requirements) string {
 	}
 	for i, f := range req.Files {
 		p := target.ShellQuote(f.Path)
-		fmt.Fprintf(&b, "if [ -s %s ]; then echo 'file ok %d'; elif [ -e %s ]; then echo 'file empty %d'; else echo 'file missing %d'; fi\n", p, i, p, i, i)
+		// A key may be a device (a USB stick): its size is not in stat.
+		fmt.Fprintf(&b, "if [ -s %[1]s ] || [ -b %[1]s ]; then echo 'file ok %[2]d'; elif [ -e %[1]s ]; then echo 'file empty %[2]d'; else echo 'file missing %[2]d'; fi\n", p, i)
 	}
 	for i, d := range req.Disks {
 		// /sys counts 512-byte sectors whatever the device's block size.

@@ -73,7 +73,7 @@ func TestPrecheck(t *testing.T) {
 	}{
 		{"all there", diskorun.Requirements{
 			Tools: []string{"sh", "cat"},
-			Files: []diskorun.File{{Path: key, What: luks}},
+			Files: []diskorun.File{{Path: key, What: luks}, {Path: dev, What: "a key on a device"}},
 			Disks: []diskorun.Disk{{Name: "main", Device: dev, MinBytes: 32 << 20}},
 		}, nil},
 		{"missing tools are listed together", diskorun.Requirements{
