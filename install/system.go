@@ -237,10 +237,13 @@ r=%s
 # one) and pid namespace (nothing started in the chroot outlives it and
 # keeps the root's file systems busy).
 if [ -z "${NIXOS_VIA_CHROOT_NS:-}" ]; then
+  # sh by its path: busybox's unshare would run its own ash for "sh",
+  # whose own mount and umount lack what this script uses.
+  sh=$(command -v sh)
   for f in "-m -u -p -f" "-m"; do
     if unshare $f true 2>/dev/null; then
       export NIXOS_VIA_CHROOT_NS=1
-      exec unshare $f -- sh "$0" "$@"
+      exec unshare $f -- "$sh" "$0" "$@"
     fi
   done
   echo "no private mount namespace (unshare failed): the chroot's mounts are slaves of the installer's" >&2
@@ -264,7 +267,7 @@ at() { if [ "$1" = self ]; then echo "$r$r"; else echo "$r/$1"; fi; }
 cleanup() {
   for m in $mounted; do
     p=$(at "$m")
-    umount -R "$p" 2>/dev/null || umount -R -l "$p" 2>/dev/null || echo "could not unmount $p" >&2
+    umount -R "$p" 2>/dev/null || umount -l "$p" 2>/dev/null || echo "could not unmount $p" >&2
   done
   [ -z "$made_self" ] || rmdir "$r$r" 2>/dev/null || true
 }
