@@ -234,13 +234,15 @@ func bootloaderScript(r string) string {
 r=%s
 # A mount namespace of the script's own: its mounts go with it and no
 # unmount reaches the installer's. Also its own hostname (activation sets
-# one) and pid namespace (nothing started in the chroot outlives it and
-# keeps the root's file systems busy).
+# one), network (nothing here needs one, and whatever activation does to
+# interfaces stays off the installer's, which carries this session) and
+# pid namespace (nothing started in the chroot outlives it and keeps the
+# root's file systems busy).
 if [ -z "${NIXOS_VIA_CHROOT_NS:-}" ]; then
   # sh by its path: busybox's unshare would run its own ash for "sh",
   # whose own mount and umount lack what this script uses.
   sh=$(command -v sh)
-  for f in "-m -u -p -f" "-m"; do
+  for f in "-m -u -n -p -f" "-m -u -p -f" "-m"; do
     if unshare $f true 2>/dev/null; then
       export NIXOS_VIA_CHROOT_NS=1
       exec unshare $f -- "$sh" "$0" "$@"
