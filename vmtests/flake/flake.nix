@@ -35,6 +35,11 @@
       };
 
       layouts = import ./layouts.nix;
+
+      # What disko's NixOS module makes of a layout: its defaults filled in
+      # and its internal options (functions, scripts, _parent cycles) on
+      # every node, as in a real user's flake (see disko-module.nix).
+      diskoModule = import ./disko-module.nix;
       byPartlabel = "/dev/disk/by-partlabel";
       luksParam = "luks=${byPartlabel}/disk-main-luks:crypted:/tmp/secret.key";
       efiExt4 = { layout = layouts.efi-ext4; params = [ "root=${byPartlabel}/disk-main-root" ]; };
@@ -84,7 +89,11 @@
       nixosSystem = hostName: s: {
         config = {
           system.build.toplevel = toplevel hostName s;
-          disko.devices = s.layout;
+          # Module-shaped like a real disko user's config.disko.devices,
+          # except in efi-ext4, which keeps the plain attribute set that a
+          # flake without disko's module (or an exported layout) has: the
+          # tests cover both shapes.
+          disko.devices = if hostName == "efi-ext4" then s.layout else diskoModule s.layout;
           networking.hostName = hostName;
           boot.kernelParams = [ "console=ttyS0" "loglevel=4" ] ++ s.params;
         };
