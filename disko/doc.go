@@ -3,9 +3,9 @@
 //
 // Parse reads the JSON that `nix eval --json` prints for disko.devices
 // (raw, or already resolved by disko's module system), fills every default
-// exactly as disko does (partition labels and their 36-byte hashing, udev
-// escaping, priorities, ends, LUKS key precedence, bcachefs UUIDs, …) and
-// validates it; each problem names its JSON path, e.g.
+// exactly as disko does (partition labels and their 36-byte hashing,
+// priorities, ends, LUKS key precedence, bcachefs UUIDs, …) and validates
+// it; each problem names its JSON path, e.g.
 // `disk.main.content.partitions.root.content.format: unknown filesystem "ext5"`.
 //
 // (*Layout).Plan and (*Layout).Script produce the steps of a mode
@@ -14,8 +14,12 @@
 // NixOS' fsBefore order, unmounts in reverse. Step.Argv names devices as
 // disko does (/dev/disk/by-partlabel/…); the script resolves them at run
 // time and works without udev: partitions are found through the udev link,
-// blkid (PARTLABEL/PARTUUID on the expected parent disk) or the partition
-// number in sysfs, and are checked against their GPT name before use; whole
+// their PARTUUID or GPT name on the expected parent disk (blkid -p) or the
+// partition number in sysfs, and are checked against their GPT name before
+// use. Every name is compared in the form the tool stored it (names.go):
+// sgdisk's label as given, parted's escaped mkpart word for a legacy gpt
+// table; labels with a ':' (sgdisk cuts the name there) and VG, LV, md and
+// LUKS names the tools reject or mangle in /dev are refused by Parse; whole
 // disks named by /dev/disk/by-diskseq or by-id are found in sysfs; every wait
 // has a deadline (DISKO_DEVICE_TIMEOUT); udevadm is used only when udev runs;
 // libdevmapper is told to create its own nodes (DM_DISABLE_UDEV). The script
@@ -37,7 +41,11 @@
 // closed (§5.4); encrypted zvol keys use the full dataset name (§5.5); a
 // zpool member with a foreign signature stops the script (§5.7); luksAddKey
 // is not repeated on every format (§5.9); md arrays are assembled in mount
-// mode (#705, PR #1149). Deliberate differences: `vgchange -a y|n VG` names
+// mode (#705, PR #1149); by-partlabel paths are escaped as udev names the
+// links (lower-case \xhh, UTF-8 kept, '/' escaped), not as disko does, so a
+// label like "a^b" or "é" names a link that exists, in the script and in
+// fileSystems; zpool topology members expand to the hashed label of long
+// disk names. Deliberate differences: `vgchange -a y|n VG` names
 // the VG instead of touching every VG of the host; mount targets are
 // created with mkdir -p instead of `-o X-mount.mkdir` (busybox mount has no
 // X-mount options); members of a VG/array/pool are known at render time, so

@@ -281,22 +281,6 @@ func partitionDevice(part *Partition, g *GPT) string {
 	return "/dev/disk/by-partlabel/" + udevEscape(part.Label)
 }
 
-// udevEscape escapes a label as udev does in /dev/disk/by-partlabel names.
-func udevEscape(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= '0' && c <= '9', c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z',
-			strings.IndexByte("#+-.:=@_/", c) >= 0:
-			b.WriteByte(c)
-		default:
-			fmt.Fprintf(&b, `\x%02X`, c)
-		}
-	}
-	return b.String()
-}
-
 func (p *parser) partition(o *obj, attr string, g *GPT) *Partition {
 	part := &Partition{Attr: attr}
 	part.Path, part.Hooks = o.path, o.hooks()
@@ -323,8 +307,15 @@ func (p *parser) partition(o *obj, attr string, g *GPT) *Partition {
 	part.Alignment = o.integer("alignment", defAlign)
 	part.Label = partitionLabel(g.parentKind, g.parentName, part.Name)
 	part.Label = o.str("label", part.Label)
-	if len(part.Label) > 36 {
-		p.errs.add(o.p("label"), "label %q is longer than the 36 bytes a GPT partition name holds", part.Label)
+	labelPath := o.p("name")
+	if _, explicit := o.m["label"]; explicit {
+		labelPath = o.p("label")
+	}
+	if gptNameLen(part.Label) > gptNameUnits {
+		p.errs.add(labelPath, "label %q is longer than the 36 characters (UTF-16 code units) a GPT partition name holds", part.Label)
+	}
+	if strings.Contains(part.Label, ":") {
+		p.errs.add(labelPath, "label %q holds a ':'; sgdisk --change-name ends the GPT name there, so the partition would carry another name than its by-partlabel path", part.Label)
 	}
 	part.UUID = o.optStr("uuid")
 	if part.UUID != nil && !guidRe.MatchString(*part.UUID) {

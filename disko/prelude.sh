@@ -205,6 +205,24 @@ disko_part_by_number() {
 	return 1
 }
 
+# disko_part_named DISK NAME: the partition of DISK whose GPT entry is named
+# NAME, compared byte for byte with what blkid -p reads from the entry (its
+# -o value form is the raw name; blkid -t would strip quotes around it).
+disko_part_named() {
+	_b=$(disko_kname "$1")
+	for _s in /sys/class/block/"$_b"/*/partition; do
+		[ -r "$_s" ] || continue
+		_s=${_s%/partition}
+		_c=/dev/${_s##*/}
+		[ -b "$_c" ] || continue
+		if [ "$(blkid -p -s PART_ENTRY_NAME -o value "$_c" 2>/dev/null)" = "$2" ]; then
+			printf '%s\n' "$_c"
+			return 0
+		fi
+	done
+	return 1
+}
+
 # disko_part_by_blkid DISK TAG=VALUE: the partition of DISK carrying that tag.
 disko_part_by_blkid() {
 	disko_has blkid || return 1
@@ -219,8 +237,9 @@ disko_part_by_blkid() {
 }
 
 # disko_part CANONICAL DISK N NAME UUID: wait for partition N of DISK and
-# print its device. CANONICAL is the udev path disko uses
-# (/dev/disk/by-partlabel/...), used when it exists.
+# print its device. CANONICAL is the udev link (/dev/disk/by-partlabel/...,
+# the name escaped as udev does), used when it exists. NAME is the GPT name
+# exactly as the partitioning command stored it.
 disko_part() {
 	_w=0
 	while :; do
@@ -229,7 +248,7 @@ disko_part() {
 			_r=$1
 		elif [ -n "$5" ] && _r=$(disko_part_by_blkid "$2" "PARTUUID=$5"); then
 			:
-		elif [ -n "$4" ] && _r=$(disko_part_by_blkid "$2" "PARTLABEL=$4"); then
+		elif [ -n "$4" ] && _r=$(disko_part_named "$2" "$4"); then
 			:
 		elif _r=$(disko_part_by_number "$2" "$3"); then
 			:

@@ -196,8 +196,8 @@ func (b *builder) indexPartitions() {
 				case *Table:
 					for _, p := range x.Partitions {
 						r := partRef{parent: x.Device, num: p.Index}
-						if x.Format == "gpt" && p.Name != nil {
-							r.label = *p.Name
+						if x.Format == "gpt" {
+							r.label = tableGPTName(p.Name)
 						}
 						b.parts[p.Device] = r
 					}
@@ -544,11 +544,7 @@ func (b *builder) createTable(t *Table) {
 	for _, p := range t.Partitions {
 		var args []string
 		if t.Format == "gpt" {
-			name := ""
-			if p.Name != nil {
-				name = udevEscape(*p.Name)
-			}
-			args = []string{"mkpart", name}
+			args = []string{"mkpart", partedNameArg(p.Name)}
 		} else {
 			args = []string{"mkpart", p.PartType}
 		}

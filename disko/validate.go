@@ -98,6 +98,7 @@ var lvFixedSizeRe = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?)([bBsSkKmMgGtTpPeE
 
 func (l *Layout) validate(errs *issues) {
 	l.deps = map[string][]string{}
+	l.checkToolNames(errs)
 	members := map[string][]string{} // aggregate key -> member paths
 	luksNames := map[string]string{}
 	mountpoints := map[string]string{}

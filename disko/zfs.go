@@ -12,12 +12,15 @@ var zfsOneTime = map[string]bool{
 	"volblocksize": true, "pbkdf2iters": true, "pbkdf2salt": true, "keyformat": true,
 }
 
-// topologyMember expands a topology member name to a device path.
+// topologyMember expands a topology member name to a device path: the
+// by-partlabel link of the partition "zfs" on disk m (disko pastes the name
+// in without hashing or escaping it, which differs for long or unusual
+// disk names).
 func topologyMember(m string) string {
 	if strings.HasPrefix(m, "/") {
 		return m
 	}
-	return "/dev/disk/by-partlabel/disk-" + m + "-zfs"
+	return "/dev/disk/by-partlabel/" + udevEscape(partitionLabel("disk", m, "zfs"))
 }
 
 // zpoolVdevs returns the vdev words of zpool create, as disko orders them.
