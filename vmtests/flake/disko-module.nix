@@ -245,7 +245,7 @@ let
       });
 
     # A member of a VG, an md array, a zpool or a bcachefs filesystem: the
-    # device only registers itself; `kind`/`key` name what it belongs to.
+    # device only registers itself: option `key` names the `kind` device it joins.
     lvm_pv = member "lvm_pv" "vg" "lvm_vg" (pkgs: [ pkgs.gnugrep pkgs.lvm2 ]);
     mdraid = member "mdraid" "name" "mdadm" (pkgs: [ pkgs.mdadm ]);
     zfs = member "zfs" "pool" "zpool" (pkgs: [ pkgs.zfs ]);
