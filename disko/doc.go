@@ -25,7 +25,9 @@
 // libdevmapper is told to create its own nodes (DM_DISABLE_UDEV). The script
 // runs under dash, bash and busybox sh (it prefers util-linux tools over
 // busybox applets when both exist) and never traces commands: passphrases
-// only travel through pipes.
+// only travel through pipes. Prompts (destroy confirmation, LUKS
+// passphrases) first open /dev/tty, so without a controlling terminal the
+// script stops with its own message.
 //
 // Format only touches what looks empty: a device holding another signature
 // than the one the layout wants stops the script instead of being formatted

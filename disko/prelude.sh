@@ -354,12 +354,20 @@ disko_need_key() {
 	fi
 }
 
+# disko_has_tty: /dev/tty can be opened. Its mode bits say nothing: without
+# a controlling terminal `[ -r /dev/tty ]` holds but opening it fails
+# (ENXIO), so open it, in a subshell because a failed redirection ends a
+# POSIX shell.
+disko_has_tty() { (exec 3<>/dev/tty) 2>/dev/null; }
+
 # disko_password NAME: read a passphrase from the terminal (not echoed).
 disko_password() {
-	[ -r /dev/tty ] || disko_die "LUKS $1 needs a passphrase but there is no terminal (use passwordFile or settings.keyFile)"
-	printf 'Passphrase for %s: ' "$1" >/dev/tty
+	disko_has_tty || disko_die "LUKS $1 needs a passphrase but there is no terminal (use passwordFile or settings.keyFile)"
+	# Echo goes off before the prompt shows, so nothing typed after it is
+	# echoed.
 	_s=$(stty -g </dev/tty)
 	stty -echo </dev/tty
+	printf 'Passphrase for %s: ' "$1" >/dev/tty
 	IFS= read -r _p </dev/tty || _p=''
 	stty "$_s" </dev/tty
 	printf '\n' >/dev/tty

@@ -322,7 +322,7 @@ func (b *builder) destroy() {
 	}
 	b.add("", "", nil, fmt.Sprintf(`if [ "${1-}" != --yes-wipe-all-disks ]; then
 	printf 'disko: the destroy mode WIPES these disks:\n%s' >&2
-	[ -r /dev/tty ] || disko_die 'no terminal to confirm on; pass --yes-wipe-all-disks'
+	disko_has_tty || disko_die 'no terminal to confirm on; pass --yes-wipe-all-disks'
 	printf 'Type yes to continue: ' >/dev/tty
 	IFS= read -r disko_answer </dev/tty || disko_answer=''
 	[ "$disko_answer" = yes ] || disko_die 'not confirmed'
