@@ -29,6 +29,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nixos-via/nixos-via/internal/nix"
 )
 
 const (
@@ -180,7 +182,7 @@ func TestTestSystemDiskoDevices(t *testing.T) {
 	defer cancel()
 	for _, s := range tsScenarios {
 		t.Run(s.name, func(t *testing.T) {
-			out, err := tsRun(ctx, "nix", tsNixArgs("eval", "--json", tsFlake+"#nixosConfigurations."+s.name+".config.disko.devices")...)
+			out, err := tsRun(ctx, "nix", tsNixArgs("eval", "--json", "--apply", nix.DiskoPlain, tsFlake+"#nixosConfigurations."+s.name+".config.disko.devices")...)
 			if err != nil {
 				t.Fatal(err)
 			}
