@@ -75,7 +75,23 @@
         sudo-user = efiExt4;
         extras = efiExt4;
         hardware-config = hardwareConfig;
+        # As many real configurations: root may not log in, an admin user
+        # of group wheel may, and sshd listens on another port (a fixed
+        # one, forwarded to the same port on the test machine).
+        admin-port = efiExt4 // { ssh = { port = 40022; permitRootLogin = "no"; users = [ "alice" ]; }; };
       };
+
+      # sshd as services.openssh has it: port 22, root by key only, no
+      # other users, unless the scenario says otherwise.
+      sshOf = s: { port = 22; permitRootLogin = "prohibit-password"; users = [ ]; } // (s.ssh or { });
+      testKey = builtins.readFile ./keys/snakeoil_ed25519.pub;
+      # What NixOS's LUKS support gets from disko's module for the luks
+      # scenarios: the key file exists at install time only, so the initrd
+      # asks for the passphrase at boot.
+      luksDevices = hostName:
+        if builtins.elem hostName [ "luks-keyfile" "lvm-on-luks" ]
+        then { crypted = { device = "${byPartlabel}/disk-main-luks"; keyFile = "/tmp/secret.key"; }; }
+        else { };
 
       toplevel = hostName: s: build "nixos-system-${hostName}-${nixosVersion}" "toplevel.sh" {
         inherit tools kernel initrd hostName nixosVersion release;
@@ -84,6 +100,9 @@
         activate = file "activate.sh";
         switch = file "switch-to-configuration.sh";
         authorizedKeys = builtins.path { path = ./keys/snakeoil_ed25519.pub; name = "nixos-via-test-authorized-key"; };
+        sshPort = toString (sshOf s).port;
+        permitRootLogin = (sshOf s).permitRootLogin;
+        sshUsers = builtins.concatStringsSep " " (sshOf s).users;
       };
 
       nixosSystem = hostName: s: {
@@ -96,6 +115,18 @@
           disko.devices = if hostName == "efi-ext4" then s.layout else diskoModule s.layout;
           networking.hostName = hostName;
           boot.kernelParams = [ "console=ttyS0" "loglevel=4" ] ++ s.params;
+          # The options nixos-via reads to know how the installed system
+          # comes up, with NixOS's names and defaults.
+          services.openssh = {
+            enable = true;
+            ports = [ (sshOf s).port ];
+            settings.PermitRootLogin = (sshOf s).permitRootLogin;
+          };
+          users.users = { root.openssh.authorizedKeys.keys = [ testKey ]; }
+            // builtins.listToAttrs (map (u: { name = u; value = { isNormalUser = true; extraGroups = [ "wheel" ]; openssh.authorizedKeys.keys = [ testKey ]; }; }) (sshOf s).users);
+          boot.initrd.luks.devices = luksDevices hostName;
+          boot.initrd.network.ssh = { enable = false; port = 22; };
+          boot.initrd.secrets = { };
         };
       };
     in

@@ -15,6 +15,12 @@ for f in passwd group shadow nsswitch.conf os-release hostname ssh/sshd_config s
 	rm -f "/etc/$f"
 	ln -s "/etc/static/$f" "/etc/$f"
 done
+for u in $(cat /etc/static/ssh-users); do
+	rm -f "/etc/ssh/authorized_keys.d/$u"
+	ln -s "/etc/static/ssh/authorized_keys.d/$u" "/etc/ssh/authorized_keys.d/$u"
+	mkdir -p "/home/$u"
+	chown "$u:users" "/home/$u"
+done
 hostname -F /etc/hostname
 
 # Like NixOS's sshd-keygen: keep installed host keys, create missing ones.

@@ -25,8 +25,15 @@ root:x:0:0:System administrator:/root:/run/current-system/sw/bin/sh
 sshd:x:997:65534:SSH privilege separation user:/var/empty:/run/current-system/sw/bin/nologin
 nobody:x:65534:65534:Unprivileged account:/var/empty:/run/current-system/sw/bin/nologin
 EOT
+uid=1000
+for u in $sshUsers; do
+	echo "$u:x:$uid:100::/home/$u:/run/current-system/sw/bin/sh" >> "$etc/passwd"
+	uid=$((uid + 1))
+done
 cat > "$etc/group" <<EOT
 root:x:0:
+wheel:x:1:$(echo $sshUsers | tr ' ' ',')
+users:x:100:
 sshd:x:997:
 nogroup:x:65534:
 EOT
@@ -35,6 +42,7 @@ root:*:1::::::
 sshd:*:1::::::
 nobody:*:1::::::
 EOT
+for u in $sshUsers; do echo "$u:*:1::::::" >> "$etc/shadow"; done
 printf 'passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n' > "$etc/nsswitch.conf"
 cat > "$etc/os-release" <<EOT
 NAME=NixOS
@@ -46,8 +54,8 @@ VARIANT_ID=nixos-via-test
 EOT
 echo "$hostName" > "$etc/hostname"
 cat > "$etc/ssh/sshd_config" <<EOT
-Port 22
-PermitRootLogin prohibit-password
+Port $sshPort
+PermitRootLogin $permitRootLogin
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
@@ -59,3 +67,5 @@ Subsystem sftp $tools/libexec/sftp-server
 SetEnv PATH=/run/current-system/sw/bin
 EOT
 cp "$authorizedKeys" "$etc/ssh/authorized_keys.d/root"
+for u in $sshUsers; do cp "$authorizedKeys" "$etc/ssh/authorized_keys.d/$u"; done
+printf '%s\n' $sshUsers > "$etc/ssh-users"
