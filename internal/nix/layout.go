@@ -37,7 +37,13 @@ in plain ""`
 // value comes from disko's module (with its internal options) or is a plain
 // attribute set.
 func (c CLI) EvalLayout(ctx context.Context, installable string) (json.RawMessage, error) {
-	out, err := c.run(ctx, "eval", "--json", "--apply", DiskoPlain, installable)
+	return c.EvalApply(ctx, installable, DiskoPlain)
+}
+
+// EvalApply evaluates fn (a Nix function) applied to installable with
+// `nix eval --json --apply` and returns the JSON.
+func (c CLI) EvalApply(ctx context.Context, installable, fn string) (json.RawMessage, error) {
+	out, err := c.run(ctx, "eval", "--json", "--apply", fn, installable)
 	if err != nil {
 		return nil, err
 	}
