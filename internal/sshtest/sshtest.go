@@ -3,8 +3,12 @@
 package sshtest
 
 import (
+	"crypto"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -39,6 +43,14 @@ type Options struct {
 	Port int
 	// ExtraConfig is appended to sshd_config.
 	ExtraConfig string
+	// HostKeyTypes adds host keys of these types ("rsa", "ecdsa",
+	// "ed25519") beside HostKey, as a stock Debian server has them; an
+	// "ed25519" here is HostKey itself. ServeHostKeys picks among them.
+	HostKeyTypes []string
+	// OSRelease, when set, is what the server's sessions see as
+	// /etc/os-release (bind-mounted in a mount namespace of sshd's own), so
+	// that the server can pass for another system, such as an installer.
+	OSRelease string
 }
 
 // Server is one running sshd.
@@ -52,8 +64,14 @@ type Server struct {
 	ClientPub  string // its authorized_keys line
 	KnownHosts string // a known_hosts file with this server's key
 	LogFile    string
-	cmd        *exec.Cmd
-	exited     chan struct{}
+	// HostKeys are the server's host keys by type ("ed25519" is HostKey).
+	HostKeys map[string]ssh.PublicKey
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	keyFiles map[string]string // type -> private key file
+	served   []string          // types in sshd_config, in order
+	config   string            // sshd_config without its HostKey lines
+	osr      string            // file bind-mounted on /etc/os-release
 }
 
 // Need skips the test unless sshd exists and the test runs as root (sshd
@@ -121,6 +139,23 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	s.HostKey, s.HostKeyPEM = hk.PublicKey(), hostPEM
 	write(t, filepath.Join(dir, "host_key"), hostPEM, 0o600)
+	s.HostKeys = map[string]ssh.PublicKey{keyType(s.HostKey): s.HostKey}
+	s.keyFiles = map[string]string{keyType(s.HostKey): filepath.Join(dir, "host_key")}
+	s.served = []string{keyType(s.HostKey)}
+	for _, typ := range o.HostKeyTypes {
+		if _, ok := s.keyFiles[typ]; ok {
+			continue
+		}
+		pemKey, pub := NewKeyOfType(t, typ)
+		f := filepath.Join(dir, "host_key_"+typ)
+		write(t, f, pemKey, 0o600)
+		s.HostKeys[typ], s.keyFiles[typ] = pub, f
+		s.served = append(s.served, typ)
+	}
+	if o.OSRelease != "" {
+		s.osr = filepath.Join(dir, "os-release")
+		write(t, s.osr, []byte(o.OSRelease), 0o644)
+	}
 
 	clientPEM, clientPub := NewKey(t)
 	s.ClientKey = filepath.Join(dir, "client_key")
@@ -146,7 +181,6 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	cfg := fmt.Sprintf(`Port %d
 ListenAddress 127.0.0.1
-HostKey %s
 PidFile none
 AuthorizedKeysFile %s
 StrictModes no
@@ -157,12 +191,13 @@ KbdInteractiveAuthentication no
 UseDNS no
 LogLevel VERBOSE
 MaxStartups 100
-`, s.Port, filepath.Join(dir, "host_key"), filepath.Join(dir, "authorized_keys"), yesno(o.Password))
+`, s.Port, filepath.Join(dir, "authorized_keys"), yesno(o.Password))
 	if !o.NoSFTP {
 		cfg += "Subsystem sftp internal-sftp\n"
 	}
 	cfg += o.ExtraConfig
-	write(t, filepath.Join(dir, "sshd_config"), []byte(cfg), 0o644)
+	s.config = cfg
+	s.writeConfig(t)
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -177,6 +212,13 @@ func (s *Server) start(t testing.TB) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(SSHD, "-D", "-e", "-f", filepath.Join(s.Dir, "sshd_config"))
+	if s.osr != "" {
+		if _, err := exec.LookPath("unshare"); err != nil {
+			t.Skip("no unshare (util-linux) to give sshd its own /etc/os-release")
+		}
+		cmd = exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+			`mount --bind "$1" /etc/os-release && exec "$2" -D -e -f "$3"`, "sh", s.osr, SSHD, filepath.Join(s.Dir, "sshd_config"))
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("sshtest: start sshd: %v", err)
@@ -234,7 +276,79 @@ func (s *Server) ReplaceHostKey(t testing.TB) {
 	}
 	write(t, filepath.Join(s.Dir, "host_key"), pemKey, 0o600)
 	s.HostKey, s.HostKeyPEM = hk.PublicKey(), pemKey
+	s.HostKeys[keyType(hk.PublicKey())] = hk.PublicKey()
 	s.Restart(t)
+}
+
+// ServeHostKeys restarts the server offering only the host keys of these
+// types (of Options.HostKeyTypes and HostKey), in this order, as an
+// installer whose sshd is configured for fewer types than the files it
+// carries over.
+func (s *Server) ServeHostKeys(t testing.TB, types ...string) {
+	t.Helper()
+	for _, typ := range types {
+		if _, ok := s.keyFiles[typ]; !ok {
+			t.Fatalf("sshtest: the server has no %s host key", typ)
+		}
+	}
+	s.served = types
+	s.Stop()
+	s.writeConfig(t)
+	s.start(t)
+}
+
+func (s *Server) writeConfig(t testing.TB) {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString(s.config)
+	for _, typ := range s.served {
+		fmt.Fprintf(&b, "HostKey %s\n", s.keyFiles[typ])
+	}
+	write(t, filepath.Join(s.Dir, "sshd_config"), []byte(b.String()), 0o644)
+}
+
+// keyType names a key's type as ssh-keygen -t does.
+func keyType(k ssh.PublicKey) string {
+	switch k.Type() {
+	case ssh.KeyAlgoRSA:
+		return "rsa"
+	case ssh.KeyAlgoED25519:
+		return "ed25519"
+	}
+	if strings.HasPrefix(k.Type(), "ecdsa-") {
+		return "ecdsa"
+	}
+	return k.Type()
+}
+
+// NewKeyOfType makes a key pair of type "rsa" (2048 bits, quick to make),
+// "ecdsa" (P-256) or "ed25519".
+func NewKeyOfType(t testing.TB, typ string) ([]byte, ssh.PublicKey) {
+	t.Helper()
+	var priv crypto.Signer
+	var err error
+	switch typ {
+	case "ed25519":
+		return NewKey(t)
+	case "rsa":
+		priv, err = rsa.GenerateKey(rand.Reader, 2048)
+	case "ecdsa":
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	default:
+		t.Fatalf("sshtest: unknown key type %q", typ)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := ssh.NewPublicKey(priv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(block), pub
 }
 
 // Log returns what sshd printed so far.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -43,6 +44,7 @@ type Conn struct {
 	hops    []*ssh.Client // jump hosts, closed after client
 	res     *Resolved
 	hostKey ssh.PublicKey
+	keys    *hostKeySet
 	agent   net.Conn
 
 	mu           sync.Mutex
@@ -57,6 +59,18 @@ func (c *Conn) Resolved() *Resolved { return c.res }
 
 // HostKey is the key the host presented.
 func (c *Conn) HostKey() ssh.PublicKey { return c.hostKey }
+
+// HostKeys is the host's key set as far as this connection learnt it: the
+// key it presented first, then the keys its sshd announced
+// (hostkeys-00@openssh.com) and those ProbeFacts read from /etc/ssh. They
+// came over the verified connection, so any of them identifies the host:
+// after kexec the installer must present one of them.
+func (c *Conn) HostKeys() []ssh.PublicKey { return c.keys.list() }
+
+// AddHostKeys adds keys the host says are its own (read over this
+// connection) to HostKeys, and to known_hosts when the connection was
+// checked there (see hostKeySet).
+func (c *Conn) AddHostKeys(keys []ssh.PublicKey) { c.keys.add(keys) }
 
 // Client exposes the underlying SSH client (for SFTP and channels).
 func (c *Conn) Client() *ssh.Client { return c.client }
@@ -105,8 +119,11 @@ func DialResolved(ctx context.Context, res *Resolved, home string) (*Conn, error
 		for _, hop := range strings.Split(res.ProxyJump, ",") {
 			hopOpts := res.Options
 			hopOpts.Destination = strings.TrimSpace(hop)
-			hopOpts.User, hopOpts.Port, hopOpts.ProxyJump = "", 0, "none"
-			hopOpts.SSHOptions = filterOptions(res.SSHOptions, "port", "user", "hostname", "proxyjump")
+			hopOpts.User, hopOpts.Port, hopOpts.ProxyJump, hopOpts.ProxyCommand = "", 0, "none", ""
+			// Pins and the key set are the target's, not the jump host's.
+			hopOpts.HostKeyAlgorithms, hopOpts.PinnedKeys, hopOpts.PinnedKey = nil, nil, nil
+			hopOpts.HostKeyPin, hopOpts.HostKeyPins, hopOpts.ReplaceKnownHost = "", nil, false
+			hopOpts.SSHOptions = filterOptions(res.SSHOptions, "port", "user", "hostname", "proxyjump", "proxycommand", "hostkeyalgorithms")
 			hopRes, err := hopOpts.Resolve(home)
 			if err != nil {
 				c.closeHops()
@@ -120,16 +137,16 @@ func DialResolved(ctx context.Context, res *Resolved, home string) (*Conn, error
 			if hopAgent != nil {
 				defer hopAgent.Close()
 			}
-			cl, _, err := dialOne(ctx, via, hopRes, hopAuth, hopTried)
+			h, err := dialOne(ctx, via, hopRes, hopAuth, hopTried)
 			if err != nil {
 				c.closeHops()
 				return nil, fmt.Errorf("ProxyJump %s: %w", hop, err)
 			}
-			c.hops = append(c.hops, cl)
-			via = cl
+			c.hops = append(c.hops, h.client)
+			via = h.client
 		}
 	}
-	cl, key, err := dialOne(ctx, via, res, auth, tried)
+	h, err := dialOne(ctx, via, res, auth, tried)
 	if err != nil {
 		c.closeHops()
 		if agentConn != nil {
@@ -137,7 +154,7 @@ func DialResolved(ctx context.Context, res *Resolved, home string) (*Conn, error
 		}
 		return nil, err
 	}
-	c.client, c.hostKey = cl, key
+	c.client, c.hostKey, c.keys = h.client, h.key, h.keys
 	if res.ServerAliveInterval > 0 {
 		c.stopKA = make(chan struct{})
 		go c.keepalive(res.ServerAliveInterval)
@@ -180,30 +197,54 @@ func (c *Conn) keepalive(every time.Duration) {
 	}
 }
 
-// dialOne does the TCP connect (directly or through via) and the SSH
-// handshake of one hop, both bounded by the hop's ConnectTimeout and ctx.
-func dialOne(ctx context.Context, via *ssh.Client, res *Resolved, auth []ssh.AuthMethod, tried []string) (*ssh.Client, ssh.PublicKey, error) {
-	if res.PinnedKey != nil {
-		return dialHop(ctx, via, res, auth, tried, algorithmsFor(res.PinnedKey.Type()))
+// hop is one established SSH connection and what it learnt of the host.
+type hop struct {
+	client *ssh.Client
+	key    ssh.PublicKey // the key the host presented
+	keys   *hostKeySet
+}
+
+// dialOne does the TCP connect (directly, through via, or through a
+// ProxyCommand) and the SSH handshake of one hop, both bounded by the
+// hop's ConnectTimeout and ctx.
+func dialOne(ctx context.Context, via *ssh.Client, res *Resolved, auth []ssh.AuthMethod, tried []string) (*hop, error) {
+	user := res.HostKeyAlgorithms
+	if pinned := res.pinnedKeys(); len(pinned) > 0 {
+		// Ask for the types of the set, so that a host with several keys
+		// shows one of them.
+		h, err := dialHop(ctx, via, res, auth, tried, restrictAlgorithms(user, algorithmsForKeys(pinned)))
+		var mm *HostKeyMismatchError
+		if errors.As(err, &mm) && mm.noCommonType {
+			// The host has no key of those types: show the key it has.
+			_, err2 := dialHop(ctx, via, res, auth, tried, user)
+			if errors.As(err2, &mm) && !mm.noCommonType {
+				return nil, err2
+			}
+		}
+		return h, err
 	}
-	if res.HostKeyPin == "" {
-		return dialHop(ctx, via, res, auth, tried, nil)
+	pins := res.pins()
+	if len(pins) == 0 {
+		return dialHop(ctx, via, res, auth, tried, user)
 	}
 	// A fingerprint pin does not say the key type, and the server shows
 	// one key per handshake: try the types one by one, ed25519 first.
 	algos := []string{ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521, ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA}
+	if len(user) > 0 {
+		algos = user
+	}
 	var seen []string
 	var last *HostKeyMismatchError
 	for {
-		cl, key, err := dialHop(ctx, via, res, auth, tried, algos)
+		h, err := dialHop(ctx, via, res, auth, tried, algos)
 		var mm *HostKeyMismatchError
 		if !errors.As(err, &mm) || len(mm.KeyTypes) == 0 {
 			if last != nil && mm != nil {
 				// No key of the remaining types: report the keys seen.
 				last.Got = strings.Join(seen, " and ")
-				return nil, nil, last
+				return nil, last
 			}
-			return cl, key, err
+			return h, err
 		}
 		last = mm
 		seen = append(seen, mm.Got)
@@ -215,10 +256,29 @@ func dialOne(ctx context.Context, via *ssh.Client, res *Resolved, auth []ssh.Aut
 		}
 		if len(rest) == len(algos) || len(rest) == 0 {
 			mm.Got = strings.Join(seen, " and ")
-			return nil, nil, mm
+			return nil, mm
 		}
 		algos = rest
 	}
+}
+
+// pinnedKeys is the set of keys the host must present (PinnedKeys and
+// PinnedKey), or nil.
+func (r *Resolved) pinnedKeys() []ssh.PublicKey {
+	keys := slices.Clone(r.PinnedKeys)
+	if r.PinnedKey != nil && !keyIn(keys, r.PinnedKey) {
+		keys = append(keys, r.PinnedKey)
+	}
+	return keys
+}
+
+// pins is the set of fingerprints the host's key must have, or nil.
+func (r *Resolved) pins() []string {
+	pins := slices.Clone(r.HostKeyPins)
+	if r.HostKeyPin != "" && !slices.Contains(pins, r.HostKeyPin) {
+		pins = append(pins, r.HostKeyPin)
+	}
+	return pins
 }
 
 // algorithmsFor lists the host key algorithms that show a key of type t.
@@ -230,15 +290,17 @@ func algorithmsFor(t string) []string {
 }
 
 // dialHop is one connection attempt; algos restricts the host key
-// algorithms (nil: the ones known_hosts has for the host, if any).
-func dialHop(ctx context.Context, via *ssh.Client, res *Resolved, auth []ssh.AuthMethod, tried []string, algos []string) (*ssh.Client, ssh.PublicKey, error) {
+// algorithms (nil: the ones known_hosts has for the host, if any, when
+// known_hosts decides).
+func dialHop(ctx context.Context, via *ssh.Client, res *Resolved, auth []ssh.AuthMethod, tried []string, algos []string) (*hop, error) {
 	addr := res.Addr()
 	source := res.PinSource
 	if source == "" {
 		source = "--host-key"
 	}
-	checker := &hostKeyChecker{files: res.KnownHostsFiles, strict: res.StrictHostKeyChecking, pin: res.HostKeyPin,
-		pinned: res.PinnedKey, source: source, replace: res.ReplaceKnownHost, warn: res.Warn}
+	pinned, pins := res.pinnedKeys(), res.pins()
+	checker := &hostKeyChecker{files: res.KnownHostsFiles, strict: res.StrictHostKeyChecking, pins: pins,
+		pinned: pinned, source: source, replace: res.ReplaceKnownHost, warn: res.Warn}
 	cfg := &ssh.ClientConfig{
 		User:              res.User,
 		Auth:              auth,
@@ -246,24 +308,30 @@ func dialHop(ctx context.Context, via *ssh.Client, res *Resolved, auth []ssh.Aut
 		Timeout:           res.ConnectTimeout,
 		HostKeyAlgorithms: algos,
 	}
-	if algos == nil && res.StrictHostKeyChecking != StrictNo && !res.ReplaceKnownHost {
+	if algos == nil && len(pinned) == 0 && len(pins) == 0 && res.StrictHostKeyChecking != StrictNo && !res.ReplaceKnownHost {
 		cfg.HostKeyAlgorithms = checker.knownKeyAlgorithms(addr)
 	}
 	dctx, cancel := context.WithTimeout(ctx, res.ConnectTimeout)
 	defer cancel()
 	var nc net.Conn
 	var err error
-	if via != nil {
+	switch {
+	case via != nil:
 		nc, err = via.DialContext(dctx, "tcp", addr)
-	} else {
+	case res.ProxyCommand != "":
+		var pc *cmdConn
+		if pc, err = dialProxyCommand(res); err == nil {
+			nc = pc
+		}
+	default:
 		var d net.Dialer
 		nc, err = d.DialContext(dctx, "tcp", addr)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
+			return nil, ctx.Err()
 		}
-		return nil, nil, &ConnectError{Addr: addr, Err: err}
+		return nil, &ConnectError{Addr: addr, Err: err}
 	}
 	// The handshake has no context: bound it by a deadline and by ctx.
 	deadline, _ := dctx.Deadline()
@@ -273,10 +341,23 @@ func dialHop(ctx context.Context, via *ssh.Client, res *Resolved, auth []ssh.Aut
 	stop()
 	if err != nil {
 		nc.Close()
-		return nil, nil, classifyHandshake(ctx, res, addr, checker, tried, cfg.HostKeyAlgorithms, err)
+		err = classifyHandshake(ctx, res, addr, checker, tried, cfg.HostKeyAlgorithms, err)
+		if pc, ok := nc.(*cmdConn); ok {
+			err = pc.explain(err)
+		}
+		return nil, err
 	}
 	nc.SetDeadline(time.Time{})
-	return ssh.NewClient(sc, chans, reqs), checker.Seen(), nil
+	h := &hop{key: checker.Seen(), keys: &hostKeySet{hostname: addr, remote: nc.RemoteAddr(), warn: res.Warn, reqs: reqs}}
+	h.keys.keys = []ssh.PublicKey{h.key}
+	if checker.recordsKnownHosts() && len(res.KnownHostsFiles) > 0 {
+		h.keys.record = res.KnownHostsFiles[0]
+	}
+	out := make(chan *ssh.Request, cap(reqs))
+	go h.keys.serve(reqs, out)
+	h.client = ssh.NewClient(sc, chans, out)
+	h.keys.client = h.client
+	return h, nil
 }
 
 func classifyHandshake(ctx context.Context, res *Resolved, addr string, checker *hostKeyChecker, tried, algos []string, err error) error {
@@ -291,8 +372,12 @@ func classifyHandshake(ctx context.Context, res *Resolved, addr string, checker 
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "no common algorithm for host key"):
+		source := strings.Join(res.KnownHostsFiles, " or ")
+		if len(res.pinnedKeys()) > 0 || len(res.pins()) > 0 {
+			source = checker.source
+		}
 		return &HostKeyMismatchError{Host: addr, Got: "a key of another type", Want: []string{strings.Join(algos, "/") + " key(s)"},
-			Source: strings.Join(res.KnownHostsFiles, " or ")}
+			Source: source, noCommonType: true}
 	case strings.Contains(msg, "unable to authenticate") || strings.Contains(msg, "no supported methods remain"):
 		return &AuthError{User: res.User, Host: addr, Tried: tried, Err: err}
 	}

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // Facts is what one probe round trip learns about a host.
@@ -35,6 +37,9 @@ type Facts struct {
 	Disks         []Disk `json:"disks"`
 	Tools         Tools  `json:"tools"`
 	HasIPv6Only   bool   `json:"ipv6Only"`
+	// HostKeys are the public host keys in /etc/ssh (authorized_keys
+	// lines), the ones an installer kexec'd into would present.
+	HostKeys []string `json:"hostKeys,omitempty"`
 }
 
 // Disk is one whole block device.
@@ -130,6 +135,9 @@ kv has_sftpserver "$sftp"
 ipv6only=n
 if has ip && ! ip r g 1 >/dev/null 2>&1 && ip -6 r g :: >/dev/null 2>&1; then ipv6only=y; fi
 kv ipv6only "$ipv6only"
+for f in /etc/ssh/ssh_host_*_key.pub; do
+  [ -r "$f" ] && while read -r l; do kv hostkey "$l"; done < "$f"
+done
 for d in /sys/block/*; do
   n=${d##*/}
   case "$n" in loop*|ram*|zram*|dm-*|md*|sr*|fd*|nbd*) continue;; esac
@@ -167,6 +175,15 @@ func (c *Conn) ProbeFacts(ctx context.Context) (*Facts, error) {
 	if err != nil {
 		return nil, fmt.Errorf("probe facts on %s: %w", c.res.Addr(), err)
 	}
+	// The host's key files, read over this verified connection, belong to
+	// its key set.
+	var keys []ssh.PublicKey
+	for _, line := range f.HostKeys {
+		if k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line)); err == nil {
+			keys = append(keys, k)
+		}
+	}
+	c.AddHostKeys(keys)
 	return f, nil
 }
 
@@ -188,6 +205,10 @@ func ParseFacts(out string) (*Facts, error) {
 		}
 		k, v, ok := strings.Cut(line, "=")
 		if !ok {
+			continue
+		}
+		if k == "hostkey" {
+			f.HostKeys = append(f.HostKeys, v)
 			continue
 		}
 		kv[k] = v

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -23,6 +24,10 @@ type HostKeyMismatchError struct {
 	Want     []string // fingerprints known or pinned
 	Source   string   // known_hosts file:line, or "--host-key"
 	KeyTypes []string
+
+	// noCommonType: the host has no key of the types asked for, so Got
+	// names no key (dialOne then looks at the key it does have).
+	noCommonType bool
 }
 
 func (e *HostKeyMismatchError) Error() string {
@@ -48,14 +53,17 @@ func (e *UnknownHostKeyError) Error() string {
 type hostKeyChecker struct {
 	files   []string
 	strict  string
-	pin     string
-	pinned  ssh.PublicKey
-	source  string // names the pin in errors
-	replace bool   // accept any key and make it the only known one
+	pins    []string        // accepted fingerprints
+	pinned  []ssh.PublicKey // accepted keys
+	source  string          // names the pins in errors
+	replace bool            // accept any key and make it the only known one
 	warn    func(string)
 
 	mu   sync.Mutex
 	seen ssh.PublicKey
+	// viaKnownHosts: the key was checked against known_hosts or recorded
+	// there, so the host's other keys may be recorded there too.
+	viaKnownHosts bool
 }
 
 // knownKeyAlgorithms returns the host key algorithms known for addr in the
@@ -87,14 +95,11 @@ func (h *hostKeyChecker) knownKeyAlgorithms(addr string) []string {
 			}
 		}
 	}
+	var keys []ssh.PublicKey
 	for _, k := range ke.Want {
-		switch t := k.Key.Type(); t {
-		case ssh.KeyAlgoRSA:
-			add(ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA)
-		default:
-			add(t)
-		}
+		keys = append(keys, k.Key)
 	}
+	add(algorithmsForKeys(keys)...)
 	return algos
 }
 
@@ -145,8 +150,26 @@ func (h *hostKeyChecker) Seen() ssh.PublicKey {
 
 func (h *hostKeyChecker) check(hostname string, remote net.Addr, key ssh.PublicKey) error {
 	h.mu.Lock()
-	h.seen = key
+	h.seen, h.viaKnownHosts = key, false
 	h.mu.Unlock()
+	return h.verify(hostname, remote, key)
+}
+
+// recordsKnownHosts says the last key was checked against known_hosts or
+// recorded there.
+func (h *hostKeyChecker) recordsKnownHosts() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.viaKnownHosts
+}
+
+func (h *hostKeyChecker) knownHostsOK() {
+	h.mu.Lock()
+	h.viaKnownHosts = true
+	h.mu.Unlock()
+}
+
+func (h *hostKeyChecker) verify(hostname string, remote net.Addr, key ssh.PublicKey) error {
 	got := ssh.FingerprintSHA256(key)
 	host := knownhosts.Normalize(hostname)
 	if h.replace {
@@ -156,17 +179,18 @@ func (h *hostKeyChecker) check(hostname string, remote net.Addr, key ssh.PublicK
 		if h.warn != nil {
 			h.warn(fmt.Sprintf("recorded the new host key of %s (%s %s) in %s, replacing the old one", host, key.Type(), got, h.files[0]))
 		}
+		h.knownHostsOK()
 		return nil
 	}
-	if h.pinned != nil {
-		if !bytes.Equal(key.Marshal(), h.pinned.Marshal()) {
-			return &HostKeyMismatchError{Host: host, Got: got, Want: []string{ssh.FingerprintSHA256(h.pinned)}, Source: h.source, KeyTypes: []string{key.Type()}}
+	if len(h.pinned) > 0 {
+		if !keyIn(h.pinned, key) {
+			return &HostKeyMismatchError{Host: host, Got: got, Want: fingerprints(h.pinned), Source: h.source, KeyTypes: []string{key.Type()}}
 		}
 		return nil
 	}
-	if h.pin != "" {
-		if got != h.pin {
-			return &HostKeyMismatchError{Host: host, Got: got, Want: []string{h.pin}, Source: h.source, KeyTypes: []string{key.Type()}}
+	if len(h.pins) > 0 {
+		if !slices.Contains(h.pins, got) {
+			return &HostKeyMismatchError{Host: host, Got: got, Want: h.pins, Source: h.source, KeyTypes: []string{key.Type()}}
 		}
 		return nil
 	}
@@ -183,6 +207,7 @@ func (h *hostKeyChecker) check(hostname string, remote net.Addr, key ssh.PublicK
 	if cb != nil {
 		err = cb(hostname, remote, key)
 		if err == nil {
+			h.knownHostsOK()
 			return nil
 		}
 		var ke *knownhosts.KeyError
@@ -213,6 +238,7 @@ func (h *hostKeyChecker) check(hostname string, remote net.Addr, key ssh.PublicK
 	if h.warn != nil {
 		h.warn(fmt.Sprintf("Permanently added %s (%s %s) to %s", host, key.Type(), got, h.files[0]))
 	}
+	h.knownHostsOK()
 	return nil
 }
 

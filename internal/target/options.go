@@ -1,6 +1,7 @@
 // Package target is one SSH connection to one host: dialling (ssh_config,
-// ProxyJump, agent, keys, password, keyboard-interactive), host-key checking
-// (known_hosts, accept-new, pinned keys), running commands with sudo/doas,
+// ProxyJump, ProxyCommand, agent, keys, password, keyboard-interactive),
+// host-key checking (known_hosts, accept-new, pinned keys, the host's key
+// set), running commands with sudo/doas,
 // uploads, waiting for a host to go down or come up, and the facts probe.
 package target
 
@@ -43,13 +44,25 @@ type Options struct {
 	KnownHostsFiles []string
 	// StrictHostKeyChecking is StrictYes, StrictAcceptNew (default) or StrictNo.
 	StrictHostKeyChecking string
-	// HostKeyPin, when set, is the only accepted host key fingerprint
-	// (SHA256:... as ssh-keygen -l prints it).
-	HostKeyPin string
-	// PinnedKey, when set, is the only accepted host key (after kexec:
-	// the key the host presented before). PinSource names it in errors.
-	PinnedKey ssh.PublicKey
-	PinSource string
+	// HostKeyPin and HostKeyPins, when set, are the only accepted host key
+	// fingerprints (SHA256:... as ssh-keygen -l prints it); a key matching
+	// any of them is accepted (--host-key, repeatable).
+	HostKeyPin  string
+	HostKeyPins []string
+	// PinnedKeys and PinnedKey, when set, are the only accepted host keys
+	// (after kexec: the host's key set as read before). PinSource names
+	// them in errors.
+	PinnedKeys []ssh.PublicKey
+	PinnedKey  ssh.PublicKey
+	PinSource  string
+	// HostKeyAlgorithms, when set, are the host key algorithms asked for,
+	// in order (-o HostKeyAlgorithms, as OpenSSH spells them). Unset, the
+	// algorithms of the keys known_hosts has for the host are asked for.
+	HostKeyAlgorithms []string
+	// ProxyCommand, when set, is run by /bin/sh (with %h, %p, %r, %n and
+	// %% expanded as OpenSSH does) and SSH is spoken over its stdin and
+	// stdout instead of a TCP connection. "none" disables one from ssh_config.
+	ProxyCommand string
 	// ReplaceKnownHost accepts whatever key the host presents and makes it
 	// the host's only entry in the first known_hosts file (a freshly
 	// installed system has new host keys). Warn says so.
@@ -172,6 +185,7 @@ var supportedOptions = map[string]bool{
 	"loglevel": true, "serveralivecountmax": true, "passwordauthentication": true,
 	"controlmaster": true, "controlpath": true, "controlpersist": true, "compression": true,
 	"pubkeyacceptedkeytypes": true, "hostkeyalgorithms": true, "globalknownhostsfile": true,
+	"proxycommand": true,
 }
 
 // ignoredOptions are accepted for compatibility but have no effect here
@@ -179,8 +193,7 @@ var supportedOptions = map[string]bool{
 var ignoredOptions = map[string]bool{
 	"identitiesonly": true, "batchmode": true, "loglevel": true, "serveralivecountmax": true,
 	"controlmaster": true, "controlpath": true, "controlpersist": true, "compression": true,
-	"pubkeyacceptedkeytypes": true, "hostkeyalgorithms": true, "globalknownhostsfile": true,
-	"passwordauthentication": true,
+	"pubkeyacceptedkeytypes": true, "globalknownhostsfile": true, "passwordauthentication": true,
 }
 
 // CheckSSHOptions validates -o options without resolving anything, so that
@@ -193,10 +206,19 @@ func CheckSSHOptions(opts []string) error {
 		}
 		lk := strings.ToLower(k)
 		if !supportedOptions[lk] {
-			return fmt.Errorf("ssh option %q is not supported (supported: Port, User, HostName, IdentityFile, UserKnownHostsFile, StrictHostKeyChecking, ConnectTimeout, ServerAliveInterval, ProxyJump)", k)
+			return fmt.Errorf("ssh option %q is not supported (supported: Port, User, HostName, IdentityFile, UserKnownHostsFile, StrictHostKeyChecking, HostKeyAlgorithms, ConnectTimeout, ServerAliveInterval, ProxyJump, ProxyCommand)", k)
 		}
-		if lk == "stricthostkeychecking" {
+		switch lk {
+		case "stricthostkeychecking":
 			if _, err := normalizeStrict(v); err != nil {
+				return err
+			}
+		case "hostkeyalgorithms":
+			if _, err := ParseHostKeyAlgorithms(v); err != nil {
+				return err
+			}
+		case "proxycommand":
+			if _, err := expandProxyCommand(v, "h", "n", 22, "r"); err != nil {
 				return err
 			}
 		}
@@ -239,6 +261,9 @@ func (o Options) Resolve(home string) (*Resolved, error) {
 
 	// -o options come before the config file: the first value wins in OpenSSH.
 	var hostNameOpt string
+	hostKeyAlgosSet := len(r.HostKeyAlgorithms) > 0
+	// ProxyJump and ProxyCommand exclude each other: the first one given wins.
+	proxySet := r.ProxyJump != "" || r.ProxyCommand != ""
 	for _, s := range o.SSHOptions {
 		k, v, err := ParseSSHOption(s)
 		if err != nil {
@@ -288,8 +313,19 @@ func (o Options) Resolve(home string) (*Resolved, error) {
 				r.ServerAliveInterval = time.Duration(secs) * time.Second
 			}
 		case "proxyjump":
-			if r.ProxyJump == "" {
-				r.ProxyJump = v
+			if !proxySet {
+				r.ProxyJump, proxySet = v, true
+			}
+		case "proxycommand":
+			if !proxySet {
+				r.ProxyCommand, proxySet = v, true
+			}
+		case "hostkeyalgorithms":
+			if !hostKeyAlgosSet {
+				if r.HostKeyAlgorithms, err = ParseHostKeyAlgorithms(v); err != nil {
+					return nil, err
+				}
+				hostKeyAlgosSet = true
 			}
 		default:
 			if !ignoredOptions[strings.ToLower(k)] {
@@ -344,8 +380,17 @@ func (o Options) Resolve(home string) (*Resolved, error) {
 				}
 			}
 		}
-		if r.ProxyJump == "" {
-			r.ProxyJump = get("ProxyJump")
+		if !proxySet {
+			if r.ProxyJump = get("ProxyJump"); r.ProxyJump == "" {
+				r.ProxyCommand = get("ProxyCommand")
+			}
+		}
+		if !hostKeyAlgosSet {
+			if v := get("HostKeyAlgorithms"); v != "" {
+				if r.HostKeyAlgorithms, err = ParseHostKeyAlgorithms(v); err != nil {
+					return nil, fmt.Errorf("ssh_config for %s: %w", r.Alias, err)
+				}
+			}
 		}
 		if r.ConnectTimeout == 0 {
 			if v := get("ConnectTimeout"); v != "" {
@@ -375,6 +420,9 @@ func (o Options) Resolve(home string) (*Resolved, error) {
 	}
 	if strings.EqualFold(r.ProxyJump, "none") {
 		r.ProxyJump = ""
+	}
+	if strings.EqualFold(r.ProxyCommand, "none") {
+		r.ProxyCommand = ""
 	}
 	return r, nil
 }
