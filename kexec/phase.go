@@ -148,8 +148,10 @@ func dmesgTail(ctx context.Context, conn *target.Conn) string {
 }
 
 // Reconnect waits for the host to go down and for the installer to answer,
-// as root, with exactly the host key the host had before. It returns the new
-// connection and the installer's facts.
+// as root, with a key of the host's own key set (old.HostKeys: the key it
+// presented and the others it has; the installer carries them over but its
+// sshd may offer only some types). It returns the new connection and the
+// installer's facts.
 func Reconnect(ctx context.Context, old *target.Conn, opts Options) (*target.Conn, *target.Facts, error) {
 	events := opts.Events
 	if events == nil {
@@ -159,7 +161,7 @@ func Reconnect(ctx context.Context, old *target.Conn, opts Options) (*target.Con
 		opts.Interval = 2 * time.Second
 	}
 	before := old.Resolved()
-	key := old.HostKey()
+	keys := old.HostKeys()
 	events.Emit(event.Event{Phase: "kexec", Kind: event.Step, Msg: "waiting for the host to go down"})
 	if err := old.WaitDown(ctx, opts.DownTimeout, time.Second); err != nil {
 		return nil, nil, &Error{Step: "reconnect", Err: err}
@@ -171,7 +173,7 @@ func Reconnect(ctx context.Context, old *target.Conn, opts Options) (*target.Con
 		ports = append(ports, 22)
 	}
 	events.Emit(event.Event{Phase: "kexec", Kind: event.Step, Msg: fmt.Sprintf("waiting for the installer on %s port %s", before.HostName, joinInts(ports))})
-	conn, err := waitInstaller(ctx, before, key, ports, opts)
+	conn, err := waitInstaller(ctx, before, keys, ports, opts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -196,9 +198,10 @@ func joinInts(ports []int) string {
 	return strings.Join(s, " or ")
 }
 
-// waitInstaller tries each port in turn until one answers as root with key,
-// or the deadline passes; then it says what each port showed last.
-func waitInstaller(ctx context.Context, before *target.Resolved, key ssh.PublicKey, ports []int, opts Options) (*target.Conn, error) {
+// waitInstaller tries each port in turn until one answers as root with a
+// key of keys, or the deadline passes; then it says what each port showed
+// last.
+func waitInstaller(ctx context.Context, before *target.Resolved, keys []ssh.PublicKey, ports []int, opts Options) (*target.Conn, error) {
 	start := time.Now()
 	deadline := start.Add(opts.UpTimeout)
 	last := map[int]error{}
@@ -208,8 +211,8 @@ func waitInstaller(ctx context.Context, before *target.Resolved, key ssh.PublicK
 			attempts++
 			r := *before
 			r.Port, r.User, r.ProxyJump = port, "root", before.ProxyJump
-			r.PinnedKey, r.PinSource = key, "the host before kexec"
-			r.HostKeyPin = ""
+			r.PinnedKeys, r.PinnedKey, r.PinSource = keys, nil, "the host before kexec"
+			r.HostKeyPin, r.HostKeyPins, r.ReplaceKnownHost = "", nil, false
 			r.SSHOptions = nil
 			r.ConnectTimeout = min(before.ConnectTimeout, max(time.Until(deadline), time.Second))
 			c, err := target.DialResolved(ctx, &r, opts.Home)
