@@ -21,7 +21,8 @@ type connFlags struct {
 	Port            int
 	SSHOptions      []string
 	EnvPassword     bool
-	HostKey         string
+	HostKey         string   // a single pin (the facts subcommand)
+	HostKeys        []string // --host-key, repeatable
 	SudoPasswordEnv string
 	TimeoutConnect  time.Duration
 	Debug           bool
@@ -29,7 +30,7 @@ type connFlags struct {
 
 func (o *Options) conn() connFlags {
 	return connFlags{Host: o.Host, IdentityFile: o.IdentityFile, Port: o.Port, SSHOptions: o.SSHOptions,
-		EnvPassword: o.EnvPassword, HostKey: o.HostKey, SudoPasswordEnv: o.SudoPasswordEnv, TimeoutConnect: o.TimeoutConnect, Debug: o.Debug}
+		EnvPassword: o.EnvPassword, HostKey: o.HostKey, HostKeys: o.HostKeys, SudoPasswordEnv: o.SudoPasswordEnv, TimeoutConnect: o.TimeoutConnect, Debug: o.Debug}
 }
 
 // terminal returns the file behind r when it is a terminal.
@@ -50,6 +51,7 @@ func (c connFlags) targetOptions(env Env, warn func(string)) (target.Options, er
 		SSHOptions:  c.SSHOptions,
 		AgentSocket: env.Getenv("SSH_AUTH_SOCK"),
 		HostKeyPin:  c.HostKey,
+		HostKeyPins: c.HostKeys,
 		Warn:        warn,
 	}
 	if c.Debug {

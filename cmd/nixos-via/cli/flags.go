@@ -54,7 +54,8 @@ type Options struct {
 	CopyJobs          int
 	Agent             string
 
-	HostKey         string
+	HostKey         string   // the first --host-key
+	HostKeys        []string // every --host-key
 	SudoPasswordEnv string
 	JSON            bool
 	Yes             bool
@@ -97,9 +98,9 @@ func specs() []flagSpec {
 		{name: "target-host", group: gTarget, arg: "HOST", help: "the host to install, as [user@]host[:port] (same as the positional HOST)"},
 		{name: "i", group: gTarget, arg: "KEY", help: "private key file for SSH (asks for its passphrase on a terminal)"},
 		{name: "ssh-port", short: "p", group: gTarget, arg: "PORT", help: "SSH port (default 22 or ssh_config's)"},
-		{name: "ssh-option", group: gTarget, arg: "OPT", help: "an OpenSSH -o option, e.g. ProxyJump=bastion (repeatable)"},
+		{name: "ssh-option", group: gTarget, arg: "OPT", help: "an OpenSSH -o option, e.g. ProxyJump=bastion, \"ProxyCommand=nc %h %p\", HostKeyAlgorithms=ssh-ed25519 (repeatable)"},
 		{name: "env-password", group: gTarget, help: "authenticate with the password in $SSHPASS"},
-		{name: "host-key", group: gTarget, arg: "SHA256:FP", help: "accept only this host key fingerprint (before and after kexec)"},
+		{name: "host-key", group: gTarget, arg: "SHA256:FP", help: "accept only host keys with these fingerprints (repeatable; after kexec, any key of the host's set)"},
 		{name: "sudo-password-env", group: gTarget, arg: "VAR", help: "read the sudo password of a non-root login from $VAR (else asked on a terminal)"},
 		{name: "post-kexec-ssh-port", group: gTarget, arg: "PORT", help: "SSH port of the installer after kexec (default 22, with or without -p)"},
 
@@ -182,7 +183,7 @@ func newFlagSet() (*pflag.FlagSet, map[string]flagSpec) {
 		switch {
 		case s.arg == "":
 			fs.BoolP(name, short, false, s.help)
-		case s.name == "ssh-option":
+		case s.name == "ssh-option" || s.name == "host-key":
 			fs.StringArrayP(name, short, nil, s.help)
 		default:
 			fs.StringP(name, short, "", s.help)
@@ -272,9 +273,14 @@ func ParseArgs(args []string) (*Options, bool, error) {
 		return nil, false, usagef("--ssh-option: %v", err)
 	}
 	o.EnvPassword = boolean("env-password")
-	o.HostKey = str("host-key")
-	if o.HostKey != "" && !strings.HasPrefix(o.HostKey, "SHA256:") {
-		return nil, false, usagef("--host-key %q: want a SHA256:... fingerprint as ssh-keygen -lf prints it", o.HostKey)
+	o.HostKeys, _ = fs.GetStringArray("host-key")
+	for _, fp := range o.HostKeys {
+		if !strings.HasPrefix(fp, "SHA256:") {
+			return nil, false, usagef("--host-key %q: want a SHA256:... fingerprint as ssh-keygen -lf prints it", fp)
+		}
+	}
+	if len(o.HostKeys) > 0 {
+		o.HostKey = o.HostKeys[0]
 	}
 	o.SudoPasswordEnv = str("sudo-password-env")
 	if changed("post-kexec-ssh-port") {
