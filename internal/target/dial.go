@@ -263,8 +263,12 @@ func dialOne(ctx context.Context, via *ssh.Client, res *Resolved, auth []ssh.Aut
 }
 
 // pinnedKeys is the set of keys the host must present (PinnedKeys and
-// PinnedKey), or nil.
+// PinnedKey), or nil. ReplaceKnownHost takes whatever key comes, whatever
+// was pinned for the connection before (a copy of an installer's Resolved).
 func (r *Resolved) pinnedKeys() []ssh.PublicKey {
+	if r.ReplaceKnownHost {
+		return nil
+	}
 	keys := slices.Clone(r.PinnedKeys)
 	if r.PinnedKey != nil && !keyIn(keys, r.PinnedKey) {
 		keys = append(keys, r.PinnedKey)
@@ -274,6 +278,9 @@ func (r *Resolved) pinnedKeys() []ssh.PublicKey {
 
 // pins is the set of fingerprints the host's key must have, or nil.
 func (r *Resolved) pins() []string {
+	if r.ReplaceKnownHost {
+		return nil
+	}
 	pins := slices.Clone(r.HostKeyPins)
 	if r.HostKeyPin != "" && !slices.Contains(pins, r.HostKeyPin) {
 		pins = append(pins, r.HostKeyPin)

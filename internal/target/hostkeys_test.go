@@ -277,3 +277,20 @@ func relayCommand(t *testing.T) string {
 	t.Skip("neither nc nor socat (apt-get install netcat-openbsd)")
 	return ""
 }
+
+// The reboot phase copies the installer's Resolved, which carries the
+// host's key set as pins, and asks to replace the known key with the new
+// system's: the pins must not refuse the new key.
+func TestReplaceKnownHostIgnoresPinsLeftFromTheInstaller(t *testing.T) {
+	s := sshtest.Start(t, sshtest.Options{})
+	_, old := sshtest.NewKey(t)
+	o := opts(s)
+	o.KnownHostsFiles = []string{filepath.Join(t.TempDir(), "known_hosts")}
+	o.PinnedKeys, o.PinSource = []ssh.PublicKey{old}, "the host before kexec"
+	o.HostKeyPins = []string{fp(old)}
+	o.ReplaceKnownHost = true
+	c := dial(t, o)
+	if got, want := fp(c.HostKey()), fp(s.HostKey); got != want {
+		t.Errorf("connected with %s, want the new key %s", got, want)
+	}
+}
