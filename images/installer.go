@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -34,6 +35,12 @@ type InstallerOptions struct {
 	HostKeys []HostKey
 	// AuthorizedKeys are root's keys baked in (run adds the old host's).
 	AuthorizedKeys []string
+	// SSHHostKeyTypes are the host key types the installer's sshd offers
+	// (its HostKey lines), of the keys it restores or has; missing ones are
+	// generated at boot. Nil means rsa and ed25519, as NixOS's default
+	// services.openssh.hostKeys: a restored ecdsa key is kept in /etc/ssh
+	// but not offered, as in the real installer.
+	SSHHostKeyTypes []string
 	// Cmdline is appended to the installer's kernel command line.
 	Cmdline string
 	// Compression of the initrd; "" means zstd.
@@ -55,6 +62,10 @@ type Installer struct {
 	KernelBytes int64
 	Cmdline     string
 }
+
+// nixosHostKeyTypes are the host key types of NixOS's default
+// services.openssh.hostKeys.
+var nixosHostKeyTypes = []string{"rsa", "ed25519"}
 
 // installerPrograms are the Debian programs of the installer, copied with
 // their libraries. Missing optional ones are skipped.
@@ -134,9 +145,6 @@ if [ -s /ssh/authorized_keys ]; then
 fi
 chmod 700 /root/.ssh
 chmod 600 /root/.ssh/authorized_keys 2>/dev/null
-if ! ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1; then
-	ssh-keygen -A
-fi
 if [ -s /machine-id ]; then
 	cp /machine-id /etc/machine-id
 fi
@@ -406,8 +414,22 @@ BUILD_ID=nixos-via
 			return nil, fmt.Errorf("installer image: %w", err)
 		}
 	}
-	sshdConf := fmt.Sprintf(sshdConfig, "") + "SetEnv DM_DISABLE_UDEV=1\n"
-	rc := rcHead + rcRestore + rcDHCP + rcTail + "echo \"[init] nixos-via installer ready\"\n"
+	keyTypes := opts.SSHHostKeyTypes
+	if keyTypes == nil {
+		keyTypes = nixosHostKeyTypes
+	}
+	var hostKeyLines, keygen strings.Builder
+	for _, typ := range keyTypes {
+		if !slices.Contains([]string{"rsa", "ecdsa", "ed25519"}, typ) {
+			return nil, fmt.Errorf("installer image: unknown host key type %q (want rsa, ecdsa or ed25519)", typ)
+		}
+		f := "/etc/ssh/ssh_host_" + typ + "_key"
+		fmt.Fprintf(&hostKeyLines, "HostKey %s\n", f)
+		// As NixOS's sshd-keygen: make each configured key that is missing.
+		fmt.Fprintf(&keygen, "[ -e %[1]s ] || ssh-keygen -q -t %[2]s -N '' -f %[1]s\n", f, typ)
+	}
+	sshdConf := fmt.Sprintf(sshdConfig, hostKeyLines.String()) + "SetEnv DM_DISABLE_UDEV=1\n"
+	rc := rcHead + rcRestore + keygen.String() + rcDHCP + rcTail + "echo \"[init] nixos-via installer ready\"\n"
 	for _, f := range []struct {
 		p, data string
 		perm    uint32

@@ -2,11 +2,21 @@ package images
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/nixos-via/nixos-via/internal/event"
 )
@@ -16,7 +26,11 @@ type ProviderOptions struct {
 	// Kernel to boot; zero means HostKernel("").
 	Kernel Kernel
 	// HostKeys are the SSH host keys (at least one; parse with ParseHostKey).
+	// Types a stock Debian/Ubuntu server has (rsa, ecdsa, ed25519) that are
+	// not given are generated, unless OnlyGivenHostKeys.
 	HostKeys []HostKey
+	// OnlyGivenHostKeys leaves the host with just HostKeys.
+	OnlyGivenHostKeys bool
 	// RootAuthorizedKeys are written to /root/.ssh/authorized_keys.
 	RootAuthorizedKeys []string
 	// User, when set, is a non-root login (uid 1000) in group sudo.
@@ -38,6 +52,13 @@ type ProviderOptions struct {
 	// Events receives progress; nil discards.
 	Events event.Sink
 }
+
+// HostKeysFile in a provider's directory lists its public host keys
+// (authorized_keys lines), for tests to compare with what they saw.
+const HostKeysFile = "ssh_host_keys.pub"
+
+// debianHostKeyTypes are the host key types Debian's openssh-server makes.
+var debianHostKeyTypes = []string{"rsa", "ecdsa", "ed25519"}
 
 // Provider is a built provider image.
 type Provider struct {
@@ -150,7 +171,13 @@ func BuildProvider(ctx context.Context, dir string, opts ProviderOptions) (*Prov
 	if err := b.busybox(ctx); err != nil {
 		return nil, fmt.Errorf("provider image: %w", err)
 	}
-	if err := b.sshd(opts.HostKeys); err != nil {
+	hostKeys := opts.HostKeys
+	if !opts.OnlyGivenHostKeys {
+		if hostKeys, err = completeHostKeys(hostKeys, debianHostKeyTypes); err != nil {
+			return nil, fmt.Errorf("provider image: %w", err)
+		}
+	}
+	if err := b.sshd(hostKeys); err != nil {
 		return nil, fmt.Errorf("provider image: %w", err)
 	}
 	// iproute2: the kexec tarball's run script and the facts probe use
@@ -224,6 +251,13 @@ VARIANT_ID=nixos-via-provider
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("provider image: %w", err)
 	}
+	var pubs []string
+	for _, k := range hostKeys {
+		pubs = append(pubs, k.PublicLine)
+	}
+	if err := os.WriteFile(filepath.Join(dir, HostKeysFile), []byte(joinLines(pubs)), 0o644); err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
 	p := &Provider{
 		Kernel:  filepath.Join(dir, "bzImage"),
 		Initrd:  filepath.Join(dir, "initrd"),
@@ -283,4 +317,45 @@ func (b *builder) sudo(noPassword bool) error {
 		}
 	}
 	return nil
+}
+
+// completeHostKeys adds a generated key of each of types that keys lack.
+func completeHostKeys(keys []HostKey, types []string) ([]HostKey, error) {
+	out := append([]HostKey(nil), keys...)
+	for _, typ := range types {
+		if slices.ContainsFunc(out, func(k HostKey) bool { return k.Type == typ }) {
+			continue
+		}
+		k, err := GenerateHostKey(typ)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+// GenerateHostKey makes a host key of type "rsa" (3072 bits, as
+// ssh-keygen), "ecdsa" (P-256) or "ed25519".
+func GenerateHostKey(typ string) (HostKey, error) {
+	var priv crypto.Signer
+	var err error
+	switch typ {
+	case "rsa":
+		priv, err = rsa.GenerateKey(rand.Reader, 3072)
+	case "ecdsa":
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case "ed25519":
+		_, priv, err = ed25519.GenerateKey(rand.Reader)
+	default:
+		return HostKey{}, fmt.Errorf("generate host key: unknown type %q", typ)
+	}
+	if err != nil {
+		return HostKey{}, fmt.Errorf("generate %s host key: %w", typ, err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		return HostKey{}, fmt.Errorf("generate %s host key: %w", typ, err)
+	}
+	return ParseHostKey(pem.EncodeToMemory(block))
 }
