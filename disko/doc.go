@@ -53,6 +53,13 @@
 // X-mount options); members of a VG/array/pool are known at render time, so
 // the script needs no member files.
 //
+// (*Layout).Needs says what a mode's script needs on the target before
+// anything destructive runs: the external commands it calls (read from the
+// rendered steps and the prelude helpers they use, so the list follows the
+// renderer), the LUKS key and password files with their JSON paths, the
+// LUKS containers that ask for a passphrase on the terminal, and per disk
+// the smallest size its partition table fits on.
+//
 // (*Layout).NixOS is the configuration the layout implies (fileSystems,
 // swapDevices, boot.initrd.luks.devices, boot.loader.grub.devices,
 // boot.swraid, boot.initrd.kernelModules, boot.resumeDevice), equal to

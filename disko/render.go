@@ -577,6 +577,9 @@ type luksKey struct {
 	stdin string // shell producing the key on stdin ("" = none)
 	check string // shell stopping the script when the key source is unusable
 	ask   bool
+	// file is the key or password file read ("" = none) and filePath
+	// the JSON path naming it.
+	file, filePath string
 }
 
 func (b *builder) luksKey(l *LUKS) luksKey {
@@ -598,6 +601,7 @@ func (b *builder) luksKey(l *LUKS) luksKey {
 		kf, _ := l.Settings["keyFile"].(string)
 		k.args = append([]word{lit("--key-file"), lit(kf)}, sizeArgs()...)
 		k.check = fmt.Sprintf("disko_need_key %s %s", shq(kf), shq(l.Name))
+		k.file, k.filePath = kf, joinPath(joinPath(l.Path, "settings"), "keyFile")
 	case l.AskPassword:
 		k.args = append([]word{lit("--key-file"), {"-", "@password"}}, sizeArgs()...)
 		k.stdin = `printf '%s' "$disko_pw"`
@@ -608,9 +612,11 @@ func (b *builder) luksKey(l *LUKS) luksKey {
 		k.args = append([]word{lit("--key-file"), {"-", "@passwordfile:" + *l.PasswordFile}}, sizeArgs()...)
 		k.stdin = fmt.Sprintf(`printf '%%s' "$(cat %s)"`, shq(*l.PasswordFile))
 		k.check = fmt.Sprintf("disko_need_key %s %s", shq(*l.PasswordFile), shq(l.Name))
+		k.file, k.filePath = *l.PasswordFile, joinPath(l.Path, "passwordFile")
 	case l.KeyFile != nil:
 		k.args = append([]word{lit("--key-file"), lit(*l.KeyFile)}, sizeArgs()...)
 		k.check = fmt.Sprintf("disko_need_key %s %s", shq(*l.KeyFile), shq(l.Name))
+		k.file, k.filePath = *l.KeyFile, joinPath(l.Path, "keyFile")
 	default:
 		b.fail("%s: LUKS %q has no key source", l.Path, l.Name)
 	}
