@@ -14,10 +14,13 @@ import (
 	"time"
 
 	"github.com/nixos-via/nixos-via/disko"
+	"github.com/nixos-via/nixos-via/diskorun"
+	"github.com/nixos-via/nixos-via/install"
 	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/nix"
 	"github.com/nixos-via/nixos-via/internal/target"
 	"github.com/nixos-via/nixos-via/kexec"
+	"golang.org/x/term"
 )
 
 // flow runs the phases of one install, in order.
@@ -27,11 +30,15 @@ type flow struct {
 	ui     *ui
 	nix    nix.CLI
 	layout *disko.Layout
-	script string // rendered disko script
+	script string      // rendered disko script
+	needs  disko.Needs // what the script needs on the installer
 	conn   *target.Conn
 	facts  *target.Facts
 
 	diskoDone bool // the installer already applied this layout (a resumed run)
+
+	boot      install.BootConfig // how the installed system comes up
+	loginUser string             // whom the run first logged in as
 
 	toplevel string         // the system to install
 	closure  []nix.PathInfo // its closure
@@ -99,6 +106,7 @@ func (f *flow) run(ctx context.Context) error {
 		return err
 	}
 	f.conn, f.facts = conn, facts
+	f.loginUser = conn.Resolved().User
 	defer func() { f.conn.Close() }()
 	f.info("probe", "%s %s, %s, %d MiB RAM, %s, logged in as %s", facts.OSName, facts.Arch, facts.Kernel, facts.MemTotalKiB>>10, facts.Firmware, facts.User)
 
@@ -108,6 +116,11 @@ func (f *flow) run(ctx context.Context) error {
 		}
 	}
 
+	if f.has("kexec") && f.has("disko") && f.layout != nil && (!facts.IsInstaller || f.o.ForceKexec) {
+		if err := f.keysSurviveKexec(); err != nil {
+			return err
+		}
+	}
 	if f.has("kexec") {
 		if err := f.kexec(ctx, tb); err != nil {
 			return err
@@ -173,6 +186,11 @@ func (f *flow) buildLocal(ctx context.Context) error {
 			return err
 		}
 	}
+	if f.has("reboot") {
+		if err := f.readBootConfig(ctx); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -215,7 +233,66 @@ func (f *flow) loadLayout(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("render the disk layout: %w", err)
 	}
-	f.layout, f.script = layout, script
+	needs, err := layout.Needs(mode)
+	if err != nil {
+		return fmt.Errorf("render the disk layout: %w", err)
+	}
+	if len(needs.Passphrases) > 0 {
+		if _, ok := terminal(f.env.Stdin); !ok {
+			return &diskorun.Refusal{Problems: []string{fmt.Sprintf(
+				"the layout's LUKS %s %s for a passphrase, and there is no terminal to type it on; "+
+					"give the layout settings.keyFile or passwordFile and the file with --disk-encryption-keys REMOTE LOCAL, or run nixos-via from a terminal",
+				plural(len(needs.Passphrases), "device", "devices")+" "+strings.Join(needs.Passphrases, ", "), plural(len(needs.Passphrases), "asks", "ask"))}}
+		}
+	}
+	f.layout, f.script, f.needs = layout, script, needs
+	return nil
+}
+
+// plural is one when n is 1, else many.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// requirements is what the rendered script and the install steps after it
+// need on the installer, with the disks' devices.
+func (f *flow) requirements() diskorun.Requirements {
+	req := diskorun.Requirements{Tools: f.needs.Tools}
+	if f.has("install") {
+		req.Tools = append(append([]string(nil), req.Tools...), install.Tools()...)
+	}
+	for _, k := range f.needs.KeyFiles {
+		req.Files = append(req.Files, diskorun.File{Path: k.Path, What: k.JSONPath})
+	}
+	for _, t := range f.layout.WipeTargets() {
+		if n := f.needs.DiskMinBytes[t.Name]; n > 0 {
+			req.Disks = append(req.Disks, diskorun.Disk{Name: t.Name, Device: t.Device, MinBytes: n})
+		}
+	}
+	return req
+}
+
+// keysSurviveKexec refuses, before the kexec, a layout whose key files
+// are neither given with --disk-encryption-keys nor devices: the installer
+// starts from its own image, so a file of the old system is not there.
+func (f *flow) keysSurviveKexec() error {
+	given := map[string]bool{}
+	for _, k := range f.o.DiskEncryptionKey {
+		given[k.A] = true
+	}
+	var problems []string
+	for _, k := range f.needs.KeyFiles {
+		if !given[k.Path] && !strings.HasPrefix(k.Path, "/dev/") {
+			problems = append(problems, fmt.Sprintf("%s: %s is read by the disko script, but the installer starts from its own image and no --disk-encryption-keys %s LOCAL_FILE brings it",
+				k.JSONPath, k.Path, k.Path))
+		}
+	}
+	if len(problems) > 0 {
+		return &diskorun.Refusal{Problems: problems}
+	}
 	return nil
 }
 
@@ -458,9 +535,20 @@ func (f *flow) disko(ctx context.Context) error {
 		}
 		f.info("disko", "key file %s copied to the installer (mode 0600)", k.A)
 	}
+	// Nothing is wiped that the installer could not finish.
+	f.step("disko", "checking the installer for what the layout and the install need")
+	if err := diskorun.Precheck(ctx, f.conn, f.requirements()); err != nil {
+		return err
+	}
 	f.step("disko", "partitioning, formatting and mounting under /mnt")
 	// The wipe was listed and confirmed in checkDisks, before kexec.
-	if err := f.runScript(ctx, "disko", "disko script", f.script, "--yes-wipe-all-disks"); err != nil {
+	if len(f.needs.Passphrases) > 0 {
+		// loadLayout made sure there is a terminal.
+		f.info("disko", "LUKS %s: type the passphrase when asked (twice for a new container); it is not shown and goes nowhere else", strings.Join(f.needs.Passphrases, ", "))
+		if err := f.runOnTerminal(ctx, "disko script", f.script, "--yes-wipe-all-disks"); err != nil {
+			return err
+		}
+	} else if err := f.runScript(ctx, "disko", "disko script", f.script, "--yes-wipe-all-disks"); err != nil {
 		return err
 	}
 	if f.wipes() {
@@ -514,6 +602,25 @@ func (f *flow) uploadSecret(ctx context.Context, local, remote string) error {
 // line by line (target.Conn.RunScript).
 func (f *flow) runScript(ctx context.Context, phase, name, script string, args ...string) error {
 	return f.conn.RunScript(ctx, name, script, args, func(line string) { f.info(phase, "%s", line) })
+}
+
+// runOnTerminal runs a script as root on the target with this process's
+// terminal as its own (raw here, echo off there), for the passphrase
+// prompts of the disko script. The reader of the terminal may stay blocked
+// until the next key press after the script ends; nothing reads the
+// terminal after the disko phase.
+func (f *flow) runOnTerminal(ctx context.Context, name, script string, args ...string) error {
+	in, ok := terminal(f.env.Stdin)
+	if !ok {
+		return fmt.Errorf("%s: no terminal", name)
+	}
+	state, err := term.MakeRaw(int(in.Fd()))
+	if err != nil {
+		return fmt.Errorf("%s: put the terminal in raw mode: %w", name, err)
+	}
+	defer term.Restore(int(in.Fd()), state)
+	w, h, _ := term.GetSize(int(in.Fd()))
+	return f.conn.RunScriptOnTerminal(ctx, name, script, args, target.Terminal{In: in, Out: f.env.Stderr, Term: f.env.Getenv("TERM"), Width: w, Height: h})
 }
 
 // lastLines is the last n lines of s.

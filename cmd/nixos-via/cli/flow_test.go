@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -73,8 +74,11 @@ func TestInvalidLayoutFailsBeforeConnecting(t *testing.T) {
 	}
 }
 
-func TestDiskoPhaseOnALoopDevice(t *testing.T) {
-	s := sshtest.Start(t, sshtest.Options{})
+// loopDisk is a loop device over a fresh sparse image of size bytes, and a
+// function that hashes the image. It skips t where loop devices or /mnt
+// cannot be used.
+func loopDisk(t *testing.T, size int64) (string, func() [32]byte) {
+	t.Helper()
 	if _, err := exec.LookPath("sgdisk"); err != nil {
 		t.Skip("no sgdisk (apt-get install gdisk)")
 	}
@@ -82,7 +86,10 @@ func TestDiskoPhaseOnALoopDevice(t *testing.T) {
 		t.Skipf("/mnt is in use on this machine (%s): the install flow mounts there", strings.TrimSpace(string(out)))
 	}
 	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := exec.Command("truncate", "-s", "300M", img).Run(); err != nil {
+	if err := os.WriteFile(img, []byte("an old system's bytes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, size); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command("losetup", "-P", "--find", "--show", img).Output()
@@ -95,6 +102,18 @@ func TestDiskoPhaseOnALoopDevice(t *testing.T) {
 		exec.Command("umount", "-R", "/mnt").Run()
 		exec.Command("losetup", "-d", loop).Run()
 	})
+	return loop, func() [32]byte {
+		b, err := os.ReadFile(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sha256.Sum256(b)
+	}
+}
+
+func TestDiskoPhaseOnALoopDevice(t *testing.T) {
+	s := sshtest.Start(t, sshtest.Options{})
+	loop, _ := loopDisk(t, 300<<20)
 	layout := fmt.Sprintf(`{"disk": {"main": {"type": "disk", "device": %q, "content": {"type": "gpt", "partitions": {
   "srv": {"size": "64M", "content": {"type": "filesystem", "format": "ext4", "mountpoint": "/srv"}},
   "root": {"size": "100%%", "content": {"type": "filesystem", "format": "ext4", "mountpoint": "/"}}}}}}}`, loop)
@@ -113,6 +132,62 @@ func TestDiskoPhaseOnALoopDevice(t *testing.T) {
 		if err != nil || strings.TrimSpace(string(got)) != fstype {
 			t.Errorf("findmnt %s = %q (%v), want %s", mp, got, err, fstype)
 		}
+	}
+}
+
+// TestDiskoPhaseRefusesWhatCannotBeFinished: a layout whose script would
+// call a tool the host lacks, read a key file that is not there, or not
+// fit on the disk is refused with exit 5 before anything is touched (the
+// disk's bytes are the same), naming the problem; one that asks for a
+// passphrase without a terminal is refused before connecting.
+func TestDiskoPhaseRefusesWhatCannotBeFinished(t *testing.T) {
+	if _, err := exec.LookPath("mkfs.f2fs"); err == nil {
+		t.Skip("mkfs.f2fs is installed here: the missing-tool case needs a tool this host lacks")
+	}
+	s := sshtest.Start(t, sshtest.Options{})
+	loop, hash := loopDisk(t, 300<<20)
+	disk := func(partitions string) string {
+		return fmt.Sprintf(`{"disk": {"main": {"type": "disk", "device": %q, "content": {"type": "gpt", "partitions": {%s}}}}}`, loop, partitions)
+	}
+	root := `"root": {"size": "100%", "content": {"type": "filesystem", "format": "ext4", "mountpoint": "/"}}`
+	luks := func(settings string) string {
+		return `"luks": {"size": "100%", "content": {"type": "luks", "name": "crypted", ` + settings +
+			`, "content": {"type": "filesystem", "format": "ext4", "mountpoint": "/"}}}`
+	}
+	tests := []struct {
+		name, layout string
+		want         []string
+	}{
+		{"a tool the host lacks", disk(`"data": {"size": "64M", "content": {"type": "filesystem", "format": "f2fs", "mountpoint": "/data"}}, ` + root),
+			[]string{"lacks", "mkfs.f2fs"}},
+		{"a key file that is not there", disk(luks(`"settings": {"keyFile": "/tmp/nixos-via-test-no-such.key"}`)),
+			[]string{"/tmp/nixos-via-test-no-such.key is missing on the host", "--disk-encryption-keys /tmp/nixos-via-test-no-such.key"}},
+		{"a disk too small", disk(`"big": {"size": "1G", "content": {"type": "filesystem", "format": "ext4", "mountpoint": "/big"}}, ` + root),
+			[]string{"disk.main", "300.0 MiB", "fixed sizes need"}},
+		{"a passphrase and no terminal", disk(luks(`"askPassword": true`)),
+			[]string{"crypted", "no terminal", "--disk-encryption-keys"}},
+	}
+	before := hash()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ref := layoutFlake(t, tc.layout)
+			code, _, stderr := runCLI(t, nil, "--flake", ref+"#t", "--phases", "disko", "--yes", fmt.Sprintf("root@127.0.0.1:%d", s.Port),
+				"-i", s.ClientKey, "--ssh-option", "UserKnownHostsFile="+s.KnownHosts)
+			if code != ExitRefused {
+				t.Fatalf("exit %d, want %d (refused); stderr:\n%s", code, ExitRefused, stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr does not say %q:\n%s", w, stderr)
+				}
+			}
+			if strings.Contains(stderr, "partitioning") {
+				t.Errorf("the disko script started:\n%s", stderr)
+			}
+			if hash() != before {
+				t.Fatalf("the disk changed")
+			}
+		})
 	}
 }
 
