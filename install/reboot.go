@@ -22,15 +22,30 @@ type RebootOptions struct {
 	// for the installed system to answer.
 	Timeout time.Duration
 	Home    string // for ~/.ssh (known_hosts)
+	// Boot is what the configuration says about how the system comes up
+	// (ReadBootConfig); the zero value is an unknown configuration.
+	Boot BootConfig
+	// LoginUser is whom the run logged in as, tried when the
+	// configuration has that user.
+	LoginUser string
 }
 
 // Reboot unmounts the root (exporting ZFS pools), reboots the installer
 // properly (reboot, so its init syncs and unmounts the disks; reboot -f
 // where that fails or the host is still up after forceAfter(opts.Timeout))
-// and waits for the installed system, which must answer as root with a new
-// boot id and run opts.Toplevel. It returns the connection to the
-// installed system. conn is closed once the host went down; the caller
-// still owns it (closing it again is harmless).
+// and waits for the installed system as its configuration (opts.Boot)
+// says it comes up: on its sshd's port, logging in as root where root may,
+// else as the run's login user or a wheel user the configuration has. It
+// returns a connection to the installed system once it saw a new boot id
+// and /run/current-system = opts.Toplevel, and records the new host key
+// then. It returns nil and no error, with a warning, where the system
+// came up as far as can be seen but cannot be checked: it runs no sshd,
+// it refuses every login we have (its key is recorded), or it waits for a
+// LUKS passphrase at boot (no key of an initrd is ever recorded). It
+// returns a *NotConfirmedError when the system provably did not come up:
+// nothing answered by the deadline, the boot id did not change, or
+// another system booted. conn is closed once the host went down; the
+// caller still owns it (closing it again is harmless).
 func Reboot(ctx context.Context, conn *target.Conn, sink event.Sink, opts RebootOptions) (*target.Conn, error) {
 	sink = sinkOr(sink)
 	root := rootOr(opts.Root)
@@ -53,7 +68,8 @@ sync
 		return nil, err
 	}
 	res := *conn.Resolved()
-	installerKey := conn.HostKey()
+	res.SSHOptions = nil
+	installerKeys := conn.HostKeys()
 	report(sink, "reboot", event.Step, "rebooting into the installed system")
 	// Detached, so the command returns before the host goes down.
 	detach := "(\n" + rebootScript(2*time.Second, forceAfter(opts.Timeout)) + ") </dev/null >/dev/null 2>&1 &"
@@ -63,25 +79,13 @@ sync
 	if err := conn.WaitDown(ctx, opts.Timeout, time.Second); err != nil {
 		return nil, err
 	}
-	res.User, res.HostKeyPin, res.SSHOptions = "root", "", nil
+	w := &comeUp{res: res, home: opts.Home, boot: opts.Boot, loginUser: opts.LoginUser, before: before,
+		top: opts.Toplevel, sink: sink, every: 2 * time.Second}
 	if opts.CopyHostKeys {
 		// The installed system has the host's own keys: nothing else is right.
-		res.PinnedKey, res.PinSource = installerKey, "the host's key (--copy-host-keys)"
-	} else {
-		// A new system has new host keys: record them instead of the old.
-		res.PinnedKey, res.ReplaceKnownHost = nil, true
+		w.keys = installerKeys
 	}
-	report(sink, "reboot", event.Step, "waiting for the installed system on %s", res.Addr())
-	up, err := target.WaitUp(ctx, &res, opts.Home, opts.Timeout, 2*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	if err := verifyBooted(ctx, up, before, opts.Toplevel); err != nil {
-		up.Close()
-		return nil, err
-	}
-	report(sink, "reboot", event.Info, "the installed system is up: /run/current-system = %s", opts.Toplevel)
-	return up, nil
+	return w.wait(ctx, opts.Timeout)
 }
 
 // rebootScript waits delay, then asks the host for a proper reboot (its
@@ -108,29 +112,6 @@ func forceAfter(timeout time.Duration) time.Duration {
 // seconds is d in whole seconds, rounded up.
 func seconds(d time.Duration) int64 {
 	return int64((d + time.Second - 1) / time.Second)
-}
-
-// verifyBooted checks that the host rebooted (its boot id is not before)
-// and runs toplevel.
-func verifyBooted(ctx context.Context, c *target.Conn, before, toplevel string) error {
-	after, err := bootID(ctx, c)
-	if err != nil {
-		return err
-	}
-	if after == before {
-		return fmt.Errorf("the host answers with the same boot id (%s): it did not reboot", after)
-	}
-	out, err := c.Output(ctx, "readlink /run/current-system", nil)
-	if err != nil {
-		return fmt.Errorf("read /run/current-system: %w", err)
-	}
-	if got := strings.TrimSpace(string(out)); got != toplevel {
-		if got == "" {
-			got = "-"
-		}
-		return fmt.Errorf("the host booted %s, not the installed system %s", got, toplevel)
-	}
-	return nil
 }
 
 // bootID is the kernel's random boot id: it changes with every boot.

@@ -5,7 +5,7 @@
 set -euo pipefail
 packages=(
   # SSH: a real sshd for integration tests, the client tools for agent tests
-  openssh-server openssh-client sudo
+  openssh-server openssh-client sudo netcat-openbsd
   # disk tools the rendered disko scripts run
   gdisk fdisk parted cryptsetup-bin lvm2 mdadm e2fsprogs dosfstools btrfs-progs xfsprogs util-linux mtools
   # images: kernel, busybox, initramfs and kexec parts

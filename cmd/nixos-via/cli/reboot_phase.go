@@ -6,19 +6,38 @@ import (
 	"github.com/nixos-via/nixos-via/install"
 )
 
+// readBootConfig reads, with the build, how the installed system comes up,
+// for the check after the reboot (a prebuilt --store-paths system has no
+// configuration to read: the check then expects root on the same port).
+func (f *flow) readBootConfig(ctx context.Context) error {
+	if f.o.StorePaths != nil {
+		return nil
+	}
+	boot, err := install.ReadBootConfig(ctx, f.nix, f.o.FlakeRef+"#"+f.o.FlakeAttr)
+	if err != nil {
+		return err
+	}
+	f.boot = boot
+	return nil
+}
+
 // reboot unmounts /mnt, reboots the installer and waits for the installed
-// system, which must run the toplevel we installed with a new boot id.
+// system as its configuration says it comes up (install.Reboot).
 func (f *flow) reboot(ctx context.Context) error {
 	conn, err := install.Reboot(ctx, f.conn, f.ui, install.RebootOptions{
 		Toplevel:     f.toplevel,
 		CopyHostKeys: f.o.CopyHostKeys,
 		Timeout:      f.o.TimeoutReboot,
 		Home:         home(f.env),
+		Boot:         f.boot,
+		LoginUser:    f.loginUser,
 	})
 	if err != nil {
 		return err
 	}
-	f.conn.Close()
-	f.conn = conn
+	if conn != nil {
+		f.conn.Close()
+		f.conn = conn
+	}
 	return nil
 }
