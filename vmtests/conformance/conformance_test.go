@@ -139,10 +139,18 @@ func TestDiskoConformance(t *testing.T) {
 	for _, c := range cases {
 		r := g.runCase(ctx, t, c, prev)
 		rows = append(rows, r)
+		t.Logf("%s: %s %s (%v)", r.name, r.result, r.reason, r.dur.Round(time.Second))
+		if r.result == "FAIL" && r.start != "blank" && r.start != "wiped" {
+			// Once more on wiped disks: does it fail by itself, or only
+			// over what the previous layout left?
+			r = g.runCase(ctx, t, c, &row{dirty: true})
+			r.name += " (again, wiped disks)"
+			rows = append(rows, r)
+			t.Logf("%s: %s %s (%v)", r.name, r.result, r.reason, r.dur.Round(time.Second))
+		}
 		if r.result != "skip" {
 			prev = r
 		}
-		t.Logf("%s: %s %s (%v)", r.name, r.result, r.reason, r.dur.Round(time.Second))
 	}
 	total := time.Since(start)
 	t.Logf("disko conformance, %d layouts, %v in all (boot included)\n%s", len(rows), total.Round(time.Second), table(rows, known))
@@ -347,6 +355,20 @@ func (g *guest) script(ctx context.Context, l *disko.Layout, mode string, args .
 	return nil
 }
 
+// diagnose shows the block devices, device-mapper tables and the /dev
+// entries of the layout's VGs, for the report of a failed script.
+func (g *guest) diagnose(ctx context.Context, l *disko.Layout) string {
+	cmd := "export PATH=/usr/sbin:/usr/bin:/sbin:/bin; lsblk -o NAME,TYPE,FSTYPE,PARTLABEL,MOUNTPOINT; dmsetup ls; ls -la /dev/mapper"
+	for _, v := range l.VGs {
+		cmd += "; ls -la " + target.ShellQuote("/dev/"+v.Name)
+	}
+	out, err := g.conn.Output(ctx, cmd+"; true", nil)
+	if err != nil {
+		return err.Error()
+	}
+	return string(out)
+}
+
 func (g *guest) probe(ctx context.Context, e *expect, mounted, keys bool) (*state, error) {
 	var out strings.Builder
 	err := g.conn.RunScript(ctx, "probe", e.probeScript(mounted, keys), nil, func(l string) { out.WriteString(l + "\n") })
@@ -434,6 +456,7 @@ func (g *guest) runCase(ctx context.Context, t *testing.T, c *layoutCase, prev *
 
 	if err := g.script(ctx, l, "destroy,format,mount", "--yes-wipe-all-disks"); err != nil {
 		r.fail(0, "%v", err)
+		r.details = append(r.details, "state after the failure:\n"+g.diagnose(ctx, l))
 		return r
 	}
 	r.cells[0] = "ok"
