@@ -46,6 +46,7 @@ type Conn struct {
 	hostKey ssh.PublicKey
 	keys    *hostKeySet
 	agent   net.Conn
+	offered []ssh.PublicKey // the public keys authMethods offered
 
 	mu           sync.Mutex
 	escalate     Escalation // how to become root, set by SetEscalation
@@ -71,6 +72,11 @@ func (c *Conn) HostKeys() []ssh.PublicKey { return c.keys.list() }
 // connection) to HostKeys, and to known_hosts when the connection was
 // checked there (see hostKeySet).
 func (c *Conn) AddHostKeys(keys []ssh.PublicKey) { c.keys.add(keys) }
+
+// OfferedKeys are the public keys this connection offers when it
+// authenticates (Options.Signers, the agent's keys, the identity files), in
+// that order, whether or not one of them let it in.
+func (c *Conn) OfferedKeys() []ssh.PublicKey { return slices.Clone(c.offered) }
 
 // Client exposes the underlying SSH client (for SFTP and channels).
 func (c *Conn) Client() *ssh.Client { return c.client }
@@ -109,11 +115,11 @@ func Dial(ctx context.Context, opts Options, home string) (*Conn, error) {
 
 // DialResolved connects to an already resolved destination.
 func DialResolved(ctx context.Context, res *Resolved, home string) (*Conn, error) {
-	auth, agentConn, tried, err := authMethods(res)
+	auth, agentConn, tried, offered, err := authMethods(res)
 	if err != nil {
 		return nil, err
 	}
-	c := &Conn{res: res, agent: agentConn}
+	c := &Conn{res: res, agent: agentConn, offered: offered}
 	var via *ssh.Client
 	if res.ProxyJump != "" {
 		for _, hop := range strings.Split(res.ProxyJump, ",") {
@@ -123,13 +129,14 @@ func DialResolved(ctx context.Context, res *Resolved, home string) (*Conn, error
 			// Pins and the key set are the target's, not the jump host's.
 			hopOpts.HostKeyAlgorithms, hopOpts.PinnedKeys, hopOpts.PinnedKey = nil, nil, nil
 			hopOpts.HostKeyPin, hopOpts.HostKeyPins, hopOpts.ReplaceKnownHost = "", nil, false
+			hopOpts.Signers = nil // the target's throwaway key, unknown to a hop
 			hopOpts.SSHOptions = filterOptions(res.SSHOptions, "port", "user", "hostname", "proxyjump", "proxycommand", "hostkeyalgorithms")
 			hopRes, err := hopOpts.Resolve(home)
 			if err != nil {
 				c.closeHops()
 				return nil, fmt.Errorf("ProxyJump %s: %w", hop, err)
 			}
-			hopAuth, hopAgent, hopTried, err := authMethods(hopRes)
+			hopAuth, hopAgent, hopTried, _, err := authMethods(hopRes)
 			if err != nil {
 				c.closeHops()
 				return nil, fmt.Errorf("ProxyJump %s: %w", hop, err)
@@ -398,11 +405,17 @@ func classifyHandshake(ctx context.Context, res *Resolved, addr string, checker 
 	return fmt.Errorf("ssh %s: %w", addr, err)
 }
 
-// authMethods builds the auth list in OpenSSH's order: public keys (agent,
-// then identity files), keyboard-interactive, password.
-func authMethods(res *Resolved) ([]ssh.AuthMethod, net.Conn, []string, error) {
-	var signers []ssh.Signer
+// authMethods builds the auth list in OpenSSH's order: public keys
+// (in-memory signers, agent, then identity files), keyboard-interactive,
+// password. It also returns the public keys it offers.
+func authMethods(res *Resolved) ([]ssh.AuthMethod, net.Conn, []string, []ssh.PublicKey, error) {
+	// The in-memory keys go first: they are the ones the host was given
+	// for this run, and sshd counts every key offered against MaxAuthTries.
+	signers := slices.Clone(res.Signers)
 	var tried []string
+	if len(signers) > 0 {
+		tried = append(tried, fmt.Sprintf("%d in-memory key(s)", len(signers)))
+	}
 	var agentConn net.Conn
 	if res.AgentSocket != "" {
 		if c, err := net.Dial("unix", res.AgentSocket); err == nil {
@@ -421,7 +434,7 @@ func authMethods(res *Resolved) ([]ssh.AuthMethod, net.Conn, []string, error) {
 			if agentConn != nil {
 				agentConn.Close()
 			}
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		signers = append(signers, s)
 		tried = append(tried, "key "+filepath.Base(f))
@@ -457,9 +470,13 @@ func authMethods(res *Resolved) ([]ssh.AuthMethod, net.Conn, []string, error) {
 		tried = append(tried, "keyboard-interactive")
 	}
 	if len(auth) == 0 {
-		return nil, nil, nil, fmt.Errorf("ssh %s@%s: no credentials: give -i KEY, run an ssh-agent, or use --env-password with SSHPASS", res.User, res.HostName)
+		return nil, nil, nil, nil, fmt.Errorf("ssh %s@%s: no credentials: give -i KEY, run an ssh-agent, or use --env-password with SSHPASS", res.User, res.HostName)
 	}
-	return auth, agentConn, tried, nil
+	offered := make([]ssh.PublicKey, 0, len(signers))
+	for _, s := range signers {
+		offered = append(offered, s.PublicKey())
+	}
+	return auth, agentConn, tried, offered, nil
 }
 
 func loadSigner(file string, prompt func(string, bool) (string, error)) (ssh.Signer, error) {

@@ -35,6 +35,11 @@ type Options struct {
 	Port        int
 	// IdentityFiles are private key files tried in order.
 	IdentityFiles []string
+	// Signers are in-memory keys, offered before every other key (the
+	// run's throwaway key for the installer, see kexec.AccessKey). They
+	// are never written anywhere, logged or put on a command line, and are
+	// not offered to ProxyJump hops.
+	Signers []ssh.Signer
 	// Password is used for password and keyboard-interactive auth (from
 	// SSHPASS with --env-password). It is a secret: never logged.
 	Password string
