@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,22 +18,12 @@ import (
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
-type eventLog struct {
-	mu     sync.Mutex
-	events []event.Event
-}
-
-func (l *eventLog) Emit(e event.Event) {
-	l.mu.Lock()
-	l.events = append(l.events, e)
-	l.mu.Unlock()
-}
-
-func (l *eventLog) warnings() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// warnings are the warning messages r received, one a line.
+func (r *recorder) warnings() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	var w []string
-	for _, e := range l.events {
+	for _, e := range r.events {
 		if e.Kind == event.Warn {
 			w = append(w, e.Msg)
 		}
@@ -122,7 +111,7 @@ func TestComeUp(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			log := &eventLog{}
+			log := &recorder{}
 			w := &comeUp{res: *res, home: home, boot: tc.boot, loginUser: "root", before: "old", top: top,
 				sink: log, every: 200 * time.Millisecond, identifyCmd: identify}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -130,13 +130,20 @@ func (c *Conn) RunAsLogin(ctx context.Context, cmd string, stdin io.Reader, stdo
 	if err := sess.Start(cmd); err != nil {
 		return fmt.Errorf("ssh %s: start %s: %w", c.res.Addr(), shortCmd(cmd), err)
 	}
+	return c.wait(ctx, sess, shortCmd(cmd))
+}
+
+// wait waits for a started session to end (name says which command in
+// errors). On ctx's end it asks the remote side to stop and closes the
+// channel, without waiting for a command that ignores both. A command that
+// ran and failed is an *ExitError.
+func (c *Conn) wait(ctx context.Context, sess *ssh.Session, name string) error {
 	done := make(chan error, 1)
 	go func() { done <- sess.Wait() }()
+	var err error
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		// Ask the remote side to stop and close the channel; do not wait
-		// for a command that ignores both.
 		sess.Signal(ssh.SIGTERM)
 		sess.Close()
 		return ctx.Err()
@@ -146,13 +153,13 @@ func (c *Conn) RunAsLogin(ctx context.Context, cmd string, stdin io.Reader, stdo
 	}
 	var ee *ssh.ExitError
 	if errors.As(err, &ee) {
-		return &ExitError{Cmd: shortCmd(cmd), Status: ee.ExitStatus(), Signal: ee.Signal()}
+		return &ExitError{Cmd: name, Status: ee.ExitStatus(), Signal: ee.Signal()}
 	}
 	var em *ssh.ExitMissingError
 	if errors.As(err, &em) {
-		return &ExitError{Cmd: shortCmd(cmd), Status: -1, Signal: "(connection lost before the exit status)"}
+		return &ExitError{Cmd: name, Status: -1, Signal: "(connection lost before the exit status)"}
 	}
-	return fmt.Errorf("ssh %s: %s: %w", c.res.Addr(), shortCmd(cmd), err)
+	return fmt.Errorf("ssh %s: %s: %w", c.res.Addr(), name, err)
 }
 
 // shortCmd names a command for messages: its first line, shortened.

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -117,24 +116,9 @@ func (c *Conn) RunScriptOnTerminal(ctx context.Context, name, script string, arg
 		}
 		io.Copy(stdin, t.In)
 	}()
-	done := make(chan error, 1)
-	go func() { done <- sess.Wait() }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		sess.Signal(ssh.SIGTERM)
-		sess.Close()
-		return ctx.Err()
-	}
-	if err == nil {
-		return nil
-	}
-	var ee *ssh.ExitError
-	switch {
-	case errors.As(err, &ee):
-		err = &ExitError{Cmd: name, Status: ee.ExitStatus(), Signal: ee.Signal()}
-	case errors.As(err, new(*ssh.ExitMissingError)):
-		err = &ExitError{Cmd: name, Status: -1, Signal: "(connection lost before the exit status)"}
+	err = c.wait(ctx, sess, name)
+	if err == nil || ctx.Err() != nil {
+		return err
 	}
 	return fmt.Errorf("%s: %w\n--- last output ---\n%s", name, err, strings.TrimSpace(strings.ReplaceAll(tail.String(), "\r", "")))
 }
