@@ -36,10 +36,11 @@ func flakeDir(t *testing.T) string {
 // world is what every scenario needs: keys, images, the agent.
 type world struct {
 	keys      *testimg.Keys
-	provDisk  string // raw provider disk image (ESP with systemd-boot + provider)
-	installer string // kexec tarball
-	agent     string // static nixos-via
-	flake     string // path:... reference of vmtests/flake
+	provDisk  string   // raw provider disk image (ESP with systemd-boot + provider)
+	installer string   // kexec tarball
+	agent     string   // static nixos-via
+	flake     string   // path:... reference of vmtests/flake
+	hostKeys  []string // the provider's public host keys ("TYPE BASE64")
 }
 
 func setup(t *testing.T) *world {
@@ -70,8 +71,18 @@ func setup(t *testing.T) *world {
 	keys.ClientKeyFile, keys.ClientPub = snake, strings.TrimSpace(string(pub))
 	prov := testimg.Provider(t, keys, "")
 	inst := testimg.Installer(t)
+	var hostKeys []string
+	listed, err := os.ReadFile(filepath.Join(filepath.Dir(prov.Kernel), images.HostKeysFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(listed)), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 {
+			hostKeys = append(hostKeys, f[0]+" "+f[1])
+		}
+	}
 	return &world{keys: keys, provDisk: providerDisk(t, prov.Kernel, prov.Initrd, prov.Cmdline),
-		installer: inst.Path, agent: testimg.Agent(t), flake: "path:" + flakeDir(t)}
+		installer: inst.Path, agent: testimg.Agent(t), flake: "path:" + flakeDir(t), hostKeys: hostKeys}
 }
 
 // providerDisk is the provider's own boot disk (ESP + systemd-boot), so
@@ -113,12 +124,25 @@ func (w *world) boot(t *testing.T, name string, targets int, memMiB int) *machin
 // disks are raw files, so a test can search them for secrets.
 func (w *world) bootWith(t *testing.T, name string, targets int, memMiB int, consoleInput bool) *machine {
 	t.Helper()
+	return w.start(t, vm.Config{Name: name, MemoryMiB: memMiB, ConsoleInput: consoleInput}, targets)
+}
+
+// bootWithForwards also forwards the guest ports from the same ports here.
+func (w *world) bootWithForwards(t *testing.T, name string, targets int, memMiB int, ports []int) *machine {
+	t.Helper()
+	return w.start(t, vm.Config{Name: name, MemoryMiB: memMiB, Forwards: ports}, targets)
+}
+
+// start boots cfg under OVMF with the target disks and the provider disk.
+func (w *world) start(t *testing.T, cfg vm.Config, targets int) *machine {
+	t.Helper()
 	var disks []vm.Disk
 	for i := 0; i < targets; i++ {
 		disks = append(disks, vm.Disk{Size: 3 << 30, Format: "raw", BootIndex: i, Serial: fmt.Sprintf("target%d", i)})
 	}
 	disks = append(disks, vm.Disk{Path: w.provDisk, Overlay: true, BootIndex: targets})
-	v := vm.Start(t, vm.Config{Name: name, UEFI: true, MemoryMiB: memMiB, Disks: disks, Timeout: 20 * time.Minute, ConsoleInput: consoleInput})
+	cfg.UEFI, cfg.Disks, cfg.Timeout = true, disks, 20*time.Minute
+	v := vm.Start(t, cfg)
 	kh := filepath.Join(t.TempDir(), "known_hosts")
 	line := fmt.Sprintf("[127.0.0.1]:%d %s\n", v.SSHPort, w.keys.HostKey.PublicLine)
 	if err := os.WriteFile(kh, []byte(line), 0o600); err != nil {
@@ -169,6 +193,24 @@ func dialInstalled(t *testing.T, ctx context.Context, w *world, m *machine) *tar
 		StrictHostKeyChecking: target.StrictYes, SSHConfigFile: "none", ConnectTimeout: 20 * time.Second}, t.TempDir())
 	if err != nil {
 		t.Fatalf("connect to the installed system with the recorded host key: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// waitUpAcceptNew waits for the installed system and logs in as root,
+// taking whatever host key it has (a known_hosts of its own).
+func waitUpAcceptNew(t *testing.T, ctx context.Context, w *world, m *machine) *target.Conn {
+	t.Helper()
+	res, err := target.Options{Destination: fmt.Sprintf("root@127.0.0.1:%d", m.port),
+		IdentityFiles: []string{w.keys.ClientKeyFile}, KnownHostsFiles: []string{filepath.Join(t.TempDir(), "known_hosts")},
+		StrictHostKeyChecking: target.StrictAcceptNew, SSHConfigFile: "none", ConnectTimeout: 20 * time.Second}.Resolve(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := target.WaitUp(ctx, res, t.TempDir(), 3*time.Minute, 2*time.Second)
+	if err != nil {
+		t.Fatalf("wait for the installed system: %v\n--- console ---\n%s", err, m.v.ConsoleTail(40))
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
@@ -308,13 +350,26 @@ func TestInstallLUKSKeyFile(t *testing.T) {
 		t.Errorf("cryptsetup status crypted = %q", got)
 	}
 	inst.Close()
-	typed := typePassphraseAtPrompt(t, ctx, m, pass)
-	out = mustSucceed(t, ctx, m, "reboot phase", nil, w.installArgs(m, "luks-keyfile", "--phases", "reboot")...)
-	if err := <-typed; err != nil {
+	// Nobody types the passphrase the installed initrd asks for (the key
+	// file existed at install time only): the reboot phase says the
+	// system waits for it, succeeds, and records no key.
+	khBefore, _ := os.ReadFile(m.knownHosts)
+	args := w.installArgs(m, "luks-keyfile", "--phases", "reboot")
+	args = append(args[:len(args)-1], "--timeout-reboot", "75s", args[len(args)-1])
+	out = mustSucceed(t, ctx, m, "reboot phase", nil, args...)
+	if !strings.Contains(out, "waits for the passphrase of LUKS crypted") {
+		t.Errorf("the reboot phase does not say the system waits for its passphrase:\n%s", out)
+	}
+	if kh, _ := os.ReadFile(m.knownHosts); !bytes.Equal(kh, khBefore) {
+		t.Errorf("known_hosts changed while the system waited for its passphrase:\n%s", kh)
+	}
+	if err := <-typePassphraseAtPrompt(t, ctx, m, pass); err != nil {
 		t.Fatalf("answering the LUKS prompt: %v", err)
 	}
-	checkInstalled(t, ctx, w, m, "luks-keyfile", out)
-	c := dialInstalled(t, ctx, w, m)
+	c := waitUpAcceptNew(t, ctx, w, m)
+	if sys := run(t, ctx, c, "readlink /run/current-system"); !strings.Contains(sys, "nixos-system-luks-keyfile-") {
+		t.Errorf("/run/current-system = %s, want the luks-keyfile system", sys)
+	}
 	checkRootOn(t, ctx, c, "crypted")
 	c.Close()
 	if strings.Contains(m.v.Console(), pass) {

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -173,11 +176,17 @@ func TestInstallExtras(t *testing.T) {
 	}
 	os.Symlink("notes.txt", filepath.Join(extra, "home/alice/link"))
 	mustSucceed(t, ctx, m, "", nil, w.installArgs(m, "extras", "--extra-files", extra, "--chown", "/home/alice", "1000:100", "--copy-host-keys")...)
-	// --copy-host-keys: known_hosts still has (only) the provider's key,
-	// and the installed system must match it.
+	// --copy-host-keys: known_hosts still holds the provider's key first and
+	// otherwise only the provider's keys of other types (the host key set
+	// learnt on first contact), and the installed system must match them.
 	kh, _ := os.ReadFile(m.knownHosts)
-	if string(kh) != m.hostLine {
-		t.Errorf("known_hosts changed with --copy-host-keys:\n%s", kh)
+	if !strings.HasPrefix(string(kh), m.hostLine) {
+		t.Errorf("known_hosts lost the provider's key with --copy-host-keys:\n%s", kh)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(kh)), "\n") {
+		if f := strings.Fields(l); len(f) < 3 || !slices.Contains(w.hostKeys, f[1]+" "+f[2]) {
+			t.Errorf("known_hosts line %q is not one of the provider's keys %q", l, w.hostKeys)
+		}
 	}
 	c := dialInstalled(t, ctx, w, m)
 	if got := run(t, ctx, c, "readlink /run/current-system"); !strings.Contains(got, "nixos-system-extras-") {
@@ -289,4 +298,53 @@ func (c *cutOnLine) Write(p []byte) (int, error) {
 func runCmd(name string, args ...string) (string, error) {
 	out, err := exec.Command(name, args...).CombinedOutput()
 	return string(out), err
+}
+
+// TestInstallAdminPort: a configuration as many real ones are — root may
+// not log in, the admin user alice (wheel) may, sshd listens on port
+// 40022. The install is confirmed through alice on that port, whose new
+// host key is recorded there, and root is refused.
+func TestInstallAdminPort(t *testing.T) {
+	const port = 40022 // the configuration's services.openssh.ports
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Skipf("port %d is in use here, and the test system's sshd listens there: %v", port, err)
+	}
+	l.Close()
+	w := setup(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
+	defer cancel()
+	m := w.bootWithForwards(t, "admin-port", 1, 512, []int{port})
+	out := mustSucceed(t, ctx, m, "", nil, w.installArgs(m, "admin-port")...)
+	if !strings.Contains(out, "the installed system is up") || !strings.Contains(out, "logged in as alice") {
+		t.Errorf("nixos-via did not confirm the system through alice:\n%s", out)
+	}
+	if strings.Contains(out, "not checked") {
+		t.Errorf("a confirmed install warns that it was not checked:\n%s", out)
+	}
+	kh, _ := os.ReadFile(m.knownHosts)
+	if !strings.Contains(string(kh), fmt.Sprintf("[127.0.0.1]:%d ", port)) {
+		t.Errorf("known_hosts has no entry for port %d:\n%s", port, kh)
+	}
+	dial := func(user string) (*target.Conn, error) {
+		return target.Dial(ctx, target.Options{Destination: fmt.Sprintf("%s@127.0.0.1:%d", user, port),
+			IdentityFiles: []string{w.keys.ClientKeyFile}, KnownHostsFiles: []string{m.knownHosts},
+			StrictHostKeyChecking: target.StrictYes, SSHConfigFile: "none", ConnectTimeout: 20 * time.Second}, t.TempDir())
+	}
+	c, err := dial("alice")
+	if err != nil {
+		t.Fatalf("log in as alice on port %d with the recorded key: %v", port, err)
+	}
+	defer c.Close()
+	var sys bytes.Buffer
+	if err := c.RunAsLogin(ctx, "readlink /run/current-system", nil, &sys, nil); err != nil || !strings.Contains(sys.String(), "nixos-system-admin-port-") {
+		t.Errorf("/run/current-system = %q (%v), want the admin-port system", sys.String(), err)
+	}
+	var ae *target.AuthError
+	if rc, err := dial("root"); !errors.As(err, &ae) {
+		if rc != nil {
+			rc.Close()
+		}
+		t.Errorf("root login on the installed system: %v, want it refused (PermitRootLogin no)", err)
+	}
 }

@@ -70,6 +70,9 @@ type Config struct {
 	Timeout time.Duration
 	// ExtraArgs are appended to the QEMU command line.
 	ExtraArgs []string
+	// Forwards are guest TCP ports forwarded from the same port on
+	// 127.0.0.1 (an installed sshd that listens on another port than 22).
+	Forwards []int
 	// ConsoleInput lets the test type on the serial console (VM.Type), e.g.
 	// a LUKS passphrase the installed initrd asks for. The console is
 	// still logged to ConsoleLog.
@@ -97,6 +100,15 @@ type VM struct {
 	mu         sync.Mutex
 	offset     int64 // console bytes consumed by ExpectString
 	exitErr    error
+}
+
+// forwards is the hostfwd options for ports, each from the same port here.
+func forwards(ports []int) string {
+	var b strings.Builder
+	for _, p := range ports {
+		fmt.Fprintf(&b, ",hostfwd=tcp:127.0.0.1:%d-:%d", p, p)
+	}
+	return b.String()
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that is free right now.
@@ -197,7 +209,7 @@ func StartIn(dir string, cfg Config) (*VM, error) {
 		"-nodefaults", "-display", "none", "-monitor", "none",
 		"-serial", serial,
 		"-qmp", "unix:" + v.qmp + ",server=on,wait=off",
-		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22", port),
+		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22", port) + forwards(cfg.Forwards),
 		"-device", "virtio-net-pci,netdev=n0,romfile=",
 		"-device", "virtio-rng-pci",
 	}
