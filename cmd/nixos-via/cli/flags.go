@@ -139,7 +139,7 @@ func specs() []flagSpec {
 		{name: "debug", group: gOut, help: "print every remote command and more detail"},
 		{name: "timeout-connect", group: gOut, arg: "DUR", help: "deadline for the first SSH connection (default 2m)"},
 		{name: "timeout-kexec", group: gOut, arg: "DUR", help: "deadline for the host to go down and the installer to answer (default 10m)"},
-		{name: "timeout-reboot", group: gOut, arg: "DUR", help: "deadline for the installed system to answer after reboot (default 15m)"},
+		{name: "timeout-reboot", group: gOut, arg: "DUR", help: "deadline for the installed system to answer after reboot (default 15m); one waiting for its LUKS passphrase is reported as waiting then, not as failed"},
 		{name: "help", short: "h", group: gOut, help: "show this help"},
 
 		{name: "no-reboot", group: gDep, help: "= --phases kexec,disko,install"},
