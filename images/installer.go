@@ -180,7 +180,13 @@ const runScript = `#!/bin/sh
 # host keys, authorized keys, network setup, machine-id and DNS servers.
 # Usage: run [--kexec-extra-flags FLAGS]
 set -eu
-here=$(cd "$(dirname "$0")" && pwd)
+# Only the shell and its builtins come from the host: every other
+# program is the tarball's own busybox, ip and kexec.
+case "$0" in
+*/*) here=${0%/*} ;;
+*) here=. ;;
+esac
+here=$(cd "$here" && pwd -P)
 BB="$here/busybox"
 IP="$here/ip"
 KEXEC="$here/kexec"
@@ -197,7 +203,7 @@ if [ "$("$BB" id -u)" != 0 ]; then
 	exit 1
 fi
 work=$("$BB" mktemp -d "$here/state.XXXXXX")
-trap '"$BB" rm -rf "$work"' EXIT
+trap '"$BB" rm -rf "$work" "$work.cpio"' EXIT
 "$BB" mkdir -p "$work/ssh" "$work/network"
 
 # Authorized keys: root's, the sudo/doas user's, and NixOS-style files.
@@ -209,9 +215,15 @@ keys() {
 keys /root/.ssh/authorized_keys
 keys /root/.ssh/authorized_keys2
 [ -r /etc/ssh/authorized_keys.d/root ] && "$BB" cat /etc/ssh/authorized_keys.d/root >> "$work/ssh/authorized_keys"
-user="${SUDO_USER:-${DOAS_USER:-}}"
+user="${DOAS_USER:-${SUDO_USER:-}}"
 if [ -n "$user" ] && [ "$user" != root ]; then
-	home=$("$BB" awk -F: -v u="$user" '$1 == u { print $6 }' /etc/passwd)
+	home=$("$BB" awk -F: -v u="$user" '$1 == u { print $6; exit }' /etc/passwd)
+	# A user from NSS (LDAP, sssd, homed) is not in /etc/passwd: the
+	# host's shell looks the home up (~user), for a plain user name only.
+	if [ -z "$home" ] && [ -z "$(printf '%s' "$user" | "$BB" tr -d 'A-Za-z0-9._-')" ]; then
+		eval "home=~$user"
+		case "$home" in "~"*) home= ;; esac
+	fi
 	if [ -n "$home" ]; then
 		keys "$home/.ssh/authorized_keys"
 		keys "$home/.ssh/authorized_keys2"
@@ -224,12 +236,13 @@ for f in /etc/ssh/ssh_host_*; do
 	[ -e "$f" ] && "$BB" cp "$f" "$work/ssh/"
 done
 
-# Network: the JSON views, and the static addresses/routes by MAC address
-# in a form the installer's init replays.
-"$IP" --json addr > "$work/network/addrs.json"
-"$IP" -4 --json route > "$work/network/routes-v4.json"
+# Network: the JSON views at the archive's top, where the nixos-images
+# installer reads them too, and the static addresses/routes by MAC
+# address in a form this installer's init replays.
+"$IP" --json addr > "$work/addrs.json"
+"$IP" -4 --json route > "$work/routes-v4.json"
 # IPv6 may be disabled on the host; that must not stop the kexec.
-"$IP" -6 --json route > "$work/network/routes-v6.json" 2>/dev/null || echo '[]' > "$work/network/routes-v6.json"
+"$IP" -6 --json route > "$work/routes-v6.json" 2>/dev/null || echo '[]' > "$work/routes-v6.json"
 "$IP" -o link show | "$BB" awk '{ n = $2; sub(/:$/, "", n); sub(/@.*/, "", n); for (i = 3; i < NF; i++) if ($i == "link/ether") print n, $(i + 1) }' > "$work/network/macs"
 "$IP" -o addr show scope global | "$BB" awk -v macs="$work/network/macs" '
 	BEGIN { while ((getline l < macs) > 0) { split(l, a, " "); mac[a[1]] = a[2] } }
@@ -260,27 +273,36 @@ fi
 
 # Append it all to the initrd as one more newc archive; the kernel
 # unpacks concatenated archives in order.
-(cd "$work" && "$BB" find . -mindepth 1 | "$BB" cpio -o -H newc | "$BB" gzip -9) >> "$here/initrd"
+# The archive goes through a file: without pipefail (dash) a failing cpio
+# would append an empty gzip member and the installer would boot without
+# the keys.
+(cd "$work" && "$BB" find . -mindepth 1 | "$BB" cpio -o -H newc) > "$work.cpio"
+[ -s "$work.cpio" ] || { echo "run: could not pack the host's keys and network" >&2; "$BB" rm -f "$work.cpio"; exit 1; }
+"$BB" gzip -9 < "$work.cpio" >> "$here/initrd"
+"$BB" rm -f "$work.cpio"
 
+# kexec_file_load first (falling back to kexec_load) from Linux 6.1 on,
+# the legacy call only before, as the nixos-images run does.
 syscall=""
 case "$("$BB" uname -r)" in
-[0-5].*|6.0|6.0.*) ;;
+[0-5].*|6.0|6.0[.-]*) ;;
 *) syscall="--kexec-syscall-auto" ;;
 esac
 # shellcheck disable=SC2086 # extra flags are split on purpose
-if ! "$KEXEC" --load "$here/bzImage" $syscall $extra --initrd="$here/initrd" --command-line="@CMDLINE@"; then
+if ! "$KEXEC" --load "$here/bzImage" $syscall $extra --initrd="$here/initrd" --no-checks --command-line="@CMDLINE@"; then
 	echo "run: kexec --load failed; last kernel messages:" >&2
 	"$BB" dmesg | "$BB" tail -n 100 >&2
 	exit 1
 fi
 echo "machine will boot into nixos in 6s..."
 # Detach from the caller's session so its SSH connection can close.
-"$BB" setsid "$BB" sh -c "sleep 6; exec '$KEXEC' -e $extra" </dev/null >/dev/null 2>&1 &
+"$BB" setsid "$BB" sh -c "'$BB' sleep 6; exec '$KEXEC' -e $extra" </dev/null >/dev/null 2>&1 &
 `
 
 // wrapperScript runs a bundled dynamic program through the bundled loader.
 const wrapperScript = `#!/bin/sh
-d=$(cd "$(dirname "$0")" && pwd)
+case "$0" in */*) d=${0%/*} ;; *) d=. ;; esac
+d=$(cd "$d" && pwd -P)
 exec "$d/lib/@LOADER@" --library-path "$d/lib" "$d/libexec/@NAME@" "$@"
 `
 
