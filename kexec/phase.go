@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,7 +32,11 @@ type Options struct {
 	// Interval between connection attempts (default 2 s).
 	Interval time.Duration
 	Home     string // for ~/.ssh (known_hosts of the reconnect)
-	Events   event.Sink
+	// Signers are in-memory keys the installer trusts (the run's
+	// AccessKey), offered first after kexec and kept in the new
+	// connection's Resolved for every later dial.
+	Signers []ssh.Signer
+	Events  event.Sink
 }
 
 // Error is a failure of the kexec step itself, with what the host printed.
@@ -214,6 +219,7 @@ func waitInstaller(ctx context.Context, before *target.Resolved, keys []ssh.Publ
 			r.PinnedKeys, r.PinnedKey, r.PinSource = keys, nil, "the host before kexec"
 			r.HostKeyPin, r.HostKeyPins, r.ReplaceKnownHost = "", nil, false
 			r.SSHOptions = nil
+			r.Signers = append(slices.Clone(opts.Signers), before.Signers...)
 			r.ConnectTimeout = min(before.ConnectTimeout, max(time.Until(deadline), time.Second))
 			c, err := target.DialResolved(ctx, &r, opts.Home)
 			if err == nil {

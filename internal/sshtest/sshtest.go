@@ -51,6 +51,13 @@ type Options struct {
 	// /etc/os-release (bind-mounted in a mount namespace of sshd's own), so
 	// that the server can pass for another system, such as an installer.
 	OSRelease string
+	// Binds are directories (mount point -> source) bind-mounted in sshd's
+	// own mount namespace, e.g. a temporary /root, so that a test may
+	// change files there without touching this machine's.
+	Binds map[string]string
+	// HomeAuthorizedKeys makes sshd read ~/.ssh/authorized_keys too, as a
+	// stock sshd does, besides the server's own file.
+	HomeAuthorizedKeys bool
 }
 
 // Server is one running sshd.
@@ -72,6 +79,7 @@ type Server struct {
 	served   []string          // types in sshd_config, in order
 	config   string            // sshd_config without its HostKey lines
 	osr      string            // file bind-mounted on /etc/os-release
+	binds    map[string]string // mount point -> source, in sshd's namespace
 }
 
 // Need skips the test unless sshd exists and the test runs as root (sshd
@@ -152,6 +160,7 @@ func Start(t testing.TB, o Options) *Server {
 		s.HostKeys[typ], s.keyFiles[typ] = pub, f
 		s.served = append(s.served, typ)
 	}
+	s.binds = o.Binds
 	if o.OSRelease != "" {
 		s.osr = filepath.Join(dir, "os-release")
 		write(t, s.osr, []byte(o.OSRelease), 0o644)
@@ -179,6 +188,10 @@ func Start(t testing.TB, o Options) *Server {
 		}
 		return "no"
 	}
+	keysFiles := filepath.Join(dir, "authorized_keys")
+	if o.HomeAuthorizedKeys {
+		keysFiles += " .ssh/authorized_keys"
+	}
 	cfg := fmt.Sprintf(`Port %d
 ListenAddress 127.0.0.1
 PidFile none
@@ -191,7 +204,7 @@ KbdInteractiveAuthentication no
 UseDNS no
 LogLevel VERBOSE
 MaxStartups 100
-`, s.Port, filepath.Join(dir, "authorized_keys"), yesno(o.Password))
+`, s.Port, keysFiles, yesno(o.Password))
 	if !o.NoSFTP {
 		cfg += "Subsystem sftp internal-sftp\n"
 	}
@@ -212,12 +225,28 @@ func (s *Server) start(t testing.TB) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(SSHD, "-D", "-e", "-f", filepath.Join(s.Dir, "sshd_config"))
-	if s.osr != "" {
+	if s.osr != "" || len(s.binds) > 0 {
 		if _, err := exec.LookPath("unshare"); err != nil {
-			t.Skip("no unshare (util-linux) to give sshd its own /etc/os-release")
+			t.Skip("no unshare (util-linux) to give sshd a mount namespace of its own")
 		}
-		cmd = exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
-			`mount --bind "$1" /etc/os-release && exec "$2" -D -e -f "$3"`, "sh", s.osr, SSHD, filepath.Join(s.Dir, "sshd_config"))
+		// sh -c 'mount --bind SRC DST && ... && exec sshd ...' with every
+		// path passed as an argument.
+		script, args := "", []string{"sh"}
+		bind := func(src, dst string) {
+			n := len(args)
+			script += fmt.Sprintf(`mount --bind "${%d}" "${%d}" && `, n, n+1)
+			args = append(args, src, dst)
+		}
+		if s.osr != "" {
+			bind(s.osr, "/etc/os-release")
+		}
+		for dst, src := range s.binds {
+			bind(src, dst)
+		}
+		n := len(args)
+		script += fmt.Sprintf(`exec "${%d}" -D -e -f "${%d}"`, n, n+1)
+		args = append(args, SSHD, filepath.Join(s.Dir, "sshd_config"))
+		cmd = exec.Command("unshare", append([]string{"--mount", "--propagation", "private", "sh", "-c", script}, args...)...)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/nixos-via/nixos-via/internal/nix"
 	"github.com/nixos-via/nixos-via/internal/target"
 	"github.com/nixos-via/nixos-via/kexec"
+	"golang.org/x/crypto/ssh"
 	"golang.org/x/term"
 )
 
@@ -489,24 +490,65 @@ func (f *flow) kexec(ctx context.Context, tb *kexec.Tarball) error {
 			return &PhaseError{Phase: "kexec", Err: err}
 		}
 	}
+	key, err := f.accessKey(ctx)
+	if err != nil {
+		kexec.RemoveWorkDir(ctx, f.conn, w)
+		return err
+	}
+	var signers []ssh.Signer
+	if key != nil {
+		signers = []ssh.Signer{key.Signer}
+	}
 	f.step("kexec", "loading the installer kernel")
 	runOut, err := kexec.RunScript(ctx, f.conn, w, f.o.KexecExtraFlags)
 	if err != nil {
-		return &PhaseError{Phase: "kexec", Err: err}
+		return &PhaseError{Phase: "kexec", Err: f.keyLeft(ctx, key, err)}
 	}
 	conn, facts, err := kexec.Reconnect(ctx, f.conn, kexec.Options{PostKexecPort: f.o.PostKexecPort,
-		DownTimeout: f.o.TimeoutKexec, UpTimeout: f.o.TimeoutKexec, Home: home(f.env), Events: f.ui})
+		DownTimeout: f.o.TimeoutKexec, UpTimeout: f.o.TimeoutKexec, Home: home(f.env), Events: f.ui, Signers: signers})
 	if err != nil {
 		// The last thing the host said is run's output: show it.
 		var ke *kexec.Error
 		if errors.As(err, &ke) && ke.Output == "" {
 			ke.Output = lastLines(runOut, 20)
 		}
-		return &PhaseError{Phase: "kexec", Err: err}
+		return &PhaseError{Phase: "kexec", Err: f.keyLeft(ctx, key, err)}
 	}
 	f.conn, f.facts = conn, facts
 	f.info("kexec", "the installer answers with the host's own key (%s), %d MiB RAM", facts.OSName, facts.MemTotalKiB>>10)
 	return nil
+}
+
+// accessKey gives the installer a key we hold when it would trust none of
+// ours (kexec.EnsureAccessKey); nil when none is needed. A key that cannot
+// be added refuses the kexec.
+func (f *flow) accessKey(ctx context.Context) (*kexec.AccessKey, error) {
+	key, err := kexec.EnsureAccessKey(ctx, f.conn, f.facts)
+	if err != nil {
+		return nil, &kexec.Refusal{Check: "installer-login", Msg: fmt.Sprintf("the installer would let nobody in without a key of ours: %v", err)}
+	}
+	if key != nil {
+		f.info("kexec", "none of our keys is in the authorized_keys files the installer takes over: added this run's throwaway key to %s (%s); it is used after kexec and leaves with the old system",
+			strings.Join(key.Files, " and "), key.Line)
+	}
+	return key, nil
+}
+
+// keyLeft is err of a kexec that failed after accessKey added key and
+// before the installer answered: the key is taken out again while the old
+// system still answers, else err says where it is and how to remove it.
+func (f *flow) keyLeft(ctx context.Context, key *kexec.AccessKey, err error) error {
+	if key == nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+	defer cancel()
+	files := strings.Join(key.Files, " and ")
+	if rmErr := key.Remove(rctx, f.conn); rmErr == nil {
+		f.info("kexec", "the throwaway key %s is removed from %s again", key.Comment, files)
+		return err
+	}
+	return fmt.Errorf("%w\n%s", err, key.Where())
 }
 
 // roomToDownload refuses a host download that would not fit: the tarball
