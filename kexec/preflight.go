@@ -1,7 +1,10 @@
 package kexec
 
 import (
+	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/nixos-via/nixos-via/internal/target"
@@ -92,6 +95,10 @@ func Preflight(in PreflightInput) (warnings []string, err error) {
 	}
 	if f.KexecDisabled {
 		return nil, &Refusal{"kexec-disabled", "kexec is disabled on the host (/proc/sys/kernel/kexec_load_disabled = 1; it cannot be switched back on without a reboot). Reboot the host (or boot a rescue system) and try again"}
+	}
+	if missing := MissingRunCommands(f, in.Tarball, in.CustomImage); len(missing) > 0 {
+		return nil, &Refusal{"tools", fmt.Sprintf("the installer's kexec/run calls %s on the host, which the host lacks (cpio and gzip pack the host's keys and network into the initrd). Install them (often the packages cpio, gzip, findutils, coreutils), or use an installer whose run needs only sh: one built by `nixos-via image installer`",
+			strings.Join(missing, ", "))}
 	}
 	switch f.Lockdown {
 	case "integrity", "confidentiality":
@@ -185,4 +192,57 @@ func orUnknown(s string) string {
 		return "an unknown OS"
 	}
 	return s
+}
+
+// officialRunCommands are the host commands the nixos-images kexec/run
+// cannot do without (kexec/CONTRACT.md): beyond sh and its builtins, and
+// the tarball's own kexec and ip. sort is left out (without it that run
+// only skips --kexec-syscall-auto), and so are dmesg and tail (only read
+// after a failed load).
+var officialRunCommands = []string{"sh", "cat", "cp", "cpio", "dirname", "find", "grep", "gzip", "mkdir", "mktemp", "nohup", "readlink", "rm", "sleep", "uname"}
+
+// ourRunCommands: our run (images/installer.go) brings busybox for
+// everything but the shell.
+var ourRunCommands = []string{"sh"}
+
+// SelfContainedRun says tb's run is ours, which needs only the host's sh:
+// the tarball carries kexec/busybox and, when it is unpacked here, its
+// run calls it.
+func SelfContainedRun(tb *Tarball) bool {
+	if tb == nil {
+		return false
+	}
+	if _, ok := tb.Files["kexec/busybox"]; !ok {
+		return false
+	}
+	if tb.Dir == "" {
+		return true
+	}
+	run, err := os.ReadFile(filepath.Join(tb.Dir, "kexec", "run"))
+	return err == nil && bytes.Contains(run, []byte(`"$here/busybox"`))
+}
+
+// RunCommands are the host commands tb's run needs. A tarball not yet
+// known (nil) is the default nixos-images one, unless --kexec named
+// another (custom): then nothing is known yet.
+func RunCommands(tb *Tarball, custom bool) []string {
+	switch {
+	case tb == nil && custom:
+		return nil
+	case SelfContainedRun(tb):
+		return ourRunCommands
+	}
+	return officialRunCommands
+}
+
+// MissingRunCommands are the commands of RunCommands the facts say the
+// host lacks. Commands the probe did not look for count as present.
+func MissingRunCommands(f *target.Facts, tb *Tarball, custom bool) []string {
+	var missing []string
+	for _, c := range RunCommands(tb, custom) {
+		if have, probed := f.Tools.Commands[c]; probed && !have {
+			missing = append(missing, c)
+		}
+	}
+	return missing
 }

@@ -66,7 +66,16 @@ type Tools struct {
 	Kexec      bool `json:"kexec"`
 	Sudo       bool `json:"sudo"`
 	Doas       bool `json:"doas"`
+	// Commands says, for each of ProbedCommands, whether the host has it.
+	Commands map[string]bool `json:"commands,omitempty"`
 }
+
+// ProbedCommands are the commands the facts probe looks for by name
+// (command -v, with the login user's PATH): the fields of Tools, and what
+// a kexec/run calls on the host (the nixos-images one; see
+// kexec/CONTRACT.md).
+var ProbedCommands = []string{"tar", "cpio", "setsid", "curl", "wget", "ip", "kexec", "sudo", "doas",
+	"sh", "cat", "cp", "dirname", "find", "grep", "gzip", "mkdir", "mktemp", "nohup", "readlink", "rm", "sleep", "sort", "uname"}
 
 // factsScript is POSIX sh (busybox ash, dash, bash) printing key=value
 // lines, and one "disk ..." line per whole disk. It runs as the login user
@@ -122,7 +131,7 @@ kv virt "$virt"
 kv kexecdisabled "$(cat /proc/sys/kernel/kexec_load_disabled 2>/dev/null)"
 kv lockdown "$(cat /sys/kernel/security/lockdown 2>/dev/null)"
 kv tmpfree "$(df -Pk /tmp 2>/dev/null | awk 'NR==2{print $4}')"
-for t in tar cpio setsid curl wget ip kexec sudo doas; do
+for t in @COMMANDS@; do
   if has "$t"; then kv "has_$t" y; else kv "has_$t" n; fi
 done
 if has setsid && setsid --wait true >/dev/null 2>&1; then kv has_setsidwait y; else kv has_setsidwait n; fi
@@ -167,7 +176,7 @@ echo end=ok
 // ProbeFacts runs the facts script in one round trip, as the login user.
 func (c *Conn) ProbeFacts(ctx context.Context) (*Facts, error) {
 	var out, errb bytes.Buffer
-	err := c.RunAsLogin(ctx, "sh -s", strings.NewReader(factsScript), &out, &tailWriter{buf: &errb, max: 2048})
+	err := c.RunAsLogin(ctx, "sh -s", strings.NewReader(strings.ReplaceAll(factsScript, "@COMMANDS@", strings.Join(ProbedCommands, " "))), &out, &tailWriter{buf: &errb, max: 2048})
 	if err != nil {
 		return nil, fmt.Errorf("probe facts on %s: %w: %s", c.res.Addr(), err, strings.TrimSpace(errb.String()))
 	}
@@ -251,7 +260,12 @@ func ParseFacts(out string) (*Facts, error) {
 	yes := func(k string) bool { return kv["has_"+k] == "y" }
 	f.Tools = Tools{Tar: yes("tar"), Cpio: yes("cpio"), Setsid: yes("setsid"), SetsidWait: yes("setsidwait"),
 		Curl: yes("curl"), Wget: yes("wget"), SFTPServer: yes("sftpserver"), IP: yes("ip"), Kexec: yes("kexec"),
-		Sudo: yes("sudo"), Doas: yes("doas")}
+		Sudo: yes("sudo"), Doas: yes("doas"), Commands: map[string]bool{}}
+	for _, c := range ProbedCommands {
+		if _, ok := kv["has_"+c]; ok {
+			f.Tools.Commands[c] = yes(c)
+		}
+	}
 	f.HasIPv6Only = kv["ipv6only"] == "y"
 	sort.Slice(f.Disks, func(i, j int) bool { return f.Disks[i].Name < f.Disks[j].Name })
 	return f, nil
