@@ -40,6 +40,18 @@ type ProviderOptions struct {
 	UserPassword string
 	// UserAuthorizedKeys are the user's keys; nil means RootAuthorizedKeys.
 	UserAuthorizedKeys []string
+	// RootPassword, when set, is root's password (console, and SSH with
+	// PasswordLogin), as on a VPS whose provider mails a root password.
+	RootPassword string
+	// PasswordLogin lets sshd take passwords (PasswordAuthentication yes);
+	// with RootPassword and no PermitRootLogin, root may log in with it.
+	PasswordLogin bool
+	// PermitRootLogin is sshd's setting: "" means prohibit-password (keys
+	// only), or with RootPassword and PasswordLogin yes; "no" is a
+	// Debian-style image whose admin logs in as User.
+	PermitRootLogin string
+	// SSHPort is sshd's port; 0 means 22.
+	SSHPort int
 	// Cmdline is appended to the default kernel command line
 	// ("console=ttyS0 panic=-1"), e.g. "sysctl.kernel.kexec_load_disabled=1".
 	Cmdline string
@@ -148,6 +160,14 @@ func BuildProvider(ctx context.Context, dir string, opts ProviderOptions) (*Prov
 	} else if opts.UserPassword != "" || opts.UserAuthorizedKeys != nil {
 		return nil, fmt.Errorf("provider image: a user password or keys were given without a user name")
 	}
+	switch opts.PermitRootLogin {
+	case "", "yes", "no", "prohibit-password":
+	default:
+		return nil, fmt.Errorf("provider image: PermitRootLogin %q: want yes, no or prohibit-password", opts.PermitRootLogin)
+	}
+	if opts.SSHPort < 0 || opts.SSHPort > 65535 {
+		return nil, fmt.Errorf("provider image: SSH port %d out of range", opts.SSHPort)
+	}
 	comp, err := ParseCompression(string(opts.Compression))
 	if err != nil {
 		return nil, fmt.Errorf("provider image: %w", err)
@@ -229,6 +249,9 @@ VARIANT_ID=nixos-via-provider
 	if err := b.basicFiles(hostname, osRelease, users); err != nil {
 		return nil, fmt.Errorf("provider image: %w", err)
 	}
+	if err := b.providerAccess(ctx, opts); err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
 	if err := b.t.File("/root/.ssh/authorized_keys", []byte(joinLines(opts.RootAuthorizedKeys)), 0o600); err != nil {
 		return nil, fmt.Errorf("provider image: %w", err)
 	}
@@ -278,6 +301,53 @@ VARIANT_ID=nixos-via-provider
 	p.UnpackedBytes, _ = b.t.Size()
 	sink.Emit(event.Event{Phase: "image", Kind: event.Done, Msg: fmt.Sprintf("provider initrd %s: %d bytes (%d unpacked)", p.Initrd, p.InitrdBytes, p.UnpackedBytes)})
 	return p, nil
+}
+
+// providerAccess shapes how one logs in: root's password in /etc/shadow,
+// and sshd's port, root login and password settings.
+func (b *builder) providerAccess(ctx context.Context, opts ProviderOptions) error {
+	if opts.RootPassword != "" {
+		hash, err := hashPassword(ctx, opts.RootPassword)
+		if err != nil {
+			return err
+		}
+		if err := b.replaceIn("/etc/shadow", "root:*:", "root:"+hash+":"); err != nil {
+			return err
+		}
+	}
+	permit := opts.PermitRootLogin
+	if permit == "" && opts.RootPassword != "" && opts.PasswordLogin {
+		permit = "yes"
+	}
+	if permit != "" {
+		if err := b.replaceIn("/etc/ssh/sshd_config", "PermitRootLogin prohibit-password\n", "PermitRootLogin "+permit+"\n"); err != nil {
+			return err
+		}
+	}
+	if opts.PasswordLogin {
+		if err := b.replaceIn("/etc/ssh/sshd_config", "PasswordAuthentication no\n", "PasswordAuthentication yes\n"); err != nil {
+			return err
+		}
+	}
+	if opts.SSHPort != 0 && opts.SSHPort != 22 {
+		if err := b.replaceIn("/etc/ssh/sshd_config", "Port 22\n", fmt.Sprintf("Port %d\n", opts.SSHPort)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// replaceIn replaces the one occurrence of old in the tree's file p.
+func (b *builder) replaceIn(p, old, new string) error {
+	e := b.t.Get(p)
+	if e == nil || e.Data == nil {
+		return fmt.Errorf("%s: not in the image", p)
+	}
+	data := string(e.Data)
+	if strings.Count(data, old) != 1 {
+		return fmt.Errorf("%s: %q is not there exactly once", p, strings.TrimSpace(old))
+	}
+	return b.t.File(p, []byte(strings.Replace(data, old, new, 1)), e.Perm)
 }
 
 func joinLines(lines []string) string {

@@ -179,3 +179,57 @@ func TestBuildProviderRejectsBadOptions(t *testing.T) {
 		t.Errorf("ParseHostKey(garbage) = nil error")
 	}
 }
+
+// TestBuildProviderAccessVariants: the provider can look like the VPSes
+// users start from: keys only (the default), a mailed root password with
+// no key at all, a Debian-style image whose root may not log in, sshd on
+// another port.
+func TestBuildProviderAccessVariants(t *testing.T) {
+	needHostParts(t)
+	hk, auth := testKeys(t)
+	for _, tc := range []struct {
+		name       string
+		opts       ProviderOptions
+		wantConfig []string // sshd_config lines
+		rootHash   bool     // root has a password in /etc/shadow
+		rootKeys   string
+	}{
+		{"keys only", ProviderOptions{RootAuthorizedKeys: []string{auth}},
+			[]string{"Port 22", "PermitRootLogin prohibit-password", "PasswordAuthentication no"}, false, auth + "\n"},
+		{"root password, no key", ProviderOptions{RootPassword: "root-pw", PasswordLogin: true},
+			[]string{"Port 22", "PermitRootLogin yes", "PasswordAuthentication yes"}, true, ""},
+		{"debian-style sudo user", ProviderOptions{User: "admin", UserPassword: "pw", UserAuthorizedKeys: []string{auth}, PermitRootLogin: "no"},
+			[]string{"Port 22", "PermitRootLogin no", "PasswordAuthentication no"}, false, ""},
+		{"sshd on 2222", ProviderOptions{RootAuthorizedKeys: []string{auth}, SSHPort: 2222},
+			[]string{"Port 2222", "PermitRootLogin prohibit-password", "PasswordAuthentication no"}, false, auth + "\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := tc.opts
+			o.HostKeys, o.OnlyGivenHostKeys = []HostKey{hk}, true
+			p, err := BuildProvider(t.Context(), t.TempDir(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			files := readInitrd(t, p.Initrd)
+			cfg := string(files["etc/ssh/sshd_config"].data)
+			for _, want := range tc.wantConfig {
+				if !strings.Contains(cfg, "\n"+want+"\n") && !strings.HasPrefix(cfg, want+"\n") {
+					t.Errorf("sshd_config lacks %q:\n%s", want, cfg)
+				}
+			}
+			shadow := string(files["etc/shadow"].data)
+			if got := strings.Contains(shadow, "root:$6$"); got != tc.rootHash {
+				t.Errorf("root has a password hash: got %v, want %v:\n%s", got, tc.rootHash, shadow)
+			}
+			if strings.Contains(shadow, "root-pw") {
+				t.Errorf("/etc/shadow holds the password in clear")
+			}
+			if got := string(files["root/.ssh/authorized_keys"].data); got != tc.rootKeys {
+				t.Errorf("root's authorized_keys = %q, want %q", got, tc.rootKeys)
+			}
+		})
+	}
+	if _, err := BuildProvider(t.Context(), t.TempDir(), ProviderOptions{HostKeys: []HostKey{hk}, PermitRootLogin: "maybe"}); err == nil || !strings.Contains(err.Error(), "PermitRootLogin") {
+		t.Errorf("PermitRootLogin maybe: error %v, want one naming PermitRootLogin", err)
+	}
+}

@@ -28,10 +28,12 @@ import (
 	"github.com/nixos-via/nixos-via/images"
 )
 
-// Provider login user with sudo, and its password.
+// Provider login user with sudo, and its password; root's password on the
+// password-only variant.
 const (
 	User         = "alice"
 	UserPassword = "via-test-password"
+	RootPassword = "via-root-password"
 )
 
 // CacheDir returns (and creates) the image cache directory.
@@ -253,6 +255,56 @@ func Provider(t testing.TB, keys *Keys, extraCmdline string) *images.Provider {
 			HostKeys: []images.HostKey{keys.HostKey}, RootAuthorizedKeys: []string{keys.ClientPub},
 			User: User, UserPassword: UserPassword, Cmdline: extraCmdline,
 		})
+		return err
+	})
+	cmdline, err := os.ReadFile(filepath.Join(dir, "cmdline"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &images.Provider{Kernel: filepath.Join(dir, "bzImage"), Initrd: filepath.Join(dir, "initrd"), Cmdline: strings.TrimSpace(string(cmdline))}
+}
+
+// Variant is a provider shaped like a kind of real VPS (DESIGN.md section
+// 6, real shapes); the zero Variant is the default Provider.
+type Variant struct {
+	// NoKeys leaves every authorized_keys file empty: with
+	// RootPassword, the only way in is root's password (a VPS whose
+	// provider mailed one).
+	NoKeys bool
+	// RootPassword is set to testimg.RootPassword, and sshd takes it.
+	RootPassword bool
+	// NoRootLogin is Debian-style: PermitRootLogin no, root has no key,
+	// User logs in with the client key and becomes root with sudo.
+	NoRootLogin bool
+	// SSHPort is sshd's port in the guest; 0 is 22.
+	SSHPort int
+	Cmdline string
+}
+
+// ProviderVariant returns the cached provider image of variant v, with the
+// test host key and User (sudo asks for UserPassword).
+func ProviderVariant(t testing.TB, keys *Keys, v Variant) *images.Provider {
+	t.Helper()
+	needTools(t)
+	po := images.ProviderOptions{HostKeys: []images.HostKey{keys.HostKey}, User: User, UserPassword: UserPassword,
+		Cmdline: v.Cmdline, SSHPort: v.SSHPort}
+	if !v.NoKeys {
+		po.RootAuthorizedKeys, po.UserAuthorizedKeys = []string{keys.ClientPub}, []string{keys.ClientPub}
+	} else {
+		po.UserAuthorizedKeys = []string{}
+	}
+	if v.RootPassword {
+		po.RootPassword, po.PasswordLogin = RootPassword, true
+	}
+	if v.NoRootLogin {
+		po.PermitRootLogin, po.RootAuthorizedKeys = "no", nil
+	}
+	key := struct {
+		HostKey, ClientPub, User, Password string
+		Variant                            Variant
+	}{keys.HostKey.PublicLine, keys.ClientPub, User, UserPassword, v}
+	dir := cached(t, "provider-variant", key, func(dir string) error {
+		_, err := images.BuildProvider(t.Context(), dir, po)
 		return err
 	})
 	cmdline, err := os.ReadFile(filepath.Join(dir, "cmdline"))
