@@ -41,6 +41,13 @@ type InstallerOptions struct {
 	// services.openssh.hostKeys: a restored ecdsa key is kept in /etc/ssh
 	// but not offered, as in the real installer.
 	SSHHostKeyTypes []string
+	// SharedMounts makes every mount of the installer shared early in its
+	// init (mount --make-rshared /), as systemd, PID 1 of a real NixOS
+	// installer, does: a mount or unmount under a bind of it then
+	// propagates back (a chroot's `umount -R` would take /dev, /proc and
+	// /sys of the installer with it). Without it mounts stay private, as
+	// with busybox init.
+	SharedMounts bool
 	// Cmdline is appended to the installer's kernel command line.
 	Cmdline string
 	// Compression of the initrd; "" means zstd.
@@ -172,6 +179,11 @@ if [ -s /network/static ]; then
 		esac || echo "[init] restore $kind $rest on $dev failed"
 	done < /network/static
 fi
+`
+
+// rcSharedMounts makes the mounts rcHead made (and every later one)
+// shared, as systemd does at boot.
+const rcSharedMounts = `mount --make-rshared / && echo "[init] mounts are shared" || echo "[init] mount --make-rshared / failed"
 `
 
 // runScript is kexec/run (DESIGN.md section 4). @CMDLINE@ is replaced.
@@ -451,7 +463,11 @@ BUILD_ID=nixos-via
 		fmt.Fprintf(&keygen, "[ -e %[1]s ] || ssh-keygen -q -t %[2]s -N '' -f %[1]s\n", f, typ)
 	}
 	sshdConf := fmt.Sprintf(sshdConfig, hostKeyLines.String()) + "SetEnv DM_DISABLE_UDEV=1\n"
-	rc := rcHead + rcRestore + keygen.String() + rcDHCP + rcTail + "echo \"[init] nixos-via installer ready\"\n"
+	shared := ""
+	if opts.SharedMounts {
+		shared = rcSharedMounts
+	}
+	rc := rcHead + shared + rcRestore + keygen.String() + rcDHCP + rcTail + "echo \"[init] nixos-via installer ready\"\n"
 	for _, f := range []struct {
 		p, data string
 		perm    uint32

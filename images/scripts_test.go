@@ -13,6 +13,7 @@ func TestScriptsParse(t *testing.T) {
 		"kexec/run":          strings.ReplaceAll(runScript, "@CMDLINE@", "console=ttyS0"),
 		"provider /etc/rc":   rcHead + rcDHCP + rcTail,
 		"installer /etc/rc":  rcHead + rcRestore + rcDHCP + rcTail,
+		"shared mounts":      rcSharedMounts,
 		"udhcpc script":      udhcpcScript,
 		"helper wrapper":     strings.NewReplacer("@LOADER@", "ld-linux-x86-64.so.2", "@NAME@", "ip").Replace(wrapperScript),
 		"broken (must fail)": "if then fi",
