@@ -88,6 +88,15 @@ func ourTarball(t *testing.T) flavour {
 	return flavour{name: "ours", tarball: ourBuild.path, cmdline: ourBuild.cmdline, ours: true}
 }
 
+// TestMain removes the tarball ourTarball built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if ourBuild.path != "" {
+		os.RemoveAll(filepath.Dir(ourBuild.path))
+	}
+	os.Exit(code)
+}
+
 func flavours(t *testing.T) []flavour {
 	fl := []flavour{ourTarball(t)}
 	if p := os.Getenv("NIXOS_VIA_OFFICIAL_TARBALL"); p != "" {
