@@ -303,10 +303,18 @@ disko_mounted() {
 		END { exit !f }' /proc/self/mounts
 }
 
-# disko_swap_active DEV: DEV is an active swap area.
+# disko_swap_active DEV: DEV is an active swap area. A block device is
+# compared by its device number: without udev, /proc/swaps may name it
+# by a node of its own (/dev/mapper/vg-swap, not /dev/dm-6).
 disko_swap_active() {
 	_r=$(readlink -f "$1") || return 1
-	r="$_r" awk 'NR > 1 && $1 == ENVIRON["r"] { f = 1 } END { exit !f }' /proc/swaps
+	if r="$_r" awk 'NR > 1 && $1 == ENVIRON["r"] { f = 1 } END { exit !f }' /proc/swaps; then return 0; fi
+	[ -b "$_r" ] || return 1
+	_n=$(stat -L -c '%t:%T' "$_r") || return 1
+	for _s in $(awk 'NR > 1 && $2 == "partition" { print $1 }' /proc/swaps); do
+		if [ -b "$_s" ] && [ "$(stat -L -c '%t:%T' "$_s" 2>/dev/null)" = "$_n" ]; then return 0; fi
+	done
+	return 1
 }
 
 # disko_umount_tree TARGET: unmount TARGET and everything below it, deepest
@@ -412,6 +420,14 @@ disko_teardown() {
 		if [ -n "$_vg" ]; then
 			disko_run vgchange -a n "$_vg" || :
 			disko_run vgremove -ff -y "$_vg"
+			# Without udev, LVM may leave /dev/VG/LV links to the removed
+			# volumes, and vgcreate refuses a VG whose /dev/VG exists.
+			if [ -d "/dev/$_vg" ] && [ ! -L "/dev/$_vg" ]; then
+				for _l in "/dev/$_vg"/*; do
+					if [ -L "$_l" ] && [ ! -e "$_l" ]; then rm -f "$_l"; fi
+				done
+				rmdir "/dev/$_vg" 2>/dev/null || :
+			fi
 		fi
 		;;
 	zfs_member)
