@@ -387,6 +387,41 @@ func TestRunFailingExitStatusAndExtraFlags(t *testing.T) {
 	}
 }
 
+// TestRunMarkerThenLostConnection: a run that printed the marker and then
+// lost the connection before its exit status (the host went down early) is
+// a success, as the marker says the new kernel is loaded; one that lost it
+// without the marker is not.
+func TestRunMarkerThenLostConnection(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		marker bool
+	}{{"marker", true}, {"no marker", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := sshtest.Start(t, sshtest.Options{})
+			proxy := sshtest.StartProxy(t, s.Addr)
+			c := connectTo(t, proxy.Addr, s)
+			script := "#!/bin/sh\necho loading\n"
+			if tc.marker {
+				script += "echo \"" + Marker + "\"\n"
+			}
+			w := uploadFake(t, c, script+"sleep 20\n")
+			go func() {
+				time.Sleep(2 * time.Second)
+				proxy.Cut()
+			}()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			out, err := RunScript(ctx, c, w, "")
+			if tc.marker && (err != nil || !strings.Contains(out, Marker)) {
+				t.Errorf("RunScript = %q, %v; want success after the marker", out, err)
+			}
+			if !tc.marker && err == nil {
+				t.Errorf("RunScript = %q, nil; want a failure without the marker", out)
+			}
+		})
+	}
+}
+
 func TestReconnectRefusesAnotherHostKey(t *testing.T) {
 	s := sshtest.Start(t, sshtest.Options{})
 	proxy := sshtest.StartProxy(t, s.Addr)

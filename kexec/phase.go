@@ -121,10 +121,13 @@ func RunScript(ctx context.Context, conn *target.Conn, w WorkDir, extraFlags str
 	var out bytes.Buffer
 	err := conn.Run(ctx, cmd, nil, &out, &out)
 	output := out.String()
-	if err == nil && strings.Contains(output, Marker) {
+	var ee *target.ExitError
+	// The marker says the new kernel is loaded. A connection lost after it
+	// is the host going down early, not a failure (nixos-anywhere, too,
+	// only looks for the marker).
+	if strings.Contains(output, Marker) && (err == nil || errors.As(err, &ee) && ee.Lost) {
 		return output, nil
 	}
-	var ee *target.ExitError
 	switch {
 	case errors.As(err, &ee) && ee.Signal != "":
 		err = fmt.Errorf("kexec/run was killed by signal %s", ee.Signal)

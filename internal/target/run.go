@@ -28,6 +28,9 @@ type ExitError struct {
 	Status int    // -1 when killed by a signal or the connection dropped
 	Signal string
 	Stderr string // the tail of stderr, when captured
+	// Lost says the connection went away before the command's exit
+	// status came (Status is -1): the command may well have succeeded.
+	Lost bool
 }
 
 func (e *ExitError) Error() string {
@@ -157,7 +160,7 @@ func (c *Conn) wait(ctx context.Context, sess *ssh.Session, name string) error {
 	}
 	var em *ssh.ExitMissingError
 	if errors.As(err, &em) {
-		return &ExitError{Cmd: name, Status: -1, Signal: "(connection lost before the exit status)"}
+		return &ExitError{Cmd: name, Status: -1, Signal: "(connection lost before the exit status)", Lost: true}
 	}
 	return fmt.Errorf("ssh %s: %s: %w", c.res.Addr(), name, err)
 }
