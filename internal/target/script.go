@@ -120,5 +120,5 @@ func (c *Conn) RunScriptOnTerminal(ctx context.Context, name, script string, arg
 	if err == nil || ctx.Err() != nil {
 		return err
 	}
-	return fmt.Errorf("%s: %w\n--- last output ---\n%s", name, err, strings.TrimSpace(strings.ReplaceAll(tail.String(), "\r", "")))
+	return fmt.Errorf("%w\n--- last output ---\n%s", err, strings.TrimSpace(strings.ReplaceAll(tail.String(), "\r", "")))
 }
