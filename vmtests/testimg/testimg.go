@@ -273,6 +273,8 @@ type Variant struct {
 	NoKeys bool
 	// RootPassword is set to testimg.RootPassword, and sshd takes it.
 	RootPassword bool
+	// PasswordLogin lets User log in with UserPassword over SSH.
+	PasswordLogin bool
 	// NoRootLogin is Debian-style: PermitRootLogin no, root has no key,
 	// User logs in with the client key and becomes root with sudo.
 	NoRootLogin bool
@@ -295,6 +297,9 @@ func ProviderVariant(t testing.TB, keys *Keys, v Variant) *images.Provider {
 	}
 	if v.RootPassword {
 		po.RootPassword, po.PasswordLogin = RootPassword, true
+	}
+	if v.PasswordLogin {
+		po.PasswordLogin = true
 	}
 	if v.NoRootLogin {
 		po.PermitRootLogin, po.RootAuthorizedKeys = "no", nil
