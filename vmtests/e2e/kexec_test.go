@@ -262,6 +262,12 @@ func TestKexecInstallerWithAnotherHostKey(t *testing.T) {
 // without waiting for a reboot; the host still runs its own system, and
 // the work directory keeps run.log, for a look at what happened, and nothing
 // else: the installer's files are removed (they would fill RAM on a small host).
+// ourRunHead starts a stand-in for our run: like it, it calls the
+// tarball's busybox, so the pre-flight asks the host for nothing but sh
+// (a run that does not would be taken for nixos-images' and refused on a
+// host without nohup, cpio, ...).
+const ourRunHead = "#!/bin/sh\nhere=${0%/*}\n\"$here/busybox\" true || exit 4\n"
+
 func TestKexecRunWithoutMarker(t *testing.T) {
 	w := setup(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
@@ -275,9 +281,9 @@ func TestKexecRunWithoutMarker(t *testing.T) {
 		lines   []string // what run prints
 		wantErr string
 	}{
-		{"run fails", "#!/bin/sh\necho 'run: collecting host keys'\necho 'run: kexec --load failed: Invalid argument' >&2\nexit 3\n",
+		{"run fails", ourRunHead + "echo 'run: collecting host keys'\necho 'run: kexec --load failed: Invalid argument' >&2\nexit 3\n",
 			[]string{"run: collecting host keys", "run: kexec --load failed: Invalid argument"}, "kexec/run: exit 3 (its output is in "},
-		{"run exits 0", "#!/bin/sh\necho 'run: collecting host keys'\necho 'run: nothing to load'\n",
+		{"run exits 0", ourRunHead + "echo 'run: collecting host keys'\necho 'run: nothing to load'\n",
 			[]string{"run: collecting host keys", "run: nothing to load"}, fmt.Sprintf("kexec/run finished without printing %q", kexec.Marker)},
 	}
 	workDirRe := regexp.MustCompile(`uploading the installer to (\S+)`)
