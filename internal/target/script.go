@@ -14,12 +14,71 @@ import (
 // scriptTail is how many of a script's last lines its error carries.
 const scriptTail = 40
 
-// RunScript runs a shell script as root on the target with args, handing
-// each line it prints (stdout and stderr) to line as it comes. The script is
-// stored in a temporary file first and run with no input, so a command in it
-// that reads stdin cannot eat the rest of the script. On failure the error
-// (named name, wrapping *ExitError) carries the last lines it printed.
-func (c *Conn) RunScript(ctx context.Context, name, script string, args []string, line func(string)) error {
+// Script is a shell script for Conn.Script to run on the target.
+type Script struct {
+	// Name says which script it is in its error ("copy host keys"). Empty
+	// leaves the naming to the caller, who wraps the error.
+	Name string
+	Body string   // the script's text
+	Args []string // its arguments: $1, $2, ...
+	// Input is the script's stdin. Without it the script reads nothing.
+	Input io.Reader
+	// AsLogin runs it as the login user instead of root (no sudo or
+	// doas). Without Input, Body is then fed to sh -s, so the host needs
+	// nothing but sh (not even mktemp): none of its commands may read
+	// stdin.
+	AsLogin bool
+	// OnLine, when set, gets each line the script prints, stdout and
+	// stderr alike, as it comes; a failure's error then carries its last
+	// 40 lines. Without OnLine, Script returns what it printed on stdout
+	// and a failure's *ExitError carries the tail of its stderr.
+	OnLine func(line string)
+	// Stderr, when set (and OnLine is not), gets the script's stderr
+	// instead of its error.
+	Stderr io.Writer
+	// Terminal, when set, runs the script as root with t as its
+	// controlling terminal (see Terminal); OnLine, Stderr, Input and
+	// AsLogin are ignored, and the error carries the last bytes it printed.
+	Terminal *Terminal
+}
+
+// Script runs s on the target and returns what it printed on stdout (""
+// when OnLine or Terminal takes its output). As root the script is stored
+// in a temporary file first, so a command in it that reads stdin cannot
+// eat the rest of it. A failure's error wraps *ExitError when the script
+// ran and exited non-zero, and is prefixed with s.Name when it is set.
+func (c *Conn) Script(ctx context.Context, s Script) (string, error) {
+	if s.Terminal != nil {
+		return "", c.runScriptOnTerminal(ctx, s.Name, s.Body, s.Args, *s.Terminal)
+	}
+	cmd, stdin := scriptCommand(s)
+	run := c.Run
+	if s.AsLogin {
+		run = c.RunAsLogin
+	}
+	if s.OnLine != nil {
+		return "", c.scriptLines(ctx, s, run, cmd, stdin)
+	}
+	var out bytes.Buffer
+	stderr := s.Stderr
+	var errTail *bytes.Buffer
+	if stderr == nil {
+		errTail = new(bytes.Buffer)
+		stderr = &tailWriter{buf: errTail, max: 4096}
+	}
+	err := run(ctx, cmd, stdin, &out, stderr)
+	if ee, ok := err.(*ExitError); ok && errTail != nil && ee.Stderr == "" {
+		ee.Stderr = errTail.String()
+	}
+	if err != nil {
+		return out.String(), nameErr(s.Name, err)
+	}
+	return out.String(), nil
+}
+
+// scriptLines runs cmd with the script's output going line by line to
+// s.OnLine, keeping the last lines for the error.
+func (c *Conn) scriptLines(ctx context.Context, s Script, run func(context.Context, string, io.Reader, io.Writer, io.Writer) error, cmd string, stdin io.Reader) error {
 	pr, pw := io.Pipe()
 	var tail []string
 	done := make(chan struct{})
@@ -32,22 +91,53 @@ func (c *Conn) RunScript(ctx context.Context, name, script string, args []string
 			if len(tail) > scriptTail {
 				tail = tail[len(tail)-scriptTail:]
 			}
-			line(sc.Text())
+			s.OnLine(sc.Text())
 		}
 		io.Copy(io.Discard, pr)
 	}()
-	quoted := make([]string, len(args))
-	for i, a := range args {
-		quoted[i] = ShellQuote(a)
-	}
-	cmd := `t=$(mktemp /tmp/nixos-via-script.XXXXXX) && cat > "$t" && sh "$t" ` + strings.Join(quoted, " ") + ` < /dev/null; st=$?; rm -f "$t"; exit $st`
-	err := c.Run(ctx, cmd, strings.NewReader(script), pw, pw)
+	err := run(ctx, cmd, stdin, pw, pw)
 	pw.Close()
 	<-done
 	if err != nil {
-		return fmt.Errorf("%s: %w\n--- last lines ---\n%s", name, err, strings.Join(tail, "\n"))
+		return nameErr(s.Name, fmt.Errorf("%w\n--- last lines ---\n%s", err, strings.Join(tail, "\n")))
 	}
 	return nil
+}
+
+// scriptCommand is the command line that runs s, and its stdin.
+func scriptCommand(s Script) (string, io.Reader) {
+	args := ""
+	for _, a := range s.Args {
+		args += " " + ShellQuote(a)
+	}
+	switch {
+	case s.Input != nil:
+		// The script travels as an argument, so stdin stays its input.
+		return fmt.Sprintf(`t=$(mktemp /tmp/nixos-via-script.XXXXXX) && printf '%%s' %s > "$t" && sh "$t"%s; st=$?; rm -f "$t"; exit $st`, ShellQuote(s.Body), args), s.Input
+	case s.AsLogin:
+		if args != "" {
+			args = " --" + args
+		}
+		return "sh -s" + args, strings.NewReader(s.Body)
+	}
+	return `t=$(mktemp /tmp/nixos-via-script.XXXXXX) && cat > "$t" && sh "$t"` + args + ` < /dev/null; st=$?; rm -f "$t"; exit $st`, strings.NewReader(s.Body)
+}
+
+// nameErr prefixes err with name when there is one.
+func nameErr(name string, err error) error {
+	if name == "" {
+		return err
+	}
+	return fmt.Errorf("%s: %w", name, err)
+}
+
+// RunScript runs a shell script as root with args, handing each line it
+// prints to line: Script with OnLine.
+//
+// Deprecated: use Script; RunScript stays until its last callers move.
+func (c *Conn) RunScript(ctx context.Context, name, script string, args []string, line func(string)) error {
+	_, err := c.Script(ctx, Script{Name: name, Body: script, Args: args, OnLine: line})
+	return err
 }
 
 // Terminal is a person's terminal that a script run talks to through a
@@ -62,12 +152,20 @@ type Terminal struct {
 	Width, Height int
 }
 
-// RunScriptOnTerminal runs a shell script as root on the target, like
-// RunScript, but with t as its controlling terminal: the script is stored
-// first, then run in a session with a pseudo-terminal whose input is t.In
-// and whose output goes to t.Out. On failure the error carries the last
-// bytes it printed.
+// RunScriptOnTerminal runs a shell script as root with t as its
+// controlling terminal: Script with Terminal.
+//
+// Deprecated: use Script; RunScriptOnTerminal stays until its last
+// callers move.
 func (c *Conn) RunScriptOnTerminal(ctx context.Context, name, script string, args []string, t Terminal) error {
+	_, err := c.Script(ctx, Script{Name: name, Body: script, Args: args, Terminal: &t})
+	return err
+}
+
+// runScriptOnTerminal stores the script first, then runs it in a session
+// with a pseudo-terminal whose input is t.In and whose output goes to
+// t.Out. On failure the error carries the last bytes it printed.
+func (c *Conn) runScriptOnTerminal(ctx context.Context, name, script string, args []string, t Terminal) error {
 	out, err := c.Output(ctx, `umask 077 && t=$(mktemp /tmp/nixos-via-script.XXXXXX) && cat > "$t" && printf '%s\n' "$t"`, strings.NewReader(script))
 	if err != nil {
 		return fmt.Errorf("%s: store the script: %w", name, err)

@@ -91,3 +91,69 @@ echo "read ${#p} bytes for $1; tmp left: $(ls /tmp/nixos-via-script.* 2>/dev/nul
 		t.Errorf("RunScriptOnTerminal = %v, want an exit 4 *ExitError with the last output", err)
 	}
 }
+
+// TestScript: each way Script runs a script (as root or as the login user,
+// with input, arguments, its output returned or handed on line by line)
+// gets the script its arguments and input and returns its stdout; a
+// failure without OnLine carries its stderr and the name.
+func TestScript(t *testing.T) {
+	s := sshtest.Start(t, sshtest.Options{})
+	c := dial(t, opts(s))
+	ctx := ctxT(t, 30*time.Second)
+
+	body := "echo \"args: $#:$1|$2\"\necho \"input: $(cat)\"\necho to-stderr >&2\n"
+	tests := []struct {
+		name  string
+		s     target.Script
+		input string // "" for none
+		want  string
+	}{
+		{"root", target.Script{Body: body, Args: []string{"a b", "it's"}}, "", "args: 2:a b|it's\ninput: \n"},
+		{"root with input", target.Script{Body: body}, "in put", "args: 0:|\ninput: in put\n"},
+		{"login", target.Script{Body: "echo \"args: $#:$1|$2\"\n", Args: []string{"-x", "y"}, AsLogin: true}, "", "args: 2:-x|y\n"},
+		{"login with input", target.Script{Body: body, Args: []string{"1"}, AsLogin: true}, "x", "args: 1:1|\ninput: x\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.s
+			if tc.input != "" {
+				s.Input = strings.NewReader(tc.input)
+			}
+			got, err := c.Script(ctx, s)
+			if err != nil || got != tc.want {
+				t.Errorf("Script = %q, %v; want %q, nil", got, err, tc.want)
+			}
+
+			var lines []string
+			s.OnLine = func(l string) { lines = append(lines, l) }
+			if tc.input != "" {
+				s.Input = strings.NewReader(tc.input)
+			}
+			out, err := c.Script(ctx, s)
+			// Only the script's stdout lines: stderr may hold the
+			// test machine's shell noise too.
+			var stdout []string
+			for _, l := range lines {
+				if strings.HasPrefix(l, "args: ") || strings.HasPrefix(l, "input: ") {
+					stdout = append(stdout, l)
+				}
+			}
+			if got := strings.Join(stdout, "\n") + "\n"; err != nil || out != "" || got != tc.want {
+				t.Errorf("Script with OnLine = %q, %v, lines %q; want \"\", nil, lines %q", out, err, lines, tc.want)
+			}
+		})
+	}
+
+	for _, login := range []bool{false, true} {
+		_, err := c.Script(ctx, target.Script{Name: "failing", Body: "echo out\necho the-reason >&2\nexit 5\n", AsLogin: login})
+		var ee *target.ExitError
+		if !errors.As(err, &ee) || ee.Status != 5 || !strings.HasPrefix(err.Error(), "failing: ") || !strings.Contains(err.Error(), "the-reason") || strings.Contains(err.Error(), "out") {
+			t.Errorf("Script (login %v) = %v, want exit 5 named failing with its stderr", login, err)
+		}
+	}
+	var stderr strings.Builder
+	_, err := c.Script(ctx, target.Script{Body: "echo the-reason >&2\nexit 5\n", AsLogin: true, Stderr: &stderr})
+	if err == nil || strings.Contains(err.Error(), "the-reason") || !strings.Contains(stderr.String(), "the-reason\n") {
+		t.Errorf("Script with Stderr = %v, stderr %q; want the reason in Stderr only", err, stderr.String())
+	}
+}
