@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/nixos-via/nixos-via/internal/tail"
 )
 
 // CLI runs the local Nix command line tools. The zero value runs "nix" from
@@ -160,7 +162,7 @@ func (c CLI) runBin(ctx context.Context, bin string, features bool, args ...stri
 	cmd := exec.CommandContext(ctx, bin, full...)
 	cmd.Env = append(os.Environ(), c.Env...)
 	var stdout bytes.Buffer
-	stderr := &tailBuffer{max: stderrTail}
+	stderr := tail.New(stderrTail)
 	cmd.Stdout = &stdout
 	if c.Log != nil {
 		cmd.Stderr = io.MultiWriter(stderr, c.Log)
@@ -179,19 +181,3 @@ func (c CLI) runBin(ctx context.Context, bin string, features bool, args ...stri
 	}
 	return stdout.Bytes(), nil
 }
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	max int
-	buf []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > t.max {
-		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string { return string(t.buf) }

@@ -2,7 +2,6 @@ package target
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"sort"
@@ -175,12 +174,11 @@ echo end=ok
 
 // ProbeFacts runs the facts script in one round trip, as the login user.
 func (c *Conn) ProbeFacts(ctx context.Context) (*Facts, error) {
-	var out, errb bytes.Buffer
-	err := c.RunAsLogin(ctx, "sh -s", strings.NewReader(strings.ReplaceAll(factsScript, "@COMMANDS@", strings.Join(ProbedCommands, " "))), &out, &tailWriter{buf: &errb, max: 2048})
+	out, err := c.Script(ctx, Script{Body: strings.ReplaceAll(factsScript, "@COMMANDS@", strings.Join(ProbedCommands, " ")), AsLogin: true})
 	if err != nil {
-		return nil, fmt.Errorf("probe facts on %s: %w: %s", c.res.Addr(), err, strings.TrimSpace(errb.String()))
+		return nil, fmt.Errorf("probe facts on %s: %w", c.res.Addr(), err)
 	}
-	f, err := ParseFacts(out.String())
+	f, err := ParseFacts(out)
 	if err != nil {
 		return nil, fmt.Errorf("probe facts on %s: %w", c.res.Addr(), err)
 	}

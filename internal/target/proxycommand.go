@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/nixos-via/nixos-via/internal/tail"
 )
 
 // expandProxyCommand replaces OpenSSH's tokens in a ProxyCommand: %h the
@@ -81,7 +83,7 @@ func dialProxyCommand(res *Resolved) (*cmdConn, error) {
 		inW.Close()
 		return nil, fmt.Errorf("ProxyCommand: pipe: %w", err)
 	}
-	c := &cmdConn{line: line, rd: outR, wr: inW, stderr: &lockedTail{max: 4096, warn: res.Warn}, exited: make(chan struct{})}
+	c := &cmdConn{line: line, rd: outR, wr: inW, stderr: &lockedTail{last: tail.New(4096), warn: res.Warn}, exited: make(chan struct{})}
 	c.cmd = exec.Command("/bin/sh", "-c", "exec "+line)
 	c.cmd.Stdin, c.cmd.Stdout, c.cmd.Stderr = inR, outW, c.stderr
 	err = c.cmd.Start()
@@ -170,24 +172,20 @@ type cmdAddr string
 func (cmdAddr) Network() string  { return "proxycommand" }
 func (a cmdAddr) String() string { return string(a) }
 
-// lockedTail keeps the last max bytes written and hands each complete line
-// to warn.
+// lockedTail keeps the last bytes written (in last) and hands each
+// complete line to warn.
 type lockedTail struct {
-	max  int
+	last *tail.Buffer
 	warn func(string)
 
 	mu      sync.Mutex
-	buf     bytes.Buffer
 	pending []byte
 }
 
 func (t *lockedTail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.buf.Write(p)
-	if over := t.buf.Len() - t.max; over > 0 {
-		t.buf.Next(over)
-	}
+	t.last.Write(p)
 	t.pending = append(t.pending, p...)
 	for {
 		i := bytes.IndexByte(t.pending, '\n')
@@ -215,11 +213,7 @@ func (t *lockedTail) say(line string) {
 	}
 }
 
-func (t *lockedTail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.buf.String()
-}
+func (t *lockedTail) String() string { return t.last.String() }
 
 var (
 	_ net.Conn  = (*cmdConn)(nil)

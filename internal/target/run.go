@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/nixos-via/nixos-via/internal/tail"
 )
 
 // Escalation is how the login user becomes root for a command.
@@ -82,8 +84,9 @@ func (c *Conn) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, std
 
 // Output runs cmd as root and returns its stdout; stderr is kept for the error.
 func (c *Conn) Output(ctx context.Context, cmd string, stdin io.Reader) ([]byte, error) {
-	var out, errb bytes.Buffer
-	err := c.Run(ctx, cmd, stdin, &out, &tailWriter{buf: &errb, max: 4096})
+	var out bytes.Buffer
+	errb := tail.New(4096)
+	err := c.Run(ctx, cmd, stdin, &out, errb)
 	var ee *ExitError
 	if errors.As(err, &ee) && ee.Stderr == "" {
 		ee.Stderr = errb.String()
@@ -180,20 +183,6 @@ func ShellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-// tailWriter keeps the last max bytes written.
-type tailWriter struct {
-	buf *bytes.Buffer
-	max int
-}
-
-func (t *tailWriter) Write(p []byte) (int, error) {
-	t.buf.Write(p)
-	if over := t.buf.Len() - t.max; over > 0 {
-		t.buf.Next(over)
-	}
-	return len(p), nil
 }
 
 // sameWriter says a and b are the same pointer (comparing other kinds of

@@ -9,9 +9,12 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/nixos-via/nixos-via/internal/tail"
 )
 
-// scriptTail is how many of a script's last lines its error carries.
+// scriptTail is how many of a script's last lines its error carries (of
+// its last 64 KiB).
 const scriptTail = 40
 
 // Script is a shell script for Conn.Script to run on the target.
@@ -61,10 +64,10 @@ func (c *Conn) Script(ctx context.Context, s Script) (string, error) {
 	}
 	var out bytes.Buffer
 	stderr := s.Stderr
-	var errTail *bytes.Buffer
+	var errTail *tail.Buffer
 	if stderr == nil {
-		errTail = new(bytes.Buffer)
-		stderr = &tailWriter{buf: errTail, max: 4096}
+		errTail = tail.New(4096)
+		stderr = errTail
 	}
 	err := run(ctx, cmd, stdin, &out, stderr)
 	if ee, ok := err.(*ExitError); ok && errTail != nil && ee.Stderr == "" {
@@ -80,17 +83,14 @@ func (c *Conn) Script(ctx context.Context, s Script) (string, error) {
 // s.OnLine, keeping the last lines for the error.
 func (c *Conn) scriptLines(ctx context.Context, s Script, run func(context.Context, string, io.Reader, io.Writer, io.Writer) error, cmd string, stdin io.Reader) error {
 	pr, pw := io.Pipe()
-	var tail []string
+	last := tail.New(64 << 10)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
-			tail = append(tail, sc.Text())
-			if len(tail) > scriptTail {
-				tail = tail[len(tail)-scriptTail:]
-			}
+			last.Write([]byte(sc.Text() + "\n"))
 			s.OnLine(sc.Text())
 		}
 		io.Copy(io.Discard, pr)
@@ -99,7 +99,7 @@ func (c *Conn) scriptLines(ctx context.Context, s Script, run func(context.Conte
 	pw.Close()
 	<-done
 	if err != nil {
-		return nameErr(s.Name, fmt.Errorf("%w\n--- last lines ---\n%s", err, strings.Join(tail, "\n")))
+		return nameErr(s.Name, fmt.Errorf("%w\n--- last lines ---\n%s", err, tail.Lines(last.String(), scriptTail)))
 	}
 	return nil
 }
@@ -198,9 +198,8 @@ func (c *Conn) runScriptOnTerminal(ctx context.Context, name, script string, arg
 	if err := sess.RequestPty(termName, h, w, modes); err != nil {
 		return fmt.Errorf("%s: ssh %s: request a terminal: %w", name, c.res.Addr(), err)
 	}
-	var tail bytes.Buffer
-	tw := &tailWriter{buf: &tail, max: 4096}
-	sess.Stdout = io.MultiWriter(t.Out, tw)
+	last := tail.New(4096)
+	sess.Stdout = io.MultiWriter(t.Out, last)
 	stdin, err := sess.StdinPipe()
 	if err != nil {
 		return fmt.Errorf("%s: ssh %s: %w", name, c.res.Addr(), err)
@@ -218,5 +217,5 @@ func (c *Conn) runScriptOnTerminal(ctx context.Context, name, script string, arg
 	if err == nil || ctx.Err() != nil {
 		return err
 	}
-	return fmt.Errorf("%w\n--- last output ---\n%s", err, strings.TrimSpace(strings.ReplaceAll(tail.String(), "\r", "")))
+	return fmt.Errorf("%w\n--- last output ---\n%s", err, strings.TrimSpace(strings.ReplaceAll(last.String(), "\r", "")))
 }

@@ -1,7 +1,6 @@
 package target
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,6 +8,8 @@ import (
 	"path"
 
 	"github.com/pkg/sftp"
+
+	"github.com/nixos-via/nixos-via/internal/tail"
 )
 
 // Progress is told how many bytes of an upload are done so far.
@@ -210,11 +211,11 @@ func (c *Conn) appendCat(ctx context.Context, r io.Reader, remote string, offset
 
 // runCat runs a cat command fed with r, naming it short in its error.
 func (c *Conn) runCat(ctx context.Context, cmd, short string, r io.Reader) error {
-	stderr := &tailWriter{buf: new(bytes.Buffer), max: 2048}
+	stderr := tail.New(2048)
 	err := c.RunAsLogin(ctx, cmd, r, nil, stderr)
 	if ee, ok := err.(*ExitError); ok {
 		ee.Cmd = short
-		ee.Stderr = stderr.buf.String()
+		ee.Stderr = stderr.String()
 	}
 	return err
 }
