@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
@@ -33,17 +34,6 @@ type Disk struct {
 	Device   string
 	MinBytes int64
 }
-
-// Refusal says the host cannot finish the script, before anything on it
-// was touched. It maps to the pre-flight exit code.
-type Refusal struct{ Problems []string }
-
-func (r *Refusal) Error() string {
-	return "pre-flight disko: nothing was touched: " + strings.Join(r.Problems, "; ")
-}
-
-// Refused marks the error as a pre-flight refusal (exit code 5).
-func (r *Refusal) Refused() bool { return true }
 
 // probeScript asks, in one round trip, for every tool, file and disk size.
 func probeScript(req Requirements) string {
@@ -79,7 +69,7 @@ func Precheck(ctx context.Context, conn *target.Conn, req Requirements) error {
 	return judge(req, string(out))
 }
 
-// judge turns the probe's answer into a Refusal, or nil.
+// judge turns the probe's answer into a *phase.Refusal, or nil.
 func judge(req Requirements, out string) error {
 	var missing, problems []string
 	answered := 0
@@ -122,7 +112,7 @@ func judge(req Requirements, out string) error {
 		problems = append([]string{"the host lacks " + strings.Join(missing, ", ") + ", which the disko script calls (use an installer that has them)"}, problems...)
 	}
 	if len(problems) > 0 {
-		return &Refusal{Problems: problems}
+		return &phase.Refusal{Check: phase.Disko, Problems: problems}
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nixos-via/nixos-via/diskorun"
+	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/sshtest"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
@@ -99,7 +100,7 @@ func TestPrecheck(t *testing.T) {
 				}
 				return
 			}
-			var r *diskorun.Refusal
+			var r *phase.Refusal
 			if !errors.As(err, &r) || !r.Refused() {
 				t.Fatalf("Precheck = %v, want a *Refusal", err)
 			}

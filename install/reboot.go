@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nixos-via/nixos-via/internal/event"
+	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
@@ -63,14 +64,14 @@ elif mountpoint -q "$r" 2>/dev/null || grep -q " $r " /proc/mounts; then
 fi
 sync
 `, target.ShellQuote(root))
-	report(sink, "reboot", event.Step, "unmounting %s", root)
-	if err := runScript(ctx, conn, sink, "reboot", "unmount "+root, unmount); err != nil {
+	report(sink, phase.Reboot, event.Step, "unmounting %s", root)
+	if err := runScript(ctx, conn, sink, phase.Reboot, "unmount "+root, unmount); err != nil {
 		return nil, err
 	}
 	res := *conn.Resolved()
 	res.SSHOptions = nil
 	installerKeys := conn.HostKeys()
-	report(sink, "reboot", event.Step, "rebooting into the installed system")
+	report(sink, phase.Reboot, event.Step, "rebooting into the installed system")
 	// Detached, so the command returns before the host goes down.
 	detach := "(\n" + rebootScript(2*time.Second, forceAfter(opts.Timeout)) + ") </dev/null >/dev/null 2>&1 &"
 	if _, err := conn.Output(ctx, detach, nil); err != nil {

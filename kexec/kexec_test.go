@@ -22,6 +22,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/nixos-via/nixos-via/internal/event"
+	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/sshtest"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
@@ -260,7 +261,7 @@ func TestPreflight(t *testing.T) {
 				}
 				return
 			}
-			var r *Refusal
+			var r *phase.Refusal
 			if !errors.As(err, &r) {
 				t.Fatalf("Preflight = %v, want a *Refusal", err)
 			}

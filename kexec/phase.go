@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/nixos-via/nixos-via/internal/event"
+	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
@@ -170,7 +171,7 @@ func Reconnect(ctx context.Context, old *target.Conn, opts Options) (*target.Con
 	}
 	before := old.Resolved()
 	keys := old.HostKeys()
-	events.Emit(event.Event{Phase: "kexec", Kind: event.Step, Msg: "waiting for the host to go down"})
+	events.Emit(event.Event{Phase: phase.Kexec, Kind: event.Step, Msg: "waiting for the host to go down"})
 	if err := old.WaitDown(ctx, opts.DownTimeout, time.Second); err != nil {
 		return nil, nil, &Error{Step: "reconnect", Err: err}
 	}
@@ -180,7 +181,7 @@ func Reconnect(ctx context.Context, old *target.Conn, opts Options) (*target.Con
 	} else if before.Port != 22 {
 		ports = append(ports, 22)
 	}
-	events.Emit(event.Event{Phase: "kexec", Kind: event.Step, Msg: fmt.Sprintf("waiting for the installer on %s port %s", before.HostName, joinInts(ports))})
+	events.Emit(event.Event{Phase: phase.Kexec, Kind: event.Step, Msg: fmt.Sprintf("waiting for the installer on %s port %s", before.HostName, joinInts(ports))})
 	conn, err := waitInstaller(ctx, before, keys, ports, opts)
 	if err != nil {
 		return nil, nil, err

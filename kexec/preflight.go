@@ -7,20 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
-
-// Refusal is a pre-flight check that stops the install before anything on
-// the host was touched. Check names the check; Msg says why and what to do.
-type Refusal struct {
-	Check string
-	Msg   string
-}
-
-func (r *Refusal) Error() string { return fmt.Sprintf("pre-flight %s: %s", r.Check, r.Msg) }
-
-// Refused marks the error as a pre-flight refusal (exit code 5).
-func (r *Refusal) Refused() bool { return true }
 
 // Memory needs, in bytes, beyond the kernel and initrd themselves.
 const (
@@ -76,33 +65,33 @@ type PreflightInput struct {
 }
 
 // Preflight runs every check before anything is uploaded. It returns
-// warnings to show, or the first *Refusal.
+// warnings to show, or the first *phase.Refusal.
 func Preflight(in PreflightInput) (warnings []string, err error) {
 	f := in.Facts
 	if f.OS != "Linux" {
-		return nil, &Refusal{"os", fmt.Sprintf("the host runs %s; kexec needs Linux", orUnknown(f.OS))}
+		return nil, &phase.Refusal{Check: "os", Msg: fmt.Sprintf("the host runs %s; kexec needs Linux", orUnknown(f.OS))}
 	}
 	if !in.CustomImage {
 		if _, err := DefaultURL(f.Arch); err != nil {
-			return nil, &Refusal{"arch", fmt.Sprintf("the host is %s and there is no default installer for it: pass --kexec with an installer built for %s", f.Arch, f.Arch)}
+			return nil, &phase.Refusal{Check: "arch", Msg: fmt.Sprintf("the host is %s and there is no default installer for it: pass --kexec with an installer built for %s", f.Arch, f.Arch)}
 		}
 	}
 	if f.Container != "" && f.Container != "none" {
-		return nil, &Refusal{"container", fmt.Sprintf("the host is a %s container; a container cannot kexec its own kernel. Boot the machine into a rescue system instead and use --phases disko,install,reboot", f.Container)}
+		return nil, &phase.Refusal{Check: "container", Msg: fmt.Sprintf("the host is a %s container; a container cannot kexec its own kernel. Boot the machine into a rescue system instead and use --phases disko,install,reboot", f.Container)}
 	}
 	if !f.IsRoot && f.Escalation == "" {
-		return nil, &Refusal{"root", fmt.Sprintf("the login user %s is not root and has neither sudo nor doas", f.User)}
+		return nil, &phase.Refusal{Check: "root", Msg: fmt.Sprintf("the login user %s is not root and has neither sudo nor doas", f.User)}
 	}
 	if f.KexecDisabled {
-		return nil, &Refusal{"kexec-disabled", "kexec is disabled on the host (/proc/sys/kernel/kexec_load_disabled = 1; it cannot be switched back on without a reboot). Reboot the host (or boot a rescue system) and try again"}
+		return nil, &phase.Refusal{Check: "kexec-disabled", Msg: "kexec is disabled on the host (/proc/sys/kernel/kexec_load_disabled = 1; it cannot be switched back on without a reboot). Reboot the host (or boot a rescue system) and try again"}
 	}
 	if missing := MissingRunCommands(f, in.Tarball, in.CustomImage); len(missing) > 0 {
-		return nil, &Refusal{"tools", fmt.Sprintf("the installer's kexec/run calls %s on the host, which the host lacks (cpio and gzip pack the host's keys and network into the initrd). Install them (often the packages cpio, gzip, findutils, coreutils), or use an installer whose run needs only sh: one built by `nixos-via image installer`",
+		return nil, &phase.Refusal{Check: "tools", Msg: fmt.Sprintf("the installer's kexec/run calls %s on the host, which the host lacks (cpio and gzip pack the host's keys and network into the initrd). Install them (often the packages cpio, gzip, findutils, coreutils), or use an installer whose run needs only sh: one built by `nixos-via image installer`",
 			strings.Join(missing, ", "))}
 	}
 	switch f.Lockdown {
 	case "integrity", "confidentiality":
-		return nil, &Refusal{"lockdown", fmt.Sprintf("the host's kernel is locked down (%s%s): it only kexecs signed kernels. Turn Secure Boot off in the firmware or use the provider's rescue system", f.Lockdown, sbNote(f))}
+		return nil, &phase.Refusal{Check: "lockdown", Msg: fmt.Sprintf("the host's kernel is locked down (%s%s): it only kexecs signed kernels. Turn Secure Boot off in the firmware or use the provider's rescue system", f.Lockdown, sbNote(f))}
 	}
 	if f.SecureBoot == "enabled" {
 		warnings = append(warnings, "Secure Boot is on but the kernel is not locked down: kexec may still be refused")
@@ -124,7 +113,7 @@ func Preflight(in PreflightInput) (warnings []string, err error) {
 			avail += in.Staged
 		}
 		if avail < need.OldAvailable {
-			return nil, &Refusal{"memory", fmt.Sprintf("the host has %d MiB available but loading this installer needs %d MiB (kernel %d MiB + initrd %d MiB + %d MiB margin%s)%s. %s",
+			return nil, &phase.Refusal{Check: "memory", Msg: fmt.Sprintf("the host has %d MiB available but loading this installer needs %d MiB (kernel %d MiB + initrd %d MiB + %d MiB margin%s)%s. %s",
 				avail>>20, need.OldAvailable>>20, in.Tarball.KernelBytes>>20, in.Tarball.InitrdBytes>>20, LoadMargin>>20, ramFiles(in), est, memAdvice)}
 		}
 		total := f.MemTotalKiB * 1024
@@ -139,7 +128,7 @@ func Preflight(in PreflightInput) (warnings []string, err error) {
 			sure, unpacked, atLeast = Needs(&low, in.WorkDirRAM), low.InitrdUnpacked, "at least "
 		}
 		if total < sure.NewTotal {
-			return nil, &Refusal{"memory", fmt.Sprintf("the host has %d MiB of RAM but this installer needs %s%d MiB once booted (kernel ~%d MiB + initrd %d MiB compressed + %s%d MiB unpacked + %d MiB working margin). %s",
+			return nil, &phase.Refusal{Check: "memory", Msg: fmt.Sprintf("the host has %d MiB of RAM but this installer needs %s%d MiB once booted (kernel ~%d MiB + initrd %d MiB compressed + %s%d MiB unpacked + %d MiB working margin). %s",
 				total>>20, atLeast, sure.NewTotal>>20, kernelFactor*in.Tarball.KernelBytes>>20, in.Tarball.InitrdBytes>>20, atLeast, unpacked>>20, WorkingMargin>>20, memAdvice)}
 		}
 		if total < need.NewTotal {
@@ -152,7 +141,7 @@ func Preflight(in PreflightInput) (warnings []string, err error) {
 				files += n
 			}
 			if free := in.WorkDirFree + in.Staged; free < files+(1<<20) {
-				return nil, &Refusal{"disk-space", fmt.Sprintf("the directory the installer is unpacked to has %d MiB free, it needs %d MiB", free>>20, (files>>20)+1)}
+				return nil, &phase.Refusal{Check: "disk-space", Msg: fmt.Sprintf("the directory the installer is unpacked to has %d MiB free, it needs %d MiB", free>>20, (files>>20)+1)}
 			}
 		}
 	}

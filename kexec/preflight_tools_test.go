@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/sshtest"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
@@ -59,7 +60,7 @@ func TestPreflightRefusesMissingRunCommands(t *testing.T) {
 			f := linuxFacts()
 			f.Tools.Commands = tc.commands
 			_, err := Preflight(PreflightInput{Facts: f, Tarball: tc.tb, CustomImage: tc.custom, WorkDirFree: -1})
-			var r *Refusal
+			var r *phase.Refusal
 			if tc.want == nil {
 				if errors.As(err, &r) && r.Check == "tools" {
 					t.Fatalf("Preflight = %v, want no tools refusal", err)

@@ -26,6 +26,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/nixos-via/nixos-via/internal/event"
+	"github.com/nixos-via/nixos-via/internal/phase"
 )
 
 // DefaultURL is the nixos-images release tarball nixos-anywhere uses for arch.
@@ -138,7 +139,7 @@ func download(ctx context.Context, src, cacheDir, wantSHA256 string, client *htt
 				return "", fmt.Errorf("installer cache: %w", err)
 			}
 			done += int64(n)
-			events.Emit(event.Event{Phase: "kexec", Kind: event.Progress, Msg: "download installer", Done: done, Total: resp.ContentLength, Unit: "bytes"})
+			events.Emit(event.Event{Phase: phase.Kexec, Kind: event.Progress, Msg: "download installer", Done: done, Total: resp.ContentLength, Unit: "bytes"})
 		}
 		if rerr == io.EOF {
 			break

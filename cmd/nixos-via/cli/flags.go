@@ -9,11 +9,30 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/nixos-via/nixos-via/diskorun"
+	"github.com/nixos-via/nixos-via/install"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
-// Pair is the value of a two-argument flag (--chown PATH OWNER, ...).
-type Pair struct{ A, B string }
+// StorePaths is -s/--store-paths DISKO SYSTEM: a prebuilt disko script
+// and system toplevel.
+type StorePaths struct{ Disko, System string }
+
+// NixOption is --option NAME VALUE (or --ssh-store-setting NAME VALUE).
+type NixOption struct{ Name, Value string }
+
+// KeyFile is --disk-encryption-keys REMOTE LOCAL: the LOCAL file is
+// copied to REMOTE in the installer's RAM.
+type KeyFile = diskorun.KeyFile
+
+// Chown is --chown PATH OWNER in the installed root.
+type Chown = install.Ownership
+
+// HardwareConfig is --generate-hardware-config TOOL PATH.
+type HardwareConfig struct{ Tool, Path string }
+
+// twoArgs is the value of a two-argument flag, as given.
+type twoArgs [2]string
 
 // Options is the parsed drop-in command line.
 type Options struct {
@@ -21,7 +40,7 @@ type Options struct {
 	Flake         string // as given, REF#NAME
 	FlakeRef      string // REF
 	FlakeAttr     string // expanded attribute: nixosConfigurations."NAME".config
-	StorePaths    *Pair  // disko script, system toplevel
+	StorePaths    *StorePaths
 	IdentityFile  string
 	Port          int
 	SSHOptions    []string
@@ -34,20 +53,20 @@ type Options struct {
 	KexecExtraFlags string
 	PostKexecPort   int
 
-	SSHStoreSettings  []Pair
+	SSHStoreSettings  []NixOption
 	CopyHostKeys      bool
 	ExtraFiles        string
-	Chown             []Pair
-	DiskEncryptionKey []Pair // remote path, local path
+	Chown             []Chown
+	DiskEncryptionKey []KeyFile
 	NoSubstitute      bool
 	NoMachineSubst    bool
 	Debug             bool
 	ShowTrace         bool
-	NixOptions        []Pair
+	NixOptions        []NixOption
 	From              string
 	BuildOn           string
 	VMTest            bool
-	GenerateHWConfig  *Pair // backend, path
+	GenerateHWConfig  *HardwareConfig
 	Phases            []string
 	DiskoMode         string
 	NoDiskoDeps       bool
@@ -149,7 +168,7 @@ func specs() []flagSpec {
 	}
 }
 
-func twoArgs(s flagSpec) bool { return strings.Contains(s.arg, " ") }
+func takesTwo(s flagSpec) bool { return strings.Contains(s.arg, " ") }
 
 // UsageError is a bad command line: exit 2 with the reason.
 type UsageError struct{ Msg string }
@@ -173,7 +192,7 @@ func newFlagSet() (*pflag.FlagSet, map[string]flagSpec) {
 		if s.short != "" {
 			byName["-"+s.short] = s
 		}
-		if twoArgs(s) {
+		if takesTwo(s) {
 			continue
 		}
 		name, short := s.name, s.short
@@ -195,8 +214,8 @@ func newFlagSet() (*pflag.FlagSet, map[string]flagSpec) {
 // splitTwoArgFlags takes the two-argument flags out of args, because pflag
 // knows only flags of one argument. It knows which other flags take a value,
 // so a value that looks like a flag is never misread.
-func splitTwoArgFlags(args []string, byName map[string]flagSpec) (rest []string, pairs map[string][]Pair, err error) {
-	pairs = map[string][]Pair{}
+func splitTwoArgFlags(args []string, byName map[string]flagSpec) (rest []string, pairs map[string][]twoArgs, err error) {
+	pairs = map[string][]twoArgs{}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if a == "--" {
@@ -209,14 +228,14 @@ func splitTwoArgFlags(args []string, byName map[string]flagSpec) (rest []string,
 			rest = append(rest, a)
 			continue
 		}
-		if twoArgs(s) {
+		if takesTwo(s) {
 			if hasValue {
 				return nil, nil, usagef("%s takes two arguments (%s), not %s=...", name, s.arg, name)
 			}
 			if i+2 >= len(args) {
 				return nil, nil, usagef("%s needs two arguments: %s %s", name, name, s.arg)
 			}
-			pairs[s.name] = append(pairs[s.name], Pair{args[i+1], args[i+2]})
+			pairs[s.name] = append(pairs[s.name], twoArgs{args[i+1], args[i+2]})
 			i += 2
 			continue
 		}
@@ -303,42 +322,46 @@ func ParseArgs(args []string) (*Options, bool, error) {
 		if len(ps) > 1 {
 			return nil, false, usagef("-s/--store-paths given twice")
 		}
-		o.StorePaths = &ps[0]
+		o.StorePaths = &StorePaths{Disko: ps[0][0], System: ps[0][1]}
 	}
 	o.PrintBuildLog = boolean("print-build-logs")
-	o.NixOptions = pairs["option"]
+	o.NixOptions = nixOptions(pairs["option"])
 	o.ShowTrace = boolean("show-trace")
 	o.BuildOn = str("build-on")
 	o.From = str("from")
 	o.NoSubstitute = boolean("no-substitute-on-destination")
 	o.NoMachineSubst = boolean("no-use-machine-substituters") || o.NoSubstitute
-	o.SSHStoreSettings = pairs["ssh-store-setting"]
+	o.SSHStoreSettings = nixOptions(pairs["ssh-store-setting"])
 	o.VMTest = boolean("vm-test")
 	if g := pairs["generate-hardware-config"]; len(g) > 0 {
 		last := g[len(g)-1] // the last one wins, as in nixos-anywhere
-		if _, err := hardwareConfigCommand(last.A); err != nil {
+		hw := HardwareConfig{Tool: last[0], Path: last[1]}
+		if _, err := hardwareConfigCommand(hw.Tool); err != nil {
 			return nil, false, err
 		}
-		if last.B == "" {
-			return nil, false, usagef("--generate-hardware-config %s: empty path", last.A)
+		if hw.Path == "" {
+			return nil, false, usagef("--generate-hardware-config %s: empty path", hw.Tool)
 		}
-		o.GenerateHWConfig = &last
+		o.GenerateHWConfig = &hw
 	}
 
 	o.Kexec = str("kexec")
 	o.KexecSHA256 = strings.ToLower(str("kexec-sha256"))
 	o.ForceKexec = boolean("force-kexec")
 	o.KexecExtraFlags = str("kexec-extra-flags")
-	o.DiskEncryptionKey = pairs["disk-encryption-keys"]
-	for _, k := range o.DiskEncryptionKey {
-		if !strings.HasPrefix(k.A, "/") {
-			return nil, false, usagef("--disk-encryption-keys %s %s: the remote path must be absolute", k.A, k.B)
+	for _, p := range pairs["disk-encryption-keys"] {
+		k := KeyFile{Remote: p[0], Local: p[1]}
+		if !strings.HasPrefix(k.Remote, "/") {
+			return nil, false, usagef("--disk-encryption-keys %s %s: the remote path must be absolute", k.Remote, k.Local)
 		}
+		o.DiskEncryptionKey = append(o.DiskEncryptionKey, k)
 	}
 	o.DiskoMode = str("disko-mode")
 	o.NoDiskoDeps = boolean("no-disko-deps")
 	o.ExtraFiles = str("extra-files")
-	o.Chown = pairs["chown"]
+	for _, p := range pairs["chown"] {
+		o.Chown = append(o.Chown, Chown{Path: p[0], Owner: p[1]})
+	}
 	o.CopyHostKeys = boolean("copy-host-keys")
 	o.Agent = str("agent")
 	o.CopyJobs = 2
@@ -452,6 +475,15 @@ func ParseArgs(args []string) (*Options, bool, error) {
 		return nil, false, usagef("host: %v", err)
 	}
 	return o, false, nil
+}
+
+// nixOptions are the NAME VALUE pairs of --option or --ssh-store-setting.
+func nixOptions(pairs []twoArgs) []NixOption {
+	var out []NixOption
+	for _, p := range pairs {
+		out = append(out, NixOption{Name: p[0], Value: p[1]})
+	}
+	return out
 }
 
 // expandFlake splits REF#NAME and expands NAME as nixos-anywhere does.

@@ -41,13 +41,13 @@ func TestParseArgsEveryFlag(t *testing.T) {
 		{"PostKexecPort", o.PostKexecPort, 2200},
 		{"CopyHostKeys", o.CopyHostKeys, true},
 		{"ExtraFiles", o.ExtraFiles, "/x"},
-		{"Chown", o.Chown, []Pair{{"/home/a", "1000:100"}}},
-		{"DiskEncryptionKey", o.DiskEncryptionKey, []Pair{{"/tmp/k", "/local/k"}}},
+		{"Chown", o.Chown, []Chown{{Path: "/home/a", Owner: "1000:100"}}},
+		{"DiskEncryptionKey", o.DiskEncryptionKey, []KeyFile{{Remote: "/tmp/k", Local: "/local/k"}}},
 		{"NoSubstitute", o.NoSubstitute, true},
 		{"NoMachineSubst (implied)", o.NoMachineSubst, true},
 		{"Debug", o.Debug, true},
 		{"ShowTrace", o.ShowTrace, true},
-		{"NixOptions", o.NixOptions, []Pair{{"cores", "4"}}},
+		{"NixOptions", o.NixOptions, []NixOption{{"cores", "4"}}},
 		{"BuildOn", o.BuildOn, "local"},
 		{"Phases", o.Phases, []string{"kexec", "disko"}},
 		{"DiskoMode", o.DiskoMode, "format"},
@@ -84,16 +84,18 @@ func TestParseArgsForms(t *testing.T) {
 		{"two-argument flags repeat",
 			[]string{"-f", ".#x", "--chown", "/a", "1:1", "--chown", "/b", "root", "h", "--option", "k1", "v1", "--option", "k2", "v2"},
 			func(o *Options) (any, any) {
-				return []any{o.Chown, o.NixOptions}, []any{[]Pair{{"/a", "1:1"}, {"/b", "root"}}, []Pair{{"k1", "v1"}, {"k2", "v2"}}}
+				return []any{o.Chown, o.NixOptions}, []any{[]Chown{{Path: "/a", Owner: "1:1"}, {Path: "/b", Owner: "root"}}, []NixOption{{"k1", "v1"}, {"k2", "v2"}}}
 			}},
 		{"a two-argument value that looks like a flag",
 			[]string{"-f", ".#x", "--option", "extra-substituters", "--json", "h"},
 			func(o *Options) (any, any) {
-				return []any{o.NixOptions, o.JSON}, []any{[]Pair{{"extra-substituters", "--json"}}, false}
+				return []any{o.NixOptions, o.JSON}, []any{[]NixOption{{"extra-substituters", "--json"}}, false}
 			}},
 		{"-s takes two store paths",
 			[]string{"-s", "/nix/store/a-disko", "/nix/store/b-system", "h"},
-			func(o *Options) (any, any) { return *o.StorePaths, Pair{"/nix/store/a-disko", "/nix/store/b-system"} }},
+			func(o *Options) (any, any) {
+				return *o.StorePaths, StorePaths{"/nix/store/a-disko", "/nix/store/b-system"}
+			}},
 		{"a flake fragment with a full attribute path is kept",
 			[]string{"-f", "/cfg#nixosConfigurations.x.config.virtualisation.vmVariant", "h"},
 			func(o *Options) (any, any) {

@@ -13,15 +13,17 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/term"
+
 	"github.com/nixos-via/nixos-via/disko"
 	"github.com/nixos-via/nixos-via/diskorun"
 	"github.com/nixos-via/nixos-via/install"
 	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/nix"
+	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 	"github.com/nixos-via/nixos-via/kexec"
-	"golang.org/x/crypto/ssh"
-	"golang.org/x/term"
 )
 
 // flow runs the phases of one install, in order.
@@ -66,7 +68,7 @@ func (f *flow) run(ctx context.Context) error {
 		f.nix.Log = f.env.Stderr
 	}
 	for _, p := range f.o.NixOptions {
-		f.nix.Args = append(f.nix.Args, "--option", p.A, p.B)
+		f.nix.Args = append(f.nix.Args, "--option", p.Name, p.Value)
 	}
 	if f.o.ShowTrace {
 		f.nix.Args = append(f.nix.Args, "--show-trace")
@@ -79,7 +81,7 @@ func (f *flow) run(ctx context.Context) error {
 	generate := f.o.GenerateHWConfig != nil
 	deferBuild := generate && f.o.StorePaths == nil
 	if generate {
-		if err := prepareHardwareConfigPath(f.o.GenerateHWConfig.B); err != nil {
+		if err := prepareHardwareConfigPath(f.o.GenerateHWConfig.Path); err != nil {
 			return err
 		}
 	}
@@ -89,8 +91,8 @@ func (f *flow) run(ctx context.Context) error {
 		}
 	}
 	for _, k := range f.o.DiskEncryptionKey {
-		if _, err := os.Stat(k.B); err != nil {
-			return usagef("--disk-encryption-keys %s %s: %v", k.A, k.B, err)
+		if _, err := os.Stat(k.Local); err != nil {
+			return usagef("--disk-encryption-keys %s %s: %v", k.Remote, k.Local, err)
 		}
 	}
 	var tb *kexec.Tarball
@@ -127,7 +129,7 @@ func (f *flow) run(ctx context.Context) error {
 			return err
 		}
 	} else if !facts.IsRoot && facts.Escalation == "" {
-		return &kexec.Refusal{Check: "root", Msg: fmt.Sprintf("the login user %s is not root and has neither sudo nor doas", facts.User)}
+		return &phase.Refusal{Check: "root", Msg: fmt.Sprintf("the login user %s is not root and has neither sudo nor doas", facts.User)}
 	}
 	if generate {
 		// In the installer now (or the host already was one).
@@ -240,7 +242,7 @@ func (f *flow) loadLayout(ctx context.Context) error {
 	}
 	if len(needs.Passphrases) > 0 {
 		if _, ok := terminal(f.env.Stdin); !ok {
-			return &diskorun.Refusal{Problems: []string{fmt.Sprintf(
+			return &phase.Refusal{Check: phase.Disko, Problems: []string{fmt.Sprintf(
 				"the layout's LUKS %s %s for a passphrase, and there is no terminal to type it on; "+
 					"give the layout settings.keyFile or passwordFile and the file with --disk-encryption-keys REMOTE LOCAL, or run nixos-via from a terminal",
 				plural(len(needs.Passphrases), "device", "devices")+" "+strings.Join(needs.Passphrases, ", "), plural(len(needs.Passphrases), "asks", "ask"))}}
@@ -282,7 +284,7 @@ func (f *flow) requirements() diskorun.Requirements {
 func (f *flow) keysSurviveKexec() error {
 	given := map[string]bool{}
 	for _, k := range f.o.DiskEncryptionKey {
-		given[k.A] = true
+		given[k.Remote] = true
 	}
 	var problems []string
 	for _, k := range f.needs.KeyFiles {
@@ -292,7 +294,7 @@ func (f *flow) keysSurviveKexec() error {
 		}
 	}
 	if len(problems) > 0 {
-		return &diskorun.Refusal{Problems: problems}
+		return &phase.Refusal{Check: phase.Disko, Problems: problems}
 	}
 	return nil
 }
@@ -340,7 +342,7 @@ func (f *flow) checkDisks(ctx context.Context) error {
 		for _, d := range f.facts.Disks {
 			have = append(have, fmt.Sprintf("%s (%s)", d.Path, gib(d.SizeBytes)))
 		}
-		return &kexec.Refusal{Check: "disks", Msg: fmt.Sprintf("the layout names %s, which the host does not have; its disks are: %s",
+		return &phase.Refusal{Check: "disks", Msg: fmt.Sprintf("the layout names %s, which the host does not have; its disks are: %s",
 			strings.Join(missing, ", "), orNA(strings.Join(have, ", ")))}
 	}
 	if !f.wipes() {
@@ -380,7 +382,7 @@ func (f *flow) confirm() error {
 	fmt.Fprint(f.env.Stderr, "Type \"yes\" to erase them: ")
 	line, _ := bufio.NewReader(in).ReadString('\n')
 	if strings.TrimSpace(line) != "yes" {
-		return &kexec.Refusal{Check: "confirm", Msg: "not confirmed; nothing was touched"}
+		return &phase.Refusal{Check: "confirm", Msg: "not confirmed; nothing was touched"}
 	}
 	return nil
 }
@@ -417,7 +419,7 @@ func (f *flow) kexec(ctx context.Context, tb *kexec.Tarball) error {
 	if src == "" {
 		url, err := kexec.DefaultURL(f.facts.Arch)
 		if err != nil {
-			return &kexec.Refusal{Check: "arch", Msg: err.Error()}
+			return &phase.Refusal{Check: "arch", Msg: err.Error()}
 		}
 		src = url
 	}
@@ -525,7 +527,7 @@ func (f *flow) kexec(ctx context.Context, tb *kexec.Tarball) error {
 func (f *flow) accessKey(ctx context.Context) (*kexec.AccessKey, error) {
 	key, err := kexec.EnsureAccessKey(ctx, f.conn, f.facts)
 	if err != nil {
-		return nil, &kexec.Refusal{Check: "installer-login", Msg: fmt.Sprintf("the installer would let nobody in without a key of ours: %v", err)}
+		return nil, &phase.Refusal{Check: "installer-login", Msg: fmt.Sprintf("the installer would let nobody in without a key of ours: %v", err)}
 	}
 	if key != nil {
 		f.info("kexec", "none of our keys is in the authorized_keys files the installer takes over: added this run's throwaway key to %s (%s); it is used after kexec and leaves with the old system",
@@ -559,11 +561,11 @@ func roomToDownload(f *target.Facts, w kexec.WorkDir, size int64) error {
 		return nil
 	}
 	if w.Free >= 0 && w.Free < 2*size {
-		return &kexec.Refusal{Check: "disk-space", Msg: fmt.Sprintf("the host has %d MiB free in %s but downloading and unpacking the %d MiB installer needs about %d MiB",
+		return &phase.Refusal{Check: "disk-space", Msg: fmt.Sprintf("the host has %d MiB free in %s but downloading and unpacking the %d MiB installer needs about %d MiB",
 			w.Free>>20, w.Path, size>>20, 2*size>>20)}
 	}
 	if w.InRAM() && f.MemAvailKiB*1024 < 2*size+kexec.LoadMargin {
-		return &kexec.Refusal{Check: "memory", Msg: fmt.Sprintf("the host has %d MiB available and %s is in RAM, but downloading and unpacking the %d MiB installer there needs about %d MiB",
+		return &phase.Refusal{Check: "memory", Msg: fmt.Sprintf("the host has %d MiB available and %s is in RAM, but downloading and unpacking the %d MiB installer there needs about %d MiB",
 			f.MemAvailKiB>>10, w.Path, size>>20, (2*size+kexec.LoadMargin)>>20)}
 	}
 	return nil
@@ -572,10 +574,10 @@ func roomToDownload(f *target.Facts, w kexec.WorkDir, size int64) error {
 // disko uploads the LUKS key files and runs the rendered layout script.
 func (f *flow) disko(ctx context.Context) error {
 	for _, k := range f.o.DiskEncryptionKey {
-		if err := f.uploadSecret(ctx, k.B, k.A); err != nil {
+		if err := f.uploadSecret(ctx, k.Local, k.Remote); err != nil {
 			return err
 		}
-		f.info("disko", "key file %s copied to the installer (mode 0600)", k.A)
+		f.info("disko", "key file %s copied to the installer (mode 0600)", k.Remote)
 	}
 	// Nothing is wiped that the installer could not finish.
 	f.step("disko", "checking the installer for what the layout and the install need")

@@ -187,7 +187,7 @@ func (t *tailBuffer) String() string { return t.buf.String() }
 // hardwareConfig is the hardware-config step of the flow: generate on
 // the host, write locally, let git see the file.
 func (f *flow) hardwareConfig(ctx context.Context) error {
-	tool, path := f.o.GenerateHWConfig.A, f.o.GenerateHWConfig.B
+	tool, path := f.o.GenerateHWConfig.Tool, f.o.GenerateHWConfig.Path
 	f.step(hardwareConfigPhase, "running %s on the host, writing %s", tool, path)
 	n, err := generateHardwareConfig(ctx, f.conn, tool, path)
 	if err != nil {

@@ -21,9 +21,9 @@ const agentPath = "/run/nixos-via/nixos-via"
 // its closure, before anything on the target is touched.
 func (f *flow) buildSystem(ctx context.Context) error {
 	if f.o.StorePaths != nil {
-		p, err := filepath.EvalSymlinks(f.o.StorePaths.B)
+		p, err := filepath.EvalSymlinks(f.o.StorePaths.System)
 		if err != nil {
-			return usagef("--store-paths: system %s: %v", f.o.StorePaths.B, err)
+			return usagef("--store-paths: system %s: %v", f.o.StorePaths.System, err)
 		}
 		f.toplevel = p
 	} else {
@@ -144,7 +144,7 @@ func (f *flow) install(ctx context.Context) error {
 		}
 	}
 	for _, c := range f.o.Chown {
-		if err := install.Chown(ctx, f.conn, f.ui, install.DefaultRoot, c.A, c.B); err != nil {
+		if err := install.Chown(ctx, f.conn, f.ui, install.DefaultRoot, c.Path, c.Owner); err != nil {
 			return err
 		}
 	}
@@ -158,7 +158,7 @@ func (f *flow) install(ctx context.Context) error {
 	}
 	var keys []string
 	for _, k := range f.o.DiskEncryptionKey {
-		keys = append(keys, k.A)
+		keys = append(keys, k.Remote)
 	}
 	return install.RemoveKeyFiles(ctx, f.conn, f.ui, keys)
 }
