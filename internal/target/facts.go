@@ -1,7 +1,6 @@
 package target
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"sort"
@@ -197,11 +196,9 @@ func (c *Conn) ProbeFacts(ctx context.Context) (*Facts, error) {
 // ParseFacts reads the probe's output.
 func ParseFacts(out string) (*Facts, error) {
 	f := &Facts{}
-	kv := map[string]string{}
-	sc := bufio.NewScanner(strings.NewReader(out))
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
+	var rest strings.Builder
+	for _, line := range strings.Split(out, "\n") {
+		line = strings.TrimSuffix(line, "\r")
 		if strings.HasPrefix(line, "disk\t") {
 			d, err := parseDisk(line)
 			if err != nil {
@@ -210,24 +207,22 @@ func ParseFacts(out string) (*Facts, error) {
 			f.Disks = append(f.Disks, d)
 			continue
 		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			continue
-		}
-		if k == "hostkey" {
-			f.HostKeys = append(f.HostKeys, v)
-			continue
-		}
-		kv[k] = v
+		rest.WriteString(line + "\n")
 	}
-	if kv["end"] != "ok" {
-		return nil, fmt.Errorf("probe output ended early (no end marker); got %d lines", len(kv))
+	values := ParseValues(rest.String())
+	f.HostKeys = values["hostkey"]
+	if values.Get("end") != "ok" {
+		keys := len(values)
+		if values.Has("hostkey") {
+			keys--
+		}
+		return nil, fmt.Errorf("probe output ended early (no end marker); got %d lines", keys)
 	}
-	f.OS, f.Arch, f.Kernel = kv["os"], kv["arch"], kv["kernel"]
-	f.MemTotalKiB = atoi64(kv["memtotal"])
-	f.MemAvailKiB = atoi64(kv["memavail"])
-	f.Firmware = kv["firmware"]
-	switch kv["secureboot"] {
+	f.OS, f.Arch, f.Kernel = values.Get("os"), values.Get("arch"), values.Get("kernel")
+	f.MemTotalKiB = atoi64(values.Get("memtotal"))
+	f.MemAvailKiB = atoi64(values.Get("memavail"))
+	f.Firmware = values.Get("firmware")
+	switch values.Get("secureboot") {
 	case "1":
 		f.SecureBoot = "enabled"
 	case "0":
@@ -235,12 +230,12 @@ func ParseFacts(out string) (*Facts, error) {
 	default:
 		f.SecureBoot = "unknown"
 	}
-	f.OSID, f.OSName = kv["osid"], kv["osname"]
-	f.IsNixOS = f.OSID == "nixos" || containsWord(kv["osidlike"], "nixos")
-	f.IsInstaller = kv["variant"] == "installer"
-	f.User = kv["user"]
-	f.IsRoot = kv["uid"] == "0"
-	switch kv["escalation"] {
+	f.OSID, f.OSName = values.Get("osid"), values.Get("osname")
+	f.IsNixOS = f.OSID == "nixos" || containsWord(values.Get("osidlike"), "nixos")
+	f.IsInstaller = values.Get("variant") == "installer"
+	f.User = values.Get("user")
+	f.IsRoot = values.Get("uid") == "0"
+	switch values.Get("escalation") {
 	case "none":
 		f.Escalation = string(EscalateNone)
 	case "sudo-nopasswd":
@@ -250,47 +245,39 @@ func ParseFacts(out string) (*Facts, error) {
 	case "doas":
 		f.Escalation = string(EscalateDoas)
 	}
-	f.Container = orDefault(kv["container"], "none")
-	f.Virt = orDefault(kv["virt"], "unknown")
-	f.KexecDisabled = kv["kexecdisabled"] == "1"
-	f.Lockdown = parseLockdown(kv["lockdown"])
-	f.TmpFreeKiB = atoi64(kv["tmpfree"])
-	yes := func(k string) bool { return kv["has_"+k] == "y" }
+	f.Container = orDefault(values.Get("container"), "none")
+	f.Virt = orDefault(values.Get("virt"), "unknown")
+	f.KexecDisabled = values.Get("kexecdisabled") == "1"
+	f.Lockdown = parseLockdown(values.Get("lockdown"))
+	f.TmpFreeKiB = atoi64(values.Get("tmpfree"))
+	yes := func(k string) bool { return values.Get("has_"+k) == "y" }
 	f.Tools = Tools{Tar: yes("tar"), Cpio: yes("cpio"), Setsid: yes("setsid"), SetsidWait: yes("setsidwait"),
 		Curl: yes("curl"), Wget: yes("wget"), SFTPServer: yes("sftpserver"), IP: yes("ip"), Kexec: yes("kexec"),
 		Sudo: yes("sudo"), Doas: yes("doas"), Commands: map[string]bool{}}
 	for _, c := range ProbedCommands {
-		if _, ok := kv["has_"+c]; ok {
+		if values.Has("has_" + c) {
 			f.Tools.Commands[c] = yes(c)
 		}
 	}
-	f.HasIPv6Only = kv["ipv6only"] == "y"
+	f.HasIPv6Only = values.Get("ipv6only") == "y"
 	sort.Slice(f.Disks, func(i, j int) bool { return f.Disks[i].Name < f.Disks[j].Name })
 	return f, nil
 }
 
 func parseDisk(line string) (Disk, error) {
-	var d Disk
-	for _, field := range strings.Split(line, "\t")[1:] {
-		k, v, _ := strings.Cut(field, "=")
-		switch k {
-		case "name":
-			d.Name = v
-		case "size":
-			d.SizeBytes = atoi64(v) * 512
-		case "model":
-			d.Model = strings.TrimSpace(v)
-		case "rm":
-			d.Removable = v == "1"
-		case "ids":
-			if v != "" {
-				d.ByID = strings.Split(v, ",")
-			}
-		case "mnt":
-			if v != "" {
-				d.Mounted = strings.Split(v, ",")
-			}
-		}
+	// Its tab-separated fields are key=value each.
+	fields := ParseValues(strings.ReplaceAll(strings.TrimPrefix(line, "disk\t"), "\t", "\n"))
+	d := Disk{
+		Name:      fields.Get("name"),
+		SizeBytes: atoi64(fields.Get("size")) * 512,
+		Model:     strings.TrimSpace(fields.Get("model")),
+		Removable: fields.Get("rm") == "1",
+	}
+	if v := fields.Get("ids"); v != "" {
+		d.ByID = strings.Split(v, ",")
+	}
+	if v := fields.Get("mnt"); v != "" {
+		d.Mounted = strings.Split(v, ",")
 	}
 	if d.Name == "" {
 		return d, fmt.Errorf("probe disk line without a name: %q", line)
