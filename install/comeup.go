@@ -107,14 +107,11 @@ func (w *comeUp) wait(ctx context.Context, timeout time.Duration) (*target.Conn,
 			strings.Join(w.boot.Passphrase, ", "), how)
 	}
 	report(w.sink, phase.Reboot, event.Step, "waiting for the installed system on %s", at.Addr())
-	deadline := time.Now().Add(timeout)
 	var last error
 	var seen ssh.PublicKey
 	var refused []string
 	sawInitrd := false
-	attempts := 0
-	for {
-		attempts++
+	attempt := func(ctx context.Context, at *target.Resolved) (*target.Conn, error) {
 		if initrd != 0 && initrd != port && !sawInitrd {
 			r := w.res
 			r.Port = initrd
@@ -124,33 +121,59 @@ func (w *comeUp) wait(ctx context.Context, timeout time.Duration) (*target.Conn,
 					r.Addr(), ssh.FingerprintSHA256(key))
 			}
 		}
-		key, err := target.ProbeHostKey(ctx, &at)
-		if err == nil {
-			seen = key
-			c, rf, done, err := w.login(ctx, at, key, users)
-			if done {
-				return c, err
-			}
-			refused = rf
-			if err != nil {
-				last = err
-			}
-		} else {
-			last = err
+		key, err := target.ProbeHostKey(ctx, at)
+		if err != nil {
+			w.saw(&last, err)
+			return nil, err
 		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		seen = key
+		c, rf, done, err := w.login(ctx, *at, key, users)
+		switch {
+		case done && err != nil:
+			return nil, stopWaiting{err}
+		case done:
+			return c, nil
 		}
-		if time.Now().Add(w.every).After(deadline) {
-			break
+		refused = rf
+		if err != nil {
+			w.saw(&last, err)
+			return nil, err
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(w.every):
-		}
+		return nil, errNotYet
 	}
-	return w.gaveUp(at, seen, refused, last, timeout, attempts)
+	c, err := target.ReachHost(ctx, &at, w.home, target.Reach{What: "up", Timeout: timeout, Interval: w.every, Attempt: attempt, Retry: untilStopped})
+	var we *target.WaitError
+	if errors.As(err, &we) {
+		return w.gaveUp(at, seen, refused, last, timeout, we.Attempts)
+	}
+	return c, err
+}
+
+// stopWaiting is an attempt's error that proves the system wrong: the
+// wait ends with it.
+type stopWaiting struct{ err error }
+
+func (s stopWaiting) Error() string { return s.err.Error() }
+
+// errNotYet is an attempt that logged in nowhere and learnt nothing new.
+var errNotYet = errors.New("no login yet")
+
+// untilStopped is the reboot wait's retry rule: wait out everything but a
+// stopWaiting.
+func untilStopped(_ int, err error) error {
+	var s stopWaiting
+	if errors.As(err, &s) {
+		return s.err
+	}
+	return nil
+}
+
+// saw keeps err as what the wait saw last, unless it is an attempt cut by
+// the deadline after a more telling one.
+func (w *comeUp) saw(last *error, err error) {
+	if !errors.Is(err, context.DeadlineExceeded) || *last == nil {
+		*last = err
+	}
 }
 
 // login tries each user on the host that presented key. done says the

@@ -208,50 +208,27 @@ func joinInts(ports []int) string {
 }
 
 // waitInstaller tries each port in turn until one answers as root with a
-// key of keys, or the deadline passes; then it says what each port showed
-// last.
+// key of keys, or the deadline passes (target.ReachHost); then it says
+// what each port showed last.
 func waitInstaller(ctx context.Context, before *target.Resolved, keys []ssh.PublicKey, ports []int, opts Options) (*target.Conn, error) {
-	start := time.Now()
-	deadline := start.Add(opts.UpTimeout)
-	last := map[int]error{}
-	attempts := 0
-	for {
-		for _, port := range ports {
-			attempts++
-			r := *before
-			r.Port, r.User, r.ProxyJump = port, "root", before.ProxyJump
-			r.PinnedKeys, r.PinnedKey, r.PinSource = keys, nil, "the host before kexec"
-			r.HostKeyPin, r.HostKeyPins, r.ReplaceKnownHost = "", nil, false
-			r.SSHOptions = nil
-			r.Signers = append(slices.Clone(opts.Signers), before.Signers...)
-			r.ConnectTimeout = min(before.ConnectTimeout, max(time.Until(deadline), time.Second))
-			c, err := target.DialResolved(ctx, &r, opts.Home)
-			if err == nil {
-				return c, nil
-			}
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			var mm *target.HostKeyMismatchError
-			if errors.As(err, &mm) && port == ports[0] {
-				return nil, &Error{Step: "reconnect", Err: fmt.Errorf("the installer must present the host's own key, but: %w", err)}
-			}
-			// Another key on a fallback port is another server (say, a
-			// forward to something else): keep waiting for ours.
-			last[port] = err
+	r := *before
+	r.User = "root"
+	r.SSHOptions = nil
+	r.Signers = append(slices.Clone(opts.Signers), before.Signers...)
+	retry := func(port int, err error) error {
+		var mm *target.HostKeyMismatchError
+		if errors.As(err, &mm) && port == ports[0] {
+			return &Error{Step: "reconnect", Err: fmt.Errorf("the installer must present the host's own key, but: %w", err)}
 		}
-		if time.Now().After(deadline) {
-			var seen []string
-			for _, p := range ports {
-				seen = append(seen, fmt.Sprintf("port %d: %s", p, target.Describe(last[p])))
-			}
-			return nil, &Error{Step: "reconnect", Err: &target.WaitError{What: "up as the installer", Addr: before.HostName, Waited: time.Since(start),
-				Attempts: attempts, LastSeen: strings.Join(seen, "; "), Last: last[ports[0]]}}
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(opts.Interval):
-		}
+		// Another key on a fallback port is another server (say, a
+		// forward to something else): keep waiting for ours.
+		return nil
 	}
+	c, err := target.ReachHost(ctx, &r, opts.Home, target.Reach{What: "up as the installer", Ports: ports, Keys: keys, KeysFrom: "the host before kexec",
+		Timeout: opts.UpTimeout, Interval: opts.Interval, Retry: retry})
+	var we *target.WaitError
+	if errors.As(err, &we) {
+		return nil, &Error{Step: "reconnect", Err: err}
+	}
+	return c, err
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // WaitError says a wait ran out of time, and what it saw last.
@@ -57,43 +59,120 @@ func Describe(err error) string {
 	return err.Error()
 }
 
-// WaitUp dials res until it answers SSH and authenticates, for at most
-// timeout, trying every interval. A changed host key stops it at once.
-func WaitUp(ctx context.Context, res *Resolved, home string, timeout, interval time.Duration) (*Conn, error) {
+// Reach says how to wait for a host to answer SSH: the first connection
+// to a machine that may still be booting, the installer after kexec, the
+// installed system after the reboot. Every such wait is one call of
+// ReachHost.
+type Reach struct {
+	// What the host is waited for as, for the WaitError: "up", "up as the
+	// installer".
+	What string
+	// Ports are tried in turn each round; nil is res.Port alone. With
+	// Ports set, a timeout says what each port showed last.
+	Ports []int
+	// Keys, when set, are the only host keys accepted (replacing
+	// known_hosts and --host-key pins); KeysFrom names them in a
+	// mismatch ("the host before kexec").
+	Keys     []ssh.PublicKey
+	KeysFrom string
+	// Timeout is the deadline of the whole wait; no attempt runs past it.
+	Timeout time.Duration
+	// Interval between rounds; 0 is 2 s.
+	Interval time.Duration
+	// Retry says whether an attempt's failure is worth waiting out: it
+	// returns nil to go on, or the error the wait ends with. nil retries
+	// every failure but a changed host key.
+	Retry func(port int, err error) error
+	// Attempt is one try at r, DialResolved when nil (the reboot wait
+	// probes the key and tries several users instead).
+	Attempt func(ctx context.Context, r *Resolved) (*Conn, error)
+}
+
+// ReachHost dials res (at each of w.Ports in turn) until one answers and
+// authenticates, or w.Timeout passes; then it returns a *WaitError that
+// says what it saw last. Each attempt's ConnectTimeout is cut to the time
+// left. ctx ending stops it with ctx's error.
+func ReachHost(ctx context.Context, res *Resolved, home string, w Reach) (*Conn, error) {
 	start := time.Now()
-	wctx, cancel := context.WithTimeout(ctx, timeout)
+	deadline := start.Add(w.Timeout)
+	wctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
+	ports := w.Ports
+	if len(ports) == 0 {
+		ports = []int{res.Port}
+	}
+	if w.Interval == 0 {
+		w.Interval = 2 * time.Second
+	}
+	if w.Retry == nil {
+		w.Retry = stopOnMismatch
+	}
+	if w.Attempt == nil {
+		w.Attempt = func(ctx context.Context, r *Resolved) (*Conn, error) { return DialResolved(ctx, r, home) }
+	}
+	last := map[int]error{}
 	attempts := 0
-	var last error
 	for {
-		attempts++
-		r := *res
-		if rem := time.Until(start.Add(timeout)); rem < r.ConnectTimeout {
-			r.ConnectTimeout = max(rem, time.Second)
-		}
-		c, err := DialResolved(wctx, &r, home)
-		if err == nil {
-			return c, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		var mm *HostKeyMismatchError
-		if errors.As(err, &mm) {
-			return nil, err
-		}
-		if !errors.Is(err, context.DeadlineExceeded) || last == nil {
-			last = err
-		}
-		select {
-		case <-wctx.Done():
+		for _, port := range ports {
+			attempts++
+			r := *res
+			r.Port = port
+			if len(w.Keys) > 0 {
+				r.PinnedKeys, r.PinnedKey, r.PinSource = w.Keys, nil, w.KeysFrom
+				r.HostKeyPin, r.HostKeyPins, r.ReplaceKnownHost = "", nil, false
+			}
+			r.ConnectTimeout = min(r.ConnectTimeout, max(time.Until(deadline), time.Second))
+			c, err := w.Attempt(wctx, &r)
+			if err == nil {
+				return c, nil
+			}
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			return nil, &WaitError{What: "up", Addr: res.Addr(), Waited: time.Since(start), Attempts: attempts, LastSeen: Describe(last), Last: last}
-		case <-time.After(interval):
+			if stop := w.Retry(port, err); stop != nil {
+				return nil, stop
+			}
+			// An attempt cut by the deadline says less than the one before.
+			if !errors.Is(err, context.DeadlineExceeded) || last[port] == nil {
+				last[port] = err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-wctx.Done():
+			return nil, w.gaveUp(res, ports, last, time.Since(start), attempts)
+		case <-time.After(w.Interval):
 		}
 	}
+}
+
+// gaveUp is the WaitError of a wait that ran out of time.
+func (w Reach) gaveUp(res *Resolved, ports []int, last map[int]error, waited time.Duration, attempts int) error {
+	e := &WaitError{What: w.What, Addr: res.Addr(), Waited: waited, Attempts: attempts, LastSeen: Describe(last[ports[0]]), Last: last[ports[0]]}
+	if len(w.Ports) > 0 {
+		var seen []string
+		for _, p := range ports {
+			seen = append(seen, fmt.Sprintf("port %d: %s", p, Describe(last[p])))
+		}
+		e.Addr, e.LastSeen = res.HostName, strings.Join(seen, "; ")
+	}
+	return e
+}
+
+// stopOnMismatch ends a wait at a changed host key and waits out the rest.
+func stopOnMismatch(_ int, err error) error {
+	var mm *HostKeyMismatchError
+	if errors.As(err, &mm) {
+		return err
+	}
+	return nil
+}
+
+// WaitUp dials res until it answers SSH and authenticates, for at most
+// timeout, trying every interval. A changed host key stops it at once.
+func WaitUp(ctx context.Context, res *Resolved, home string, timeout, interval time.Duration) (*Conn, error) {
+	return ReachHost(ctx, res, home, Reach{What: "up", Timeout: timeout, Interval: interval})
 }
 
 // WaitDown waits until c's host stops answering: the connection's

@@ -200,33 +200,18 @@ func gib(b int64) string {
 }
 
 // dialRetry connects, retrying while the host does not answer SSH yet (a
-// machine still booting) until timeout. Refused credentials and host keys
-// fail at once.
+// machine still booting) until timeout (target.ReachHost). Refused
+// credentials and host keys fail at once.
 func dialRetry(ctx context.Context, res *target.Resolved, home string, timeout time.Duration) (*target.Conn, error) {
-	start := time.Now()
-	dctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	attempts := 0
-	for {
-		attempts++
-		conn, err := target.DialResolved(dctx, res, home)
-		if err == nil {
-			return conn, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		var ce *target.ConnectError
-		if !errors.As(err, &ce) && !errors.Is(err, context.DeadlineExceeded) {
-			return nil, err
-		}
-		select {
-		case <-dctx.Done():
-			if errors.As(err, &ce) {
-				return nil, &target.WaitError{What: "up", Addr: res.Addr(), Waited: time.Since(start), Attempts: attempts, LastSeen: target.Describe(err), Last: err}
-			}
-			return nil, err
-		case <-time.After(2 * time.Second):
-		}
+	return target.ReachHost(ctx, res, home, target.Reach{What: "up", Timeout: timeout, Retry: unreachableOnly})
+}
+
+// unreachableOnly waits out a host that does not answer (yet) and stops at
+// anything else.
+func unreachableOnly(_ int, err error) error {
+	var ce *target.ConnectError
+	if errors.As(err, &ce) || errors.Is(err, context.DeadlineExceeded) {
+		return nil
 	}
+	return err
 }
