@@ -110,7 +110,13 @@ ln -sfn %[2]s "system-$n-link"
 ln -sfn "system-$n-link" system
 echo "profile: system generation $n"
 `, target.ShellQuote(o.NixStore), target.ShellQuote(o.Toplevel), target.ShellQuote(rootOr(o.Root)))
-	return runWithInput(ctx, conn, sink, "install", "register", script, reg)
+	// Its output is reported line by line, empty lines left out.
+	_, err = conn.Script(ctx, target.Script{Name: "register", Body: script, Input: strings.NewReader(reg), OnLine: func(line string) {
+		if line != "" {
+			report(sink, "install", event.Info, "%s", line)
+		}
+	}})
+	return err
 }
 
 // ExtraFiles copies the local directory dir into root as a tar: every
@@ -356,26 +362,9 @@ func RemoveKeyFiles(ctx context.Context, conn *target.Conn, sink event.Sink, pat
 	return nil
 }
 
-// runWithInput runs script as root with input on a pipe (the script itself
-// is passed as an argument file, so the input stays the command's), then
-// reports its output line by line.
-func runWithInput(ctx context.Context, conn *target.Conn, sink event.Sink, phase, name, script, input string) error {
-	cmd := fmt.Sprintf(`t=$(mktemp /tmp/nixos-via-script.XXXXXX) && printf '%%s' %s > "$t" && sh "$t"; st=$?; rm -f "$t"; exit $st`, target.ShellQuote(script))
-	var out bytes.Buffer
-	err := conn.Run(ctx, cmd, strings.NewReader(input), &out, &out)
-	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
-		if line != "" {
-			report(sink, phase, event.Info, "%s", line)
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	return nil
-}
-
-// runScript runs a shell script as root on the target, reporting its
-// output line by line (target.Conn.RunScript).
+// runScript runs a shell script as root on the target, reporting each line
+// it prints as an Info event of phase (target.Conn.Script with OnLine).
 func runScript(ctx context.Context, conn *target.Conn, sink event.Sink, phase, name, script string) error {
-	return conn.RunScript(ctx, name, script, nil, func(line string) { report(sink, phase, event.Info, "%s", line) })
+	_, err := conn.Script(ctx, target.Script{Name: name, Body: script, OnLine: func(line string) { report(sink, phase, event.Info, "%s", line) }})
+	return err
 }

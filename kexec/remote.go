@@ -1,7 +1,6 @@
 package kexec
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -93,23 +92,18 @@ tar %s -xf installer.tar
 rm -f installer.tar
 find kexec -type f | while read -r p; do echo "file=$(wc -c < "$p") $p"; done
 `, target.ShellQuote(w.Path), fetch, flag)
-	var out, errb bytes.Buffer
-	if err := conn.RunAsLogin(ctx, "sh -s", strings.NewReader(script), &out, &errb); err != nil {
-		return nil, &Error{Step: "download", Err: fmt.Errorf("the host could not fetch and unpack %s: %w", src, err), Output: errb.String()}
+	var stderr strings.Builder
+	out, err := conn.Script(ctx, target.Script{Body: script, AsLogin: true, Stderr: &stderr})
+	if err != nil {
+		return nil, &Error{Step: "download", Err: fmt.Errorf("the host could not fetch and unpack %s: %w", src, err), Output: stderr.String()}
 	}
-	tb := &Tarball{Source: src, Files: map[string]int64{}}
-	for _, line := range strings.Split(out.String(), "\n") {
-		k, v, _ := strings.Cut(line, "=")
-		switch k {
-		case "sha256":
-			tb.SHA256 = v
-		case "bytes":
-			tb.Bytes, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		case "file":
-			size, p, ok := strings.Cut(strings.TrimSpace(v), " ")
-			if n, err := strconv.ParseInt(size, 10, 64); ok && err == nil {
-				tb.Files[p] = n
-			}
+	values := target.ParseValues(out)
+	tb := &Tarball{Source: src, SHA256: values.Get("sha256"), Files: map[string]int64{}}
+	tb.Bytes, _ = values.Int("bytes")
+	for _, f := range values["file"] {
+		size, p, ok := strings.Cut(strings.TrimSpace(f), " ")
+		if n, err := strconv.ParseInt(size, 10, 64); ok && err == nil {
+			tb.Files[p] = n
 		}
 	}
 	if wantSHA256 != "" && tb.SHA256 != strings.ToLower(wantSHA256) {
@@ -151,17 +145,12 @@ echo "unpacked=$n"
 `
 	mctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	var out bytes.Buffer
-	cmd := "cd " + target.ShellQuote(w.Path) + " && sh -s"
-	if err := conn.RunAsLogin(mctx, cmd, strings.NewReader(script), &out, io.Discard); err != nil {
+	out, err := conn.Script(mctx, target.Script{Body: "cd " + target.ShellQuote(w.Path) + " || exit 1\n" + script, AsLogin: true, Stderr: io.Discard})
+	if err != nil {
 		return 0, false
 	}
-	v, ok := strings.CutPrefix(strings.TrimSpace(out.String()), "unpacked=")
-	if !ok {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-	if err != nil || n <= 0 {
+	n, ok := target.ParseValues(out).Int("unpacked")
+	if !ok || n <= 0 {
 		return 0, false
 	}
 	return n, true

@@ -1,7 +1,6 @@
 package kexec
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -55,20 +54,19 @@ func StagedBytes(ctx context.Context, conn *target.Conn, w WorkDir, tb *Tarball)
 	if [ "$d" = %s ]; then du -sk "$d" | awk '{print "staged=" $1}'; else rm -rf "$d"; fi
 done
 `, target.ShellQuote(path.Dir(w.Path)), StagingPrefix, target.ShellQuote(keep))
-	var out, errb bytes.Buffer
-	if err := conn.RunAsLogin(ctx, "sh -s", strings.NewReader(script), &out, &errb); err != nil {
-		return 0, fmt.Errorf("look for earlier uploads beside %s: %w: %s", w.Path, err, strings.TrimSpace(errb.String()))
+	out, err := conn.Script(ctx, target.Script{Body: script, AsLogin: true})
+	if err != nil {
+		return 0, fmt.Errorf("look for earlier uploads beside %s: %w", w.Path, err)
 	}
-	for _, line := range strings.Split(out.String(), "\n") {
-		if v, ok := strings.CutPrefix(line, "staged="); ok {
-			kib, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("look for earlier uploads beside %s: du says %q", w.Path, line)
-			}
-			return kib * 1024, nil
-		}
+	values := target.ParseValues(out)
+	if !values.Has("staged") {
+		return 0, nil
 	}
-	return 0, nil
+	kib, ok := values.Int("staged")
+	if !ok {
+		return 0, fmt.Errorf("look for earlier uploads beside %s: du says %q", w.Path, "staged="+values.Get("staged"))
+	}
+	return kib * 1024, nil
 }
 
 // upFile is one file of the tarball on its way to the host.
@@ -171,7 +169,7 @@ func stagedState(ctx context.Context, conn *target.Conn, staging string, files [
 		fmt.Fprintf(&b, `if [ -f %s ]; then n=$(wc -c < %s); echo "size %d $n"; if [ -n "$h" ] && [ "$n" -gt 0 ] && [ "$n" -le %d ]; then echo "sum %d $(sha256sum < %s | cut -d' ' -f1)"; fi; fi`+"\n",
 			p, p, i, f.size, i, p)
 	}
-	out, err := runScript(ctx, conn, b.String())
+	out, err := conn.Script(ctx, target.Script{Body: b.String(), AsLogin: true})
 	if err != nil {
 		return hostState{}, fmt.Errorf("look for an earlier upload in %s: %w", staging, err)
 	}
@@ -288,7 +286,7 @@ func verifyStaged(ctx context.Context, conn *target.Conn, staging string, sent [
 			fmt.Fprintf(&b, `echo "sum %d $(sha256sum < %s | cut -d' ' -f1)"`+"\n", i, p)
 		}
 	}
-	out, err := runScript(ctx, conn, b.String())
+	out, err := conn.Script(ctx, target.Script{Body: b.String(), AsLogin: true})
 	if err != nil {
 		return nil, fmt.Errorf("check the upload in %s: %w", staging, err)
 	}
@@ -336,19 +334,10 @@ func moveStaged(ctx context.Context, conn *target.Conn, staging string, w WorkDi
 		fmt.Fprintf(&b, "mkdir -p %s\nchmod %o %s\nmv -f %s %s\n", target.ShellQuote(path.Dir(dst)), f.mode, p, p, target.ShellQuote(dst))
 	}
 	fmt.Fprintf(&b, "rm -rf %s\n", target.ShellQuote(staging))
-	if _, err := runScript(ctx, conn, b.String()); err != nil {
+	if _, err := conn.Script(ctx, target.Script{Body: b.String(), AsLogin: true}); err != nil {
 		return fmt.Errorf("move the upload from %s to %s: %w", staging, w.Path, err)
 	}
 	return nil
-}
-
-// runScript runs a shell script as the login user and returns its output.
-func runScript(ctx context.Context, conn *target.Conn, script string) (string, error) {
-	var out, errb bytes.Buffer
-	if err := conn.RunAsLogin(ctx, "sh -s", strings.NewReader(script), &out, &errb); err != nil {
-		return "", fmt.Errorf("%w: %s", err, strings.TrimSpace(errb.String()))
-	}
-	return out.String(), nil
 }
 
 // prefixSHA256 is the hex sha256 of the first n bytes of a local file.

@@ -349,7 +349,7 @@ func (g *guest) script(ctx context.Context, l *disko.Layout, mode string, args .
 	}
 	sctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 	defer cancel()
-	if err := g.conn.RunScript(sctx, "disko "+mode, s, args, func(string) {}); err != nil {
+	if _, err := g.conn.Script(sctx, target.Script{Name: "disko " + mode, Body: s, Args: args, OnLine: func(string) {}}); err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
 	return nil
@@ -371,7 +371,7 @@ func (g *guest) diagnose(ctx context.Context, l *disko.Layout) string {
 
 func (g *guest) probe(ctx context.Context, e *expect, mounted, keys bool) (*state, error) {
 	var out strings.Builder
-	err := g.conn.RunScript(ctx, "probe", e.probeScript(mounted, keys), nil, func(l string) { out.WriteString(l + "\n") })
+	_, err := g.conn.Script(ctx, target.Script{Name: "probe", Body: e.probeScript(mounted, keys), OnLine: func(l string) { out.WriteString(l + "\n") }})
 	if err != nil {
 		return nil, fmt.Errorf("probe: %w", err)
 	}
