@@ -16,7 +16,6 @@ import (
 
 	"github.com/nixos-via/nixos-via/internal/nar"
 	"github.com/nixos-via/nixos-via/internal/nix"
-	"github.com/nixos-via/nixos-via/internal/nix/nixtest"
 )
 
 // agentBin is the agent binary built once in TestMain.
@@ -255,8 +254,4 @@ func checkNoPartial(t *testing.T, root string, allowTemps bool) (complete int) {
 		complete++
 	}
 	return complete
-}
-
-func nixtestClosure(t *testing.T) (string, []nix.PathInfo) {
-	return nixtest.Closure(t, "install-local")
 }
