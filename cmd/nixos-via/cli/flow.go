@@ -24,6 +24,7 @@ import (
 	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 	"github.com/nixos-via/nixos-via/kexec"
+	"github.com/nixos-via/nixos-via/reboot"
 )
 
 // flow runs the phases of one install, in order.
@@ -40,8 +41,8 @@ type flow struct {
 
 	diskoDone bool // the installer already applied this layout (a resumed run)
 
-	boot      install.BootConfig // how the installed system comes up
-	loginUser string             // whom the run first logged in as
+	boot      reboot.BootConfig // how the installed system comes up
+	loginUser string            // whom the run first logged in as
 
 	toplevel string         // the system to install
 	closure  []nix.PathInfo // its closure

@@ -3,7 +3,7 @@ package cli
 import (
 	"context"
 
-	"github.com/nixos-via/nixos-via/install"
+	"github.com/nixos-via/nixos-via/reboot"
 )
 
 // readBootConfig reads, with the build, how the installed system comes up,
@@ -13,7 +13,7 @@ func (f *flow) readBootConfig(ctx context.Context) error {
 	if f.o.StorePaths != nil {
 		return nil
 	}
-	boot, err := install.ReadBootConfig(ctx, f.nix, f.o.FlakeRef+"#"+f.o.FlakeAttr)
+	boot, err := reboot.ReadBootConfig(ctx, f.nix, f.o.FlakeRef+"#"+f.o.FlakeAttr)
 	if err != nil {
 		return err
 	}
@@ -22,9 +22,9 @@ func (f *flow) readBootConfig(ctx context.Context) error {
 }
 
 // reboot unmounts /mnt, reboots the installer and waits for the installed
-// system as its configuration says it comes up (install.Reboot).
+// system as its configuration says it comes up (reboot.Run).
 func (f *flow) reboot(ctx context.Context) error {
-	conn, err := install.Reboot(ctx, f.conn, f.ui, install.RebootOptions{
+	conn, err := reboot.Run(ctx, f.conn, f.ui, reboot.Options{
 		Toplevel:     f.toplevel,
 		CopyHostKeys: f.o.CopyHostKeys,
 		Timeout:      f.o.TimeoutReboot,

@@ -1,4 +1,4 @@
-package install
+package reboot
 
 import (
 	"context"

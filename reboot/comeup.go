@@ -1,4 +1,4 @@
-package install
+package reboot
 
 import (
 	"bytes"
@@ -103,10 +103,10 @@ func (w *comeUp) wait(ctx context.Context, timeout time.Duration) (*target.Conn,
 		if initrd != 0 {
 			how += fmt.Sprintf(" or over the initrd's SSH (ssh -p %d root@%s)", initrd, w.res.HostName)
 		}
-		report(w.sink, phase.Reboot, event.Info, "the installed system asks for the passphrase of LUKS %s at boot: type it %s",
+		report(w.sink, event.Info, "the installed system asks for the passphrase of LUKS %s at boot: type it %s",
 			strings.Join(w.boot.Passphrase, ", "), how)
 	}
-	report(w.sink, phase.Reboot, event.Step, "waiting for the installed system on %s", at.Addr())
+	report(w.sink, event.Step, "waiting for the installed system on %s", at.Addr())
 	var last error
 	var seen ssh.PublicKey
 	var refused []string
@@ -117,7 +117,7 @@ func (w *comeUp) wait(ctx context.Context, timeout time.Duration) (*target.Conn,
 			r.Port = initrd
 			if key, err := target.ProbeHostKey(ctx, &r); err == nil {
 				sawInitrd = true
-				report(w.sink, phase.Reboot, event.Info, "the initrd answers SSH on %s (key %s, not recorded as the system's): it waits for the LUKS passphrase",
+				report(w.sink, event.Info, "the initrd answers SSH on %s (key %s, not recorded as the system's): it waits for the LUKS passphrase",
 					r.Addr(), ssh.FingerprintSHA256(key))
 			}
 		}
@@ -224,7 +224,7 @@ func (w *comeUp) login(ctx context.Context, at target.Resolved, key ssh.PublicKe
 				return nil, refused, true, fmt.Errorf("record the installed system's host key: %w", err)
 			}
 		}
-		report(w.sink, phase.Reboot, event.Info, "the installed system is up: /run/current-system = %s (logged in as %s, host key %s)", w.top, u, ssh.FingerprintSHA256(key))
+		report(w.sink, event.Info, "the installed system is up: /run/current-system = %s (logged in as %s, host key %s)", w.top, u, ssh.FingerprintSHA256(key))
 		return conn, refused, true, nil
 	}
 	return nil, refused, false, nil

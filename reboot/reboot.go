@@ -1,4 +1,4 @@
-package install
+package reboot
 
 import (
 	"context"
@@ -6,14 +6,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixos-via/nixos-via/install"
 	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
-// RebootOptions shape Reboot.
-type RebootOptions struct {
-	Root     string // unmounted before the reboot; "" is DefaultRoot
+// Options shape the reboot phase.
+type Options struct {
+	Root     string // unmounted before the reboot; "" is install.DefaultRoot
 	Toplevel string // the installed system, which must come up
 	// CopyHostKeys says the installed system has the installer's host
 	// keys: it must present the same key. Otherwise its new key replaces
@@ -31,7 +32,7 @@ type RebootOptions struct {
 	LoginUser string
 }
 
-// Reboot unmounts the root (exporting ZFS pools), reboots the installer
+// Run is the reboot phase: it unmounts the root (exporting ZFS pools), reboots the installer
 // properly (reboot, so its init syncs and unmounts the disks; reboot -f
 // where that fails or the host is still up after forceAfter(opts.Timeout))
 // and waits for the installed system as its configuration (opts.Boot)
@@ -47,9 +48,14 @@ type RebootOptions struct {
 // nothing answered by the deadline, the boot id did not change, or
 // another system booted. conn is closed once the host went down; the
 // caller still owns it (closing it again is harmless).
-func Reboot(ctx context.Context, conn *target.Conn, sink event.Sink, opts RebootOptions) (*target.Conn, error) {
-	sink = sinkOr(sink)
-	root := rootOr(opts.Root)
+func Run(ctx context.Context, conn *target.Conn, sink event.Sink, opts Options) (*target.Conn, error) {
+	if sink == nil {
+		sink = event.Discard{}
+	}
+	root := opts.Root
+	if root == "" {
+		root = install.DefaultRoot
+	}
 	before, err := bootID(ctx, conn)
 	if err != nil {
 		return nil, err
@@ -64,14 +70,15 @@ elif mountpoint -q "$r" 2>/dev/null || grep -q " $r " /proc/mounts; then
 fi
 sync
 `, target.ShellQuote(root))
-	report(sink, phase.Reboot, event.Step, "unmounting %s", root)
-	if err := runScript(ctx, conn, sink, phase.Reboot, "unmount "+root, unmount); err != nil {
+	report(sink, event.Step, "unmounting %s", root)
+	if _, err := conn.Script(ctx, target.Script{Name: "unmount " + root, Body: unmount,
+		OnLine: func(line string) { report(sink, event.Info, "%s", line) }}); err != nil {
 		return nil, err
 	}
 	res := *conn.Resolved()
 	res.SSHOptions = nil
 	installerKeys := conn.HostKeys()
-	report(sink, phase.Reboot, event.Step, "rebooting into the installed system")
+	report(sink, event.Step, "rebooting into the installed system")
 	// Detached, so the command returns before the host goes down.
 	detach := "(\n" + rebootScript(2*time.Second, forceAfter(opts.Timeout)) + ") </dev/null >/dev/null 2>&1 &"
 	if _, err := conn.Output(ctx, detach, nil); err != nil {
@@ -103,7 +110,7 @@ reboot -f
 `, seconds(delay), seconds(force))
 }
 
-// forceAfter is how long Reboot gives a proper reboot before it forces one:
+// forceAfter is how long Run gives a proper reboot before it forces one:
 // a third of the wait for the host to go down, at most a minute (a clean
 // shutdown of an installer takes seconds), at least 5 s.
 func forceAfter(timeout time.Duration) time.Duration {
@@ -113,6 +120,11 @@ func forceAfter(timeout time.Duration) time.Duration {
 // seconds is d in whole seconds, rounded up.
 func seconds(d time.Duration) int64 {
 	return int64((d + time.Second - 1) / time.Second)
+}
+
+// report emits an event of the reboot phase.
+func report(s event.Sink, kind event.Kind, format string, a ...any) {
+	s.Emit(event.Event{Phase: phase.Reboot, Kind: kind, Msg: fmt.Sprintf(format, a...)})
 }
 
 // bootID is the kernel's random boot id: it changes with every boot.

@@ -1,4 +1,4 @@
-package install
+package reboot
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 )
 
 // BootConfig is what the installed configuration says about how the
-// system comes up after the reboot: Reboot checks what it can of it and
+// system comes up after the reboot: Run checks what it can of it and
 // nothing it cannot. The zero value is an unknown configuration (a
 // prebuilt --store-paths system): sshd on the installer's port, root
 // login by key, no passphrase at boot.

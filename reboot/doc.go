@@ -1,0 +1,7 @@
+// Package reboot is the reboot phase: unmount the installed root (export
+// ZFS pools), reboot the installer properly, and wait for the installed
+// system as its configuration says it comes up (BootConfig, read from the
+// configuration with the build), checking its boot id and
+// /run/current-system before it records the new host key. Run is the
+// phase; it reports progress through an event.Sink and never prints.
+package reboot
