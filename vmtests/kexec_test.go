@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-via/nixos-via/internal/testutil"
 	"github.com/nixos-via/nixos-via/vmtests/testimg"
 	"github.com/nixos-via/nixos-via/vmtests/vm"
 )
@@ -30,7 +31,7 @@ func kexecIntoInstaller(t *testing.T, ctx context.Context, v *vm.VM, keys *testi
 	if _, err := user.Run(ctx, "mkdir -p ~/kexec && cd ~/kexec && tar -xzf -", f); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("upload + unpack of the %d byte tarball: %s", fileSize(t, tarball), time.Since(start).Round(100*time.Millisecond))
+	t.Logf("upload + unpack of the %d byte tarball: %s", testutil.FileSize(t, tarball), time.Since(start).Round(100*time.Millisecond))
 	start = time.Now()
 	out, err := user.Run(ctx, "sudo -S -p '' ~/kexec/kexec/run 2>&1", strings.NewReader(testimg.UserPassword+"\n"))
 	if err != nil {
@@ -41,14 +42,6 @@ func kexecIntoInstaller(t *testing.T, ctx context.Context, v *vm.VM, keys *testi
 		t.Fatalf("kexec/run output lacks the marker line:\n%s", out)
 	}
 	return out
-}
-
-func fileSize(t *testing.T, p string) int64 {
-	st, err := os.Stat(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st.Size()
 }
 
 func TestHarnessKexecInstaller(t *testing.T) {

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/nixos-via/nixos-via/internal/nix"
+	"github.com/nixos-via/nixos-via/internal/testutil"
 )
 
 const (
@@ -568,40 +569,13 @@ func tsBootScenario(t *testing.T, scenario string, ndisks int) {
 		t.Errorf("the LUKS passphrase appears on the console log")
 	}
 	for _, d := range disks {
-		found, err := tsFileContains(d, []byte(passphrase))
+		found, err := testutil.FileContains(d, []byte(passphrase))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if found {
 			t.Errorf("the LUKS passphrase is written on %s", filepath.Base(d))
 		}
-	}
-}
-
-// tsFileContains reports whether needle occurs in the file (read in chunks).
-func tsFileContains(path string, needle []byte) (bool, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	buf := make([]byte, 4<<20)
-	keep := 0
-	for {
-		n, err := f.Read(buf[keep:])
-		if bytes.Contains(buf[:keep+n], needle) {
-			return true, nil
-		}
-		if err == io.EOF {
-			return false, nil
-		}
-		if err != nil {
-			return false, fmt.Errorf("read %s: %w", path, err)
-		}
-		// Keep the tail so a match across chunks is found.
-		total := keep + n
-		keep = min(len(needle)-1, total)
-		copy(buf, buf[total-keep:total])
 	}
 }
 
@@ -739,34 +713,4 @@ func (q *tsQEMU) typeLine(s string) error {
 		return fmt.Errorf("typing on the serial console: %w", err)
 	}
 	return nil
-}
-
-func TestTestSystemFileContains(t *testing.T) {
-	needle := []byte("0123456789abcdef")
-	cases := []struct {
-		name string
-		at   int // offset of the needle, -1 for none
-		want bool
-	}{
-		{"absent", -1, false},
-		{"start", 0, true},
-		{"across the chunk boundary", 4<<20 - 7, true},
-		{"end", 9<<20 - len(needle), true},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			data := make([]byte, 9<<20)
-			if c.at >= 0 {
-				copy(data[c.at:], needle)
-			}
-			path := filepath.Join(t.TempDir(), "img")
-			if err := os.WriteFile(path, data, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			got, err := tsFileContains(path, needle)
-			if err != nil || got != c.want {
-				t.Errorf("tsFileContains: got %v, %v, want %v", got, err, c.want)
-			}
-		})
-	}
 }

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nixos-via/nixos-via/internal/testutil"
 )
 
 // makeTree builds a tree with every kind of node a store path can hold.
@@ -52,47 +54,11 @@ func newTree(t *testing.T) string {
 	return root
 }
 
-type node struct {
-	kind    string
-	exec    bool
-	content string
-}
-
-// snapshot records what a NAR can express about a tree.
-func snapshot(t *testing.T, root string) map[string]node {
+// snapshot records what a NAR can express about a tree: kinds, contents,
+// symlink targets and whether a file is executable.
+func snapshot(t *testing.T, root string) map[string]testutil.Entry {
 	t.Helper()
-	out := map[string]node{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			out[rel] = node{kind: "symlink", content: target}
-		case fi.IsDir():
-			out[rel] = node{kind: "dir"}
-		default:
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			out[rel] = node{kind: "file", exec: fi.Mode()&0o100 != 0, content: string(b)}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return testutil.Snapshot(t, root, 0o100)
 }
 
 func TestRoundTrip(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-via/nixos-via/internal/testutil"
 	"github.com/nixos-via/nixos-via/vmtests/testimg"
 )
 
@@ -46,7 +47,7 @@ func TestInstallPasswordOnlyRoot(t *testing.T) {
 	defer stop()
 	m.v.Stop(stopCtx)
 	for _, needle := range []string{match[3], match[4]} {
-		if found, err := fileContains(m.v.DiskPaths[0], []byte(needle)); err != nil || found {
+		if found, err := testutil.FileContains(m.v.DiskPaths[0], []byte(needle)); err != nil || found {
 			t.Errorf("the installed disk holds the throwaway key's %q (found=%v, err=%v)", needle, found, err)
 		}
 	}
@@ -101,7 +102,7 @@ func TestInstallPasswordSudoUserOnPort2222(t *testing.T) {
 	defer stop()
 	m.v.Stop(stopCtx)
 	for _, needle := range []string{match[3], match[4]} {
-		if found, err := fileContains(m.v.DiskPaths[0], []byte(needle)); err != nil || found {
+		if found, err := testutil.FileContains(m.v.DiskPaths[0], []byte(needle)); err != nil || found {
 			t.Errorf("the installed disk holds the throwaway key's %q (found=%v, err=%v)", needle, found, err)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nixos-via/nixos-via/images"
 	"github.com/nixos-via/nixos-via/internal/target"
+	"github.com/nixos-via/nixos-via/internal/testutil"
 	"github.com/nixos-via/nixos-via/vmtests/testimg"
 	"github.com/nixos-via/nixos-via/vmtests/vm"
 )
@@ -95,14 +96,6 @@ func providerDisk(t *testing.T, kernel, initrd, cmdline string) string {
 		t.Fatal(err)
 	}
 	return disk
-}
-
-func fileSize(t *testing.T, p string) int64 {
-	st, err := os.Stat(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st.Size()
 }
 
 // machine is one provider VM with its target disks.
@@ -289,30 +282,6 @@ func typePassphraseAtPrompt(t *testing.T, ctx context.Context, m *machine, passp
 	return done
 }
 
-// fileContains says whether the file holds needle anywhere (chunked, with
-// an overlap so a needle across two chunks is found).
-func fileContains(path string, needle []byte) (bool, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	buf := make([]byte, 4<<20)
-	carry := 0 // bytes kept from the previous chunk
-	for {
-		n, err := f.Read(buf[carry:])
-		total := carry + n
-		if bytes.Contains(buf[:total], needle) {
-			return true, nil
-		}
-		if err != nil {
-			return false, nil
-		}
-		carry = min(len(needle)-1, total)
-		copy(buf, buf[total-carry:total])
-	}
-}
-
 // secretKey writes a random key file with no trailing newline (it is also
 // the passphrase typed at boot).
 func secretKey(t *testing.T) (string, string) {
@@ -378,7 +347,7 @@ func TestInstallLUKSKeyFile(t *testing.T) {
 	stopCtx, stop := context.WithTimeout(context.Background(), 30*time.Second)
 	defer stop()
 	m.v.Stop(stopCtx)
-	if found, err := fileContains(m.v.DiskPaths[0], []byte(pass)); err != nil || found {
+	if found, err := testutil.FileContains(m.v.DiskPaths[0], []byte(pass)); err != nil || found {
 		t.Errorf("the LUKS key is on the installed disk (found=%v, err=%v)", found, err)
 	}
 }
@@ -408,23 +377,5 @@ func checkRootOn(t *testing.T, ctx context.Context, c *target.Conn, dm string) {
 	}
 	if got := run(t, ctx, c, "cat /sys/block/dm-*/dm/name"); !strings.Contains(got, dm) {
 		t.Errorf("device-mapper devices %q, want %s among them", got, dm)
-	}
-}
-
-func TestFileContainsAcrossChunks(t *testing.T) {
-	needle := []byte("0123456789abcdef")
-	for _, at := range []int{-1, 0, 4<<20 - 8, 4 << 20, 9<<20 + 3} {
-		data := make([]byte, 10<<20)
-		if at >= 0 {
-			copy(data[at:], needle)
-		}
-		p := filepath.Join(t.TempDir(), "img")
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		got, err := fileContains(p, needle)
-		if want := at >= 0; got != want || err != nil {
-			t.Errorf("needle at %d: got %v (%v), want %v", at, got, err, want)
-		}
 	}
 }
