@@ -55,3 +55,13 @@ func (r *Refusal) Error() string {
 
 // Refused marks the error as a pre-flight refusal.
 func (r *Refusal) Refused() bool { return true }
+
+// UsageError is a bad input the user gave (a flag's value, a file it
+// names): the run stops before anything on the host is touched, with the
+// usage exit code.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+// Usagef is a *UsageError with a formatted message.
+func Usagef(format string, a ...any) error { return &UsageError{Msg: fmt.Sprintf(format, a...)} }

@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strings"
 
+	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
@@ -78,7 +79,7 @@ func ExitCode(err error) int {
 		return ExitRefused
 	case errors.As(err, &pe):
 		switch pe.Phase {
-		case "kexec", hardwareConfigPhase:
+		case "kexec", phase.HardwareConfig:
 			// A failed hardware config generation leaves the host in the
 			// installer with its disks untouched, as a failed kexec does.
 			return ExitKexec

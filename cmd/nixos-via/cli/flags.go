@@ -10,7 +10,9 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nixos-via/nixos-via/diskorun"
+	"github.com/nixos-via/nixos-via/hwconfig"
 	"github.com/nixos-via/nixos-via/install"
+	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
@@ -171,11 +173,9 @@ func specs() []flagSpec {
 func takesTwo(s flagSpec) bool { return strings.Contains(s.arg, " ") }
 
 // UsageError is a bad command line: exit 2 with the reason.
-type UsageError struct{ Msg string }
+type UsageError = phase.UsageError
 
-func (e *UsageError) Error() string { return e.Msg }
-
-func usagef(format string, a ...any) error { return &UsageError{Msg: fmt.Sprintf(format, a...)} }
+func usagef(format string, a ...any) error { return phase.Usagef(format, a...) }
 
 // newFlagSet registers every one-argument flag and switch with pflag.
 // Two-argument flags are taken out before pflag sees the arguments.
@@ -336,7 +336,7 @@ func ParseArgs(args []string) (*Options, bool, error) {
 	if g := pairs["generate-hardware-config"]; len(g) > 0 {
 		last := g[len(g)-1] // the last one wins, as in nixos-anywhere
 		hw := HardwareConfig{Tool: last[0], Path: last[1]}
-		if _, err := hardwareConfigCommand(hw.Tool); err != nil {
+		if _, err := hwconfig.Command(hw.Tool); err != nil {
 			return nil, false, err
 		}
 		if hw.Path == "" {

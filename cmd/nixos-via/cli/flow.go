@@ -18,6 +18,7 @@ import (
 
 	"github.com/nixos-via/nixos-via/disko"
 	"github.com/nixos-via/nixos-via/diskorun"
+	"github.com/nixos-via/nixos-via/hwconfig"
 	"github.com/nixos-via/nixos-via/install"
 	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/nix"
@@ -82,7 +83,7 @@ func (f *flow) run(ctx context.Context) error {
 	generate := f.o.GenerateHWConfig != nil
 	deferBuild := generate && f.o.StorePaths == nil
 	if generate {
-		if err := prepareHardwareConfigPath(f.o.GenerateHWConfig.Path); err != nil {
+		if err := hwconfig.PreparePath(f.o.GenerateHWConfig.Path); err != nil {
 			return err
 		}
 	}
@@ -135,7 +136,7 @@ func (f *flow) run(ctx context.Context) error {
 	if generate {
 		// In the installer now (or the host already was one).
 		if err := f.hardwareConfig(ctx); err != nil {
-			return &PhaseError{Phase: hardwareConfigPhase, Err: err}
+			return &PhaseError{Phase: phase.HardwareConfig, Err: err}
 		}
 	}
 	if deferBuild {
