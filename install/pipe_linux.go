@@ -5,11 +5,9 @@ package install
 import (
 	"io"
 	"os"
-	"syscall"
-)
 
-// fSetPipeSize is F_SETPIPE_SZ (fcntl(2)), not in package syscall.
-const fSetPipeSize = 1031
+	"golang.org/x/sys/unix"
+)
 
 // growPipe makes the pipe r reads from, when it is one, hold size bytes
 // instead of the default 64 KiB, so that the writer (sshd) hands over more
@@ -23,5 +21,5 @@ func growPipe(r io.Reader, size int) {
 	if fi, err := f.Stat(); err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
 		return
 	}
-	syscall.Syscall(syscall.SYS_FCNTL, f.Fd(), fSetPipeSize, uintptr(size))
+	unix.FcntlInt(f.Fd(), unix.F_SETPIPE_SZ, size)
 }

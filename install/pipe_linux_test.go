@@ -6,19 +6,18 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-)
 
-const fGetPipeSize = 1032
+	"golang.org/x/sys/unix"
+)
 
 func pipeSize(t *testing.T, f *os.File) int {
 	t.Helper()
-	n, _, errno := syscall.Syscall(syscall.SYS_FCNTL, f.Fd(), fGetPipeSize, 0)
-	if errno != 0 {
-		t.Fatalf("F_GETPIPE_SZ: %v", errno)
+	n, err := unix.FcntlInt(f.Fd(), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		t.Fatalf("F_GETPIPE_SZ: %v", err)
 	}
-	return int(n)
+	return n
 }
 
 // TestGrowPipe: the agent's stdin pipe grows to hold stdinPipeSize; other

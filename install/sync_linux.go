@@ -5,7 +5,8 @@ package install
 import (
 	"fmt"
 	"os"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // syncFS flushes the whole filesystem holding dir to disk (syncfs(2)), one
@@ -16,8 +17,8 @@ func syncFS(dir string) error {
 		return fmt.Errorf("syncfs: %w", err)
 	}
 	defer f.Close()
-	if _, _, errno := syscall.Syscall(sysSyncfs, f.Fd(), 0, 0); errno != 0 {
-		return fmt.Errorf("syncfs %s: %w", dir, errno)
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", dir, err)
 	}
 	return nil
 }

@@ -1,7 +1,0 @@
-//go:build linux && !amd64 && !386
-
-package install
-
-import "syscall"
-
-const sysSyncfs = syscall.SYS_SYNCFS
