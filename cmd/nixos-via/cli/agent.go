@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/nixos-via/nixos-via/install"
+	"github.com/nixos-via/nixos-via/closure"
 )
 
 const agentUsage = `Usage: nixos-via agent query   --root DIR   (list which wanted store paths are valid under DIR)
@@ -55,9 +55,9 @@ func runAgent(ctx context.Context, env Env, args []string) int {
 	var err error
 	switch verb {
 	case "query":
-		err = install.AnswerQuery(ctx, env.Stdin, env.Stdout, *root)
+		err = closure.AnswerQuery(ctx, env.Stdin, env.Stdout, *root)
 	case "receive":
-		err = install.ServeReceive(ctx, env.Stdin, env.Stdout, *root)
+		err = closure.ServeReceive(ctx, env.Stdin, env.Stdout, *root)
 	}
 	switch {
 	case err == nil:

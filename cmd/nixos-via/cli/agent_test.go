@@ -11,12 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixos-via/nixos-via/install"
+	"github.com/nixos-via/nixos-via/closure"
 	"github.com/nixos-via/nixos-via/internal/nar"
 	"github.com/nixos-via/nixos-via/internal/nix/nixtest"
 )
 
-// inProcessAgent is an install.Runner that runs `... agent VERB ARGS` through
+// inProcessAgent is a closure.Runner that runs `... agent VERB ARGS` through
 // runAgent in this process, as the binary on the target would.
 type inProcessAgent struct{ t *testing.T }
 
@@ -36,8 +36,8 @@ func TestAgentReceivesClosure(t *testing.T) {
 	root := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	opts := install.SendOptions{Agent: "nixos-via", Root: root, Jobs: 2}
-	stats, err := install.Send(ctx, inProcessAgent{t}, infos, opts)
+	opts := closure.SendOptions{Agent: "nixos-via", Root: root, Jobs: 2}
+	stats, err := closure.Send(ctx, inProcessAgent{t}, infos, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestAgentReceivesClosure(t *testing.T) {
 			t.Errorf("%s on the target: %s (%v), want %s", info.Path, res.Hash, err, info.NarHash)
 		}
 	}
-	again, err := install.Send(ctx, inProcessAgent{t}, infos, opts)
+	again, err := closure.Send(ctx, inProcessAgent{t}, infos, opts)
 	if err != nil || again.Sent != 0 {
 		t.Errorf("re-run sent %d paths (%v), want 0", again.Sent, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/nixos-via/nixos-via/closure"
 	"github.com/nixos-via/nixos-via/install"
 	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/nix"
@@ -130,7 +131,7 @@ func (f *flow) install(ctx context.Context) error {
 	}
 	f.step("install", "copying the system closure into %s/nix/store", install.DefaultRoot)
 	start := time.Now()
-	stats, err := install.Send(ctx, f.conn, f.closure, install.SendOptions{Agent: agentPath, Root: install.DefaultRoot, Jobs: f.o.CopyJobs, Sink: f.ui})
+	stats, err := closure.Send(ctx, f.conn, f.closure, closure.SendOptions{Agent: agentPath, Root: install.DefaultRoot, Jobs: f.o.CopyJobs, Sink: f.ui})
 	if err != nil {
 		return fmt.Errorf("copy the closure: %w", err)
 	}
@@ -163,7 +164,7 @@ func (f *flow) install(ctx context.Context) error {
 	return install.RemoveKeyFiles(ctx, f.conn, f.ui, keys)
 }
 
-func sendSummary(s install.SendStats) string {
+func sendSummary(s closure.SendStats) string {
 	if s.Sent == 0 {
 		return fmt.Sprintf("%d paths: all already there", s.Paths)
 	}

@@ -1,6 +1,6 @@
 // Command via is the benchmark's stand-in for nixos-via: `via send` copies
 // store paths from a local (chroot) store to a target over SSH with the
-// install package, exactly as the install phase does; `via agent` is the
+// closure package, exactly as the install phase does; `via agent` is the
 // on-target agent. VIA_CPUPROFILE=FILE writes a CPU profile.
 //
 //	via send --store-root DIR --paths FILE --port N --key FILE --known-hosts FILE --root DIR --agent CMD [--jobs N]
@@ -20,7 +20,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nixos-via/nixos-via/install"
+	"github.com/nixos-via/nixos-via/closure"
 	"github.com/nixos-via/nixos-via/internal/nix"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
@@ -47,9 +47,9 @@ func main() {
 		var err error
 		switch a[0] {
 		case "query":
-			err = install.AnswerQuery(ctx, os.Stdin, os.Stdout, a[2])
+			err = closure.AnswerQuery(ctx, os.Stdin, os.Stdout, a[2])
 		case "receive":
-			err = install.ServeReceive(ctx, os.Stdin, os.Stdout, a[2])
+			err = closure.ServeReceive(ctx, os.Stdin, os.Stdout, a[2])
 		default:
 			fail(2, "unknown agent verb "+a[0])
 		}
@@ -128,7 +128,7 @@ func send(ctx context.Context, args []string) error {
 		return d.err
 	}
 	conn := d.conn
-	stats, err := install.Send(ctx, conn, infos, install.SendOptions{
+	stats, err := closure.Send(ctx, conn, infos, closure.SendOptions{
 		Agent: *agent, Root: *root, Jobs: *jobs, LocalRoot: *storeRoot,
 	})
 	if err != nil {

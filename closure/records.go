@@ -1,4 +1,4 @@
-package install
+package closure
 
 import (
 	"bytes"
@@ -20,7 +20,7 @@ import (
 const (
 	tmpPrefix = ".nixos-via-tmp-"
 	// ValidDir is where, under the target root, the receiver records the
-	// paths it received: one file per committed batch, see writeRecords.
+	// paths it received: one file per committed batch, see receiver.commit.
 	ValidDir = "nix/var/nixos-via/valid"
 
 	recordsHeader = "nixos-via-records 1"

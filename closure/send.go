@@ -1,4 +1,4 @@
-package install
+package closure
 
 import (
 	"bufio"
@@ -17,6 +17,7 @@ import (
 	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/nar"
 	"github.com/nixos-via/nixos-via/internal/nix"
+	"github.com/nixos-via/nixos-via/internal/phase"
 )
 
 // Runner runs commands on the target; internal/target.Conn satisfies it.
@@ -536,7 +537,7 @@ func (p *progress) emit(force bool) {
 
 func emit(s event.Sink, e event.Event) {
 	e.Time = time.Now()
-	e.Phase = "install"
+	e.Phase = phase.Install
 	s.Emit(e)
 }
 

@@ -1,4 +1,4 @@
-package install
+package closure
 
 import (
 	"context"
@@ -22,7 +22,7 @@ import (
 var agentBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "install-test-")
+	dir, err := os.MkdirTemp("", "closure-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 
 // buildAgent builds the agent the tests run "on the target": the real
 // nixos-via binary when its CLI dispatches `agent`, else the minimal
-// install/internal/testagent with the same verbs.
+// closure/internal/testagent with the same verbs.
 func buildAgent(dir string) (string, error) {
 	build := func(out, pkg string) error {
 		cmd := exec.Command("go", "build", "-o", out, pkg)
@@ -56,7 +56,7 @@ func buildAgent(dir string) (string, error) {
 			return real, nil
 		}
 	}
-	fmt.Fprintln(os.Stderr, "install tests: nixos-via does not dispatch `agent` (yet); using install/internal/testagent")
+	fmt.Fprintln(os.Stderr, "closure tests: nixos-via does not dispatch `agent` (yet); using closure/internal/testagent")
 	test := filepath.Join(dir, "testagent")
 	return test, build(test, "./internal/testagent")
 }

@@ -1,4 +1,4 @@
-// Command testagent is a minimal `nixos-via agent` for the install tests, so
+// Command testagent is a minimal `nixos-via agent` for the closure tests, so
 // they do not depend on the full CLI: testagent agent query|receive --root DIR.
 package main
 
@@ -9,7 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/nixos-via/nixos-via/install"
+	"github.com/nixos-via/nixos-via/closure"
 )
 
 func main() {
@@ -25,9 +25,9 @@ func main() {
 	var err error
 	switch a[1] {
 	case "query":
-		err = install.AnswerQuery(ctx, os.Stdin, os.Stdout, a[3])
+		err = closure.AnswerQuery(ctx, os.Stdin, os.Stdout, a[3])
 	case "receive":
-		err = install.ServeReceive(ctx, os.Stdin, os.Stdout, a[3])
+		err = closure.ServeReceive(ctx, os.Stdin, os.Stdout, a[3])
 	default:
 		err = fmt.Errorf("unknown verb %q", a[1])
 	}

@@ -1,0 +1,9 @@
+// Package install holds the install steps that run on the target once disko
+// has mounted the new file systems under the root (DefaultRoot, /mnt) and
+// package closure has copied the system's closure into its store: uploading
+// the agent (UploadAgent), loading the closure's registration into the
+// system's Nix database and setting the system profile (Register), extra
+// files, ownership, host keys, the bootloader from a chroot, and removing
+// the disk key files (NIXOS-INSTALL.md compares them with nixos-install step
+// by step). Rebooting into the installed system is package reboot's.
+package install
