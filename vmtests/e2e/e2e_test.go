@@ -246,25 +246,58 @@ func checkInstalled(t *testing.T, ctx context.Context, w *world, m *machine, sce
 	}
 }
 
-func TestInstallEFIExt4(t *testing.T) {
+// TestInstallScenarios runs the whole install (kexec, disko, install,
+// reboot) of the test systems that need nothing but their disks, RAM and,
+// for LUKS, the passphrase typed at the installed initrd's prompt, then
+// checks the booted system (checkInstalled) and what the scenario adds:
+//   - EFIExt4: GPT, ESP + ext4 on one disk
+//   - RAID1: two disks, an mdadm RAID1 root whose level is checked
+//   - LVMOnLUKS: LUKS -> LVM root + swap LVs, / on vtpool-root
+//   - SmallRAM: the efi-ext4 install on a 384 MiB host
+func TestInstallScenarios(t *testing.T) {
 	w := setup(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
-	defer cancel()
-	m := w.boot(t, "efi-ext4", 1, 512)
-	out := mustSucceed(t, ctx, m, "", nil, w.installArgs(m, "efi-ext4")...)
-	checkInstalled(t, ctx, w, m, "efi-ext4", out)
-}
-
-func TestInstallRAID1(t *testing.T) {
-	w := setup(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
-	defer cancel()
-	m := w.boot(t, "raid1", 2, 512)
-	out := mustSucceed(t, ctx, m, "", nil, w.installArgs(m, "raid1")...)
-	checkInstalled(t, ctx, w, m, "raid1", out)
-	c := dialInstalled(t, ctx, w, m)
-	if got := run(t, ctx, c, "cat /sys/block/md*/md/level | head -n1"); got != "raid1" {
-		t.Errorf("md level = %q, want raid1", got)
+	tests := []struct {
+		name     string // the subtest: what TestInstall<name> was
+		scenario string // the vmtests/flake system, also the VM's name
+		disks    int
+		memMiB   int
+		luks     bool // disko gets a key file and the installed initrd asks for its passphrase
+		check    func(t *testing.T, ctx context.Context, c *target.Conn)
+	}{
+		{name: "EFIExt4", scenario: "efi-ext4", disks: 1, memMiB: 512},
+		{name: "RAID1", scenario: "raid1", disks: 2, memMiB: 512, check: func(t *testing.T, ctx context.Context, c *target.Conn) {
+			if got := run(t, ctx, c, "cat /sys/block/md*/md/level | head -n1"); got != "raid1" {
+				t.Errorf("md level = %q, want raid1", got)
+			}
+		}},
+		{name: "LVMOnLUKS", scenario: "lvm-on-luks", disks: 1, memMiB: 512, luks: true, check: func(t *testing.T, ctx context.Context, c *target.Conn) {
+			checkRootOn(t, ctx, c, "vtpool-root")
+		}},
+		{name: "SmallRAM", scenario: "small-ram", disks: 1, memMiB: 384},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
+			defer cancel()
+			m := w.bootWith(t, tc.scenario, tc.disks, tc.memMiB, tc.luks)
+			var extra []string
+			var typed <-chan error
+			if tc.luks {
+				keyFile, pass := secretKey(t)
+				typed = typePassphraseAtPrompt(t, ctx, m, pass)
+				extra = []string{"--disk-encryption-keys", "/tmp/secret.key", keyFile}
+			}
+			out := mustSucceed(t, ctx, m, "", nil, w.installArgs(m, tc.scenario, extra...)...)
+			if typed != nil {
+				if err := <-typed; err != nil {
+					t.Fatalf("answering the LUKS prompt: %v", err)
+				}
+			}
+			checkInstalled(t, ctx, w, m, tc.scenario, out)
+			if tc.check != nil {
+				tc.check(t, ctx, dialInstalled(t, ctx, w, m))
+			}
+		})
 	}
 }
 
@@ -350,22 +383,6 @@ func TestInstallLUKSKeyFile(t *testing.T) {
 	if found, err := testutil.FileContains(m.v.DiskPaths[0], []byte(pass)); err != nil || found {
 		t.Errorf("the LUKS key is on the installed disk (found=%v, err=%v)", found, err)
 	}
-}
-
-func TestInstallLVMOnLUKS(t *testing.T) {
-	w := setup(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
-	defer cancel()
-	m := w.bootWith(t, "lvm-on-luks", 1, 512, true)
-	keyFile, pass := secretKey(t)
-	typed := typePassphraseAtPrompt(t, ctx, m, pass)
-	out := mustSucceed(t, ctx, m, "", nil, w.installArgs(m, "lvm-on-luks", "--disk-encryption-keys", "/tmp/secret.key", keyFile)...)
-	if err := <-typed; err != nil {
-		t.Fatalf("answering the LUKS prompt: %v", err)
-	}
-	checkInstalled(t, ctx, w, m, "lvm-on-luks", out)
-	c := dialInstalled(t, ctx, w, m)
-	checkRootOn(t, ctx, c, "vtpool-root")
 }
 
 // checkRootOn asserts that / is mounted from the device-mapper device dm

@@ -97,16 +97,6 @@ func TestKexecRefusedWhenDisabled(t *testing.T) {
 	}
 }
 
-// TestInstallSmallRAM runs the whole efi-ext4 install on a 384 MiB host.
-func TestInstallSmallRAM(t *testing.T) {
-	w := setup(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
-	defer cancel()
-	m := w.boot(t, "small-ram", 1, 384)
-	out := mustSucceed(t, ctx, m, "", nil, w.installArgs(m, "small-ram")...)
-	checkInstalled(t, ctx, w, m, "small-ram", out)
-}
-
 // tarEntry is a regular file added to a repacked installer tarball.
 type tarEntry struct {
 	name string
