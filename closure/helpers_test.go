@@ -16,6 +16,7 @@ import (
 
 	"github.com/nixos-via/nixos-via/internal/nar"
 	"github.com/nixos-via/nixos-via/internal/nix"
+	"github.com/nixos-via/nixos-via/internal/testutil"
 )
 
 // agentBin is the agent binary built once in TestMain.
@@ -112,7 +113,7 @@ func (c *cuttingRunner) Run(ctx context.Context, cmd string, stdin io.Reader, st
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	r := &cutReader{r: stdin, left: c.cutAfter, cut: func() {
+	r := &testutil.CutReader{R: stdin, N: c.cutAfter, Cut: func() {
 		c.cut.Store(true)
 		if c.kill {
 			cancel()
@@ -121,71 +122,13 @@ func (c *cuttingRunner) Run(ctx context.Context, cmd string, stdin io.Reader, st
 	return c.localRunner.Run(ctx, cmd, r, stdout, stderr)
 }
 
-type cutReader struct {
-	r    io.Reader
-	left int64
-	cut  func()
-}
-
-func (c *cutReader) Read(p []byte) (int, error) {
-	if c.left <= 0 {
-		c.cut()
-		return 0, io.EOF
-	}
-	if int64(len(p)) > c.left {
-		p = p[:c.left]
-	}
-	n, err := c.r.Read(p)
-	c.left -= int64(n)
-	return n, err
-}
-
-type entry struct {
-	kind    string
-	mode    fs.FileMode
-	content string
-}
-
-func snapshot(t *testing.T, root string) map[string]entry {
-	t.Helper()
-	out := map[string]entry{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			target, _ := os.Readlink(p)
-			out[rel] = entry{kind: "symlink", content: target}
-		case fi.IsDir():
-			out[rel] = entry{kind: "dir", mode: fi.Mode().Perm()}
-		default:
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			out[rel] = entry{kind: "file", mode: fi.Mode().Perm(), content: string(b)}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // checkReceived compares every path of infos under root with the local store,
 // file by file and by NAR hash, and checks its record.
 func checkReceived(t *testing.T, root string, infos []nix.PathInfo) {
 	t.Helper()
 	for _, info := range infos {
 		dst := filepath.Join(root, info.Path)
-		want, got := snapshot(t, info.Path), snapshot(t, dst)
+		want, got := testutil.Snapshot(t, info.Path, fs.ModePerm), testutil.Snapshot(t, dst, fs.ModePerm)
 		if len(want) != len(got) {
 			t.Errorf("%s: %d entries on the target, want %d", info.Path, len(got), len(want))
 		}

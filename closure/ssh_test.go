@@ -16,6 +16,7 @@ import (
 	"github.com/nixos-via/nixos-via/internal/nix/nixtest"
 	"github.com/nixos-via/nixos-via/internal/sshtest"
 	"github.com/nixos-via/nixos-via/internal/target"
+	"github.com/nixos-via/nixos-via/internal/testutil"
 )
 
 // dialVia connects as root to s through proxy p.
@@ -117,7 +118,7 @@ type proxyCutRunner struct {
 
 func (r *proxyCutRunner) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if strings.Contains(cmd, " receive ") {
-		stdin = &tripReader{r: stdin, left: r.after, trip: func() {
+		stdin = &testutil.CutReader{R: stdin, N: r.after, Continue: true, Cut: func() {
 			r.once.Do(func() {
 				if r.before != nil {
 					r.before()
@@ -128,21 +129,6 @@ func (r *proxyCutRunner) Run(ctx context.Context, cmd string, stdin io.Reader, s
 		}}
 	}
 	return r.Runner.Run(ctx, cmd, stdin, stdout, stderr)
-}
-
-type tripReader struct {
-	r    io.Reader
-	left int64
-	trip func()
-}
-
-func (t *tripReader) Read(p []byte) (int, error) {
-	if t.left <= 0 {
-		t.trip()
-	}
-	n, err := t.r.Read(p)
-	t.left -= int64(n)
-	return n, err
 }
 
 func TestSendOverSSHCutThenResume(t *testing.T) {
