@@ -1,5 +1,8 @@
-// Package diskorun is the target side of the disko phase: the checks that
-// must pass on the host before its disks are touched. The layout itself is
+// Package diskorun is the target side of the disko phase: the disks
+// checked and the wipe listed before anything is touched (CheckDisks), a
+// resumed run recognised (AlreadyApplied), and the phase itself (Run): the
+// key files copied, the checks that must pass on the host before its disks
+// are touched (Precheck), the script run and recorded. The layout is
 // rendered locally by package disko, which says what its script will need
 // (disko.Layout.Needs); this package asks the host whether it has it.
 package diskorun

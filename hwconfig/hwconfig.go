@@ -205,4 +205,3 @@ func GitIntentToAdd(ctx context.Context, path string) (bool, error) {
 	}
 	return true, nil
 }
-

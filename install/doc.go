@@ -1,6 +1,7 @@
-// Package install holds the install steps that run on the target once disko
-// has mounted the new file systems under the root (DefaultRoot, /mnt) and
-// package closure has copied the system's closure into its store: uploading
+// Package install is the install phase, Run: the steps that run on the
+// target once disko has mounted the new file systems under the root
+// (DefaultRoot, /mnt), around the copy of the system's closure into its
+// store (package closure): uploading
 // the agent (UploadAgent), loading the closure's registration into the
 // system's Nix database and setting the system profile (Register), extra
 // files, ownership, host keys, the bootloader from a chroot, and removing

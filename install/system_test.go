@@ -536,4 +536,3 @@ func TestBootloaderScript(t *testing.T) {
 		})
 	}
 }
-

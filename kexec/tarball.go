@@ -1,7 +1,11 @@
-// Package kexec is the kexec phase: pre-flight checks from the host's
-// facts, the installer tarball (default release, URL or file, cached and
-// pinned by sha256), running its `run` script on the host, and reconnecting
-// to the installer, which must present the host's own SSH host key.
+// Package kexec is the kexec phase, Run: pre-flight checks from the host's
+// facts (preflight.go), the installer tarball (default release, URL or
+// file, cached and pinned by sha256: tarball.go; fetched by the host itself
+// where it can: remote.go), its upload with resume (upload.go) into a work
+// directory (workdir.go), the throwaway access key when the installer would
+// trust none of ours (accesskey.go), running its `run` script on the host
+// (load.go), and reconnecting to the installer, which must present a key of
+// the host's own SSH host key set (reconnect.go).
 package kexec
 
 import (

@@ -94,3 +94,7 @@ func nixPathLiteral(abs string) string {
 	q := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "$", `\$`).Replace(abs)
 	return `(/. + "` + q + `")`
 }
+
+// LayoutAttr names the disko layout of the NixOS configuration at attr
+// (e.g. nixosConfigurations."h".config) in flake ref, for EvalLayout.
+func LayoutAttr(ref, attr string) string { return ref + "#" + attr + ".disko.devices" }

@@ -23,30 +23,30 @@ verbs over SSH; they read their input on stdin. Not meant to be run by hand.
 `
 
 // runAgent is `nixos-via agent VERB --root DIR` (args exclude "agent").
-func runAgent(ctx context.Context, env Env, args []string) int {
+func runAgent(ctx context.Context, env Env, args []string) error {
+	usage := func(prefix string, format string, a ...any) error {
+		return &commandError{prefix: prefix, help: agentUsage, err: usagef(format, a...)}
+	}
 	if len(args) == 0 {
-		fmt.Fprint(env.Stderr, "nixos-via agent: no verb\n"+agentUsage)
-		return ExitUsage
+		return usage("nixos-via agent", "no verb")
 	}
 	verb := args[0]
 	if verb == "-h" || verb == "--help" || verb == "help" {
 		fmt.Fprint(env.Stdout, agentUsage)
-		return ExitOK
+		return nil
 	}
 	if verb != "query" && verb != "receive" {
-		fmt.Fprintf(env.Stderr, "nixos-via agent: unknown verb %q\n%s", verb, agentUsage)
-		return ExitUsage
+		return usage("nixos-via agent", "unknown verb %q", verb)
 	}
-	fs := pflag.NewFlagSet("nixos-via agent "+verb, pflag.ContinueOnError)
+	prefix := "nixos-via agent " + verb
+	fs := pflag.NewFlagSet(prefix, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	root := fs.String("root", "", "target root whose nix/store receives the closure")
 	if err := fs.Parse(args[1:]); err != nil {
-		fmt.Fprintf(env.Stderr, "nixos-via agent %s: %v\n%s", verb, err, agentUsage)
-		return ExitUsage
+		return usage(prefix, "%v", err)
 	}
 	if fs.NArg() != 0 || *root == "" || !filepath.IsAbs(*root) {
-		fmt.Fprintf(env.Stderr, "nixos-via agent %s: want --root with an absolute directory and no other arguments\n%s", verb, agentUsage)
-		return ExitUsage
+		return usage(prefix, "want --root with an absolute directory and no other arguments")
 	}
 	// A dropped SSH session may deliver SIGHUP: end cleanly, so that Receive
 	// still commits the paths it has verified when its stdin ends.
@@ -59,14 +59,11 @@ func runAgent(ctx context.Context, env Env, args []string) int {
 	case "receive":
 		err = closure.ServeReceive(ctx, env.Stdin, env.Stdout, *root)
 	}
-	switch {
-	case err == nil:
-		return ExitOK
-	case errors.Is(err, context.Canceled):
-		fmt.Fprintf(env.Stderr, "nixos-via agent %s: interrupted: %v\n", verb, err)
-		return ExitInterrupted
-	default:
-		fmt.Fprintf(env.Stderr, "nixos-via agent %s: %v\n", verb, err)
-		return ExitFailure
+	if errors.Is(err, context.Canceled) {
+		err = fmt.Errorf("interrupted: %w", err)
 	}
+	if err != nil {
+		return &commandError{prefix: prefix, err: err}
+	}
+	return nil
 }

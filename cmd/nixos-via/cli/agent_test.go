@@ -25,7 +25,8 @@ func (a inProcessAgent) Run(ctx context.Context, cmd string, stdin io.Reader, st
 	if len(fields) < 2 || fields[1] != "agent" {
 		return fmt.Errorf("unexpected command %q", cmd)
 	}
-	if code := runAgent(ctx, Env{Args: fields[1:], Stdin: stdin, Stdout: stdout, Stderr: stderr}, fields[2:]); code != 0 {
+	env := Env{Args: fields[1:], Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	if code := finish(env, runAgent(ctx, env, fields[2:])); code != 0 {
 		return fmt.Errorf("%s: exit %d", cmd, code)
 	}
 	return nil
@@ -75,7 +76,8 @@ func TestAgentUsage(t *testing.T) {
 	}
 	for _, tt := range tests {
 		var stdout, stderr bytes.Buffer
-		code := runAgent(context.Background(), Env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr}, tt.args)
+		env := Env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr}
+		code := finish(env, runAgent(context.Background(), env, tt.args))
 		if code != tt.code || !strings.Contains(stderr.String(), tt.inStderr) {
 			t.Errorf("agent %q: exit %d, stderr %q; want exit %d mentioning %q", tt.args, code, stderr.String(), tt.code, tt.inStderr)
 		}

@@ -1,6 +1,8 @@
-// Package cli is the nixos-via command line: flags, wiring of the phases,
-// output (progress, plain lines or JSON events) and exit codes. main calls
-// Run; tests drive the whole CLI in-process through it.
+// Package cli is the nixos-via command line: flags parsed into the
+// sequencer's Plan (package sequence runs the phases), one
+// runX(ctx, env, args) error per subcommand, output (progress, plain lines
+// or JSON events) and the one exit-code map, ExitCode. It holds no remote
+// shell. main calls Run; tests drive the whole CLI in-process through it.
 package cli
 
 import (
@@ -14,6 +16,7 @@ import (
 
 	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
+	"github.com/nixos-via/nixos-via/sequence"
 )
 
 // Env is everything the CLI takes from its process.
@@ -42,19 +45,13 @@ const (
 )
 
 // PhaseError is a failure inside one phase; the phase picks the exit code.
-type PhaseError struct {
-	Phase string
-	Err   error
-}
-
-func (e *PhaseError) Error() string { return e.Phase + ": " + e.Err.Error() }
-func (e *PhaseError) Unwrap() error { return e.Err }
+type PhaseError = phase.Error
 
 // refusal is implemented by pre-flight errors: a check refused to go on
 // before anything was touched.
 type refusal interface{ Refused() bool }
 
-// ExitCode maps an error to the documented exit code.
+// ExitCode maps an error of any subcommand to the documented exit code.
 func ExitCode(err error) int {
 	var (
 		ue *UsageError
@@ -78,22 +75,39 @@ func ExitCode(err error) int {
 	case errors.As(err, &rf) && rf.Refused():
 		return ExitRefused
 	case errors.As(err, &pe):
-		switch pe.Phase {
-		case "kexec", phase.HardwareConfig:
-			// A failed hardware config generation leaves the host in the
-			// installer with its disks untouched, as a failed kexec does.
-			return ExitKexec
-		case "disko":
-			return ExitDisko
-		case "install":
-			return ExitInstall
-		case "reboot":
-			return ExitReboot
-		}
+		return phaseExitCode(pe.Phase)
 	case errors.As(err, &ce), errors.As(err, &ae), errors.As(err, &we):
 		return ExitUnreachable
 	}
 	return ExitFailure
+}
+
+// phaseExitCode is the exit code of a failure inside phase p.
+func phaseExitCode(p string) int {
+	switch p {
+	case phase.Kexec, phase.HardwareConfig:
+		// A failed hardware config generation leaves the host in the
+		// installer with its disks untouched, as a failed kexec does.
+		return ExitKexec
+	case phase.Disko:
+		return ExitDisko
+	case phase.Install:
+		return ExitInstall
+	case phase.Reboot:
+		return ExitReboot
+	}
+	return ExitFailure
+}
+
+// subcommands are the first words that name a subcommand, each run as
+// runX(ctx, env, args) with args after that word.
+var subcommands = map[string]func(context.Context, Env, []string) error{
+	"facts":   runFacts,
+	"disko":   runDisko,
+	"agent":   runAgent,
+	"image":   runImage,
+	"version": runVersion,
+	"help":    runHelp,
 }
 
 // Run runs the command line in env and returns the exit code.
@@ -104,42 +118,55 @@ func Run(ctx context.Context, env Env) int {
 	if env.Stdin == nil {
 		env.Stdin = strings.NewReader("")
 	}
-	args := env.Args
-	if len(args) > 0 {
-		switch args[0] {
-		case "facts":
-			return finish(env, runFacts(ctx, env, args[1:]))
-		case "disko":
-			return runDisko(ctx, env, args[1:])
-		case "agent":
-			return runAgent(ctx, env, args[1:])
-		case "image":
-			return runImage(ctx, env, args[1:])
-		case "version":
-			fmt.Fprintln(env.Stdout, "nixos-via", Version())
-			return ExitOK
-		case "help":
-			writeHelp(env.Stdout)
-			return ExitOK
+	if len(env.Args) > 0 {
+		if run, ok := subcommands[env.Args[0]]; ok {
+			return finish(env, run(ctx, env, env.Args[1:]))
 		}
 	}
-	return finish(env, runInstall(ctx, env, args))
+	return finish(env, runInstall(ctx, env, env.Args))
 }
+
+// commandError is a subcommand's failure as it prints: "prefix: err",
+// followed by help when it is a usage error.
+type commandError struct {
+	prefix string // "nixos-via disko", "nixos-via agent receive"
+	help   string
+	err    error
+}
+
+func (e *commandError) Error() string { return e.prefix + ": " + e.err.Error() }
+func (e *commandError) Unwrap() error { return e.err }
 
 // finish prints err (if any) and returns its exit code.
 func finish(env Env, err error) int {
 	code := ExitCode(err)
-	if err != nil {
-		if code == ExitInterrupted {
-			fmt.Fprintln(env.Stderr, "nixos-via: interrupted")
-		} else {
-			fmt.Fprintf(env.Stderr, "nixos-via: %v\n", err)
+	var ce *commandError
+	switch {
+	case err == nil:
+	case errors.As(err, &ce):
+		fmt.Fprintf(env.Stderr, "%s: %v\n", ce.prefix, ce.err)
+		if code == ExitUsage {
+			fmt.Fprint(env.Stderr, ce.help)
 		}
+	case code == ExitInterrupted:
+		fmt.Fprintln(env.Stderr, "nixos-via: interrupted")
+	default:
+		fmt.Fprintf(env.Stderr, "nixos-via: %v\n", err)
 		if code == ExitUsage {
 			fmt.Fprintln(env.Stderr, "Run 'nixos-via --help' for the flags.")
 		}
 	}
 	return code
+}
+
+func runVersion(_ context.Context, env Env, _ []string) error {
+	fmt.Fprintln(env.Stdout, "nixos-via", Version())
+	return nil
+}
+
+func runHelp(_ context.Context, env Env, _ []string) error {
+	writeHelp(env.Stdout)
+	return nil
 }
 
 // Version is the module version of the build, or "dev".
@@ -164,7 +191,7 @@ func Version() string {
 // refused with a clear message before anything is touched.
 func phaseImplemented(p string) bool {
 	switch p {
-	case "kexec", "disko", "install", "reboot":
+	case phase.Kexec, phase.Disko, phase.Install, phase.Reboot:
 		return true
 	}
 	return false
@@ -186,8 +213,12 @@ func runInstall(ctx context.Context, env Env, args []string) error {
 	if err := checkImplemented(o); err != nil {
 		return err
 	}
-	f := &flow{o: o, env: env, ui: newUI(env, o.JSON)}
-	return f.run(ctx)
+	ui := newUI(env, o.JSON)
+	plan, err := o.plan(env, ui)
+	if err != nil {
+		return err
+	}
+	return sequence.Run(ctx, plan, ui)
 }
 
 // checkImplemented refuses flags and phases this build cannot honour yet,

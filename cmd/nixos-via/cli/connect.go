@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +9,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/nixos-via/nixos-via/diskorun"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
@@ -88,38 +87,6 @@ func (c connFlags) targetOptions(env Env, warn func(string)) (target.Options, er
 	return o, nil
 }
 
-// connect dials the host and probes its facts, escalating with sudo/doas
-// when the login is not root.
-func connect(ctx context.Context, env Env, c connFlags, warn func(string)) (*target.Conn, *target.Facts, error) {
-	topts, err := c.targetOptions(env, warn)
-	if err != nil {
-		return nil, nil, err
-	}
-	res, err := topts.Resolve(home(env))
-	if err != nil {
-		return nil, nil, usagef("%v", err)
-	}
-	conn, err := dialRetry(ctx, res, home(env), c.TimeoutConnect)
-	if err != nil {
-		return nil, nil, err
-	}
-	facts, err := conn.ProbeFacts(ctx)
-	if err != nil {
-		conn.Close()
-		return nil, nil, err
-	}
-	if facts.SudoPassword && topts.SudoPassword == "" && topts.Prompt != nil {
-		pw, err := topts.Prompt(fmt.Sprintf("[sudo] password for %s@%s: ", facts.User, res.HostName), false)
-		if err != nil {
-			conn.Close()
-			return nil, nil, err
-		}
-		res.SudoPassword = pw
-	}
-	conn.SetEscalation(target.Escalation(facts.Escalation), facts.SudoPassword)
-	return conn, facts, nil
-}
-
 // printFacts writes the human table.
 func printFacts(w io.Writer, host string, f *target.Facts) {
 	yn := func(b bool) string {
@@ -163,7 +130,7 @@ func printFacts(w io.Writer, host string, f *target.Facts) {
 		if model == "" {
 			model = "-"
 		}
-		fmt.Fprintf(w, "  %-12s %10s  %-24s%s\n", d.Path, gib(d.SizeBytes), model, extra)
+		fmt.Fprintf(w, "  %-12s %10s  %-24s%s\n", d.Path, diskorun.DiskSize(d.SizeBytes), model, extra)
 	}
 }
 
@@ -191,27 +158,3 @@ func orNA(s string) string {
 }
 
 func mib(b int64) string { return fmt.Sprintf("%d MiB", b>>20) }
-
-func gib(b int64) string {
-	if b >= 1<<30 {
-		return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
-	}
-	return fmt.Sprintf("%d MiB", b>>20)
-}
-
-// dialRetry connects, retrying while the host does not answer SSH yet (a
-// machine still booting) until timeout (target.ReachHost). Refused
-// credentials and host keys fail at once.
-func dialRetry(ctx context.Context, res *target.Resolved, home string, timeout time.Duration) (*target.Conn, error) {
-	return target.ReachHost(ctx, res, home, target.Reach{What: "up", Timeout: timeout, Retry: unreachableOnly})
-}
-
-// unreachableOnly waits out a host that does not answer (yet) and stops at
-// anything else.
-func unreachableOnly(_ int, err error) error {
-	var ce *target.ConnectError
-	if errors.As(err, &ce) || errors.Is(err, context.DeadlineExceeded) {
-		return nil
-	}
-	return err
-}

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -38,123 +37,153 @@ Nothing runs here: running a layout on a target belongs to the install flow
 (nixos-via --flake REF#HOST [user@]HOST).
 `
 
-// runDisko is `nixos-via disko …` (args exclude the word "disko").
-// Exit codes: 0 ok, 1 invalid layout or failure, 2 usage error.
-func runDisko(ctx context.Context, env Env, args []string) int {
+// diskoFlags are the flags of the disko subcommand.
+type diskoFlags struct {
+	layoutFile, flake, modeName, root        string
+	printScript, printConfig, validate, help bool
+	timeout                                  time.Duration
+}
+
+func (d *diskoFlags) parse(args []string) (*pflag.FlagSet, error) {
 	fs := pflag.NewFlagSet("nixos-via disko", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	var layoutFile, flake, modeName, root string
-	var printScript, printConfig, validate, help bool
-	var timeout time.Duration
-	fs.StringVar(&layoutFile, "layout", "", "layout file: .json or a pure .nix ('-' = JSON on stdin)")
-	fs.StringVar(&flake, "flake", "", "REF#HOST: read nixosConfigurations.HOST.config.disko.devices")
-	fs.StringVar(&modeName, "mode", "destroy,format,mount", "destroy,format,mount | format | format,mount | mount | unmount | destroy")
-	fs.StringVar(&root, "root-mountpoint", "/mnt", "where the layout is mounted")
-	fs.DurationVar(&timeout, "device-timeout", 120*time.Second, "how long the script waits for each device")
-	fs.BoolVar(&printScript, "print", false, "print the script")
-	fs.BoolVar(&printConfig, "print-config", false, "print the NixOS configuration the layout implies")
-	fs.BoolVar(&validate, "validate", false, "only validate the layout")
-	fs.BoolVarP(&help, "help", "h", false, "show this help")
-	usage := func(format string, a ...any) int {
-		fmt.Fprintf(env.Stderr, "nixos-via disko: "+format+"\n", a...)
-		fmt.Fprintln(env.Stderr, "Run 'nixos-via disko --help' for the flags.")
-		return ExitUsage
-	}
+	fs.StringVar(&d.layoutFile, "layout", "", "layout file: .json or a pure .nix ('-' = JSON on stdin)")
+	fs.StringVar(&d.flake, "flake", "", "REF#HOST: read nixosConfigurations.HOST.config.disko.devices")
+	fs.StringVar(&d.modeName, "mode", "destroy,format,mount", "destroy,format,mount | format | format,mount | mount | unmount | destroy")
+	fs.StringVar(&d.root, "root-mountpoint", "/mnt", "where the layout is mounted")
+	fs.DurationVar(&d.timeout, "device-timeout", 120*time.Second, "how long the script waits for each device")
+	fs.BoolVar(&d.printScript, "print", false, "print the script")
+	fs.BoolVar(&d.printConfig, "print-config", false, "print the NixOS configuration the layout implies")
+	fs.BoolVar(&d.validate, "validate", false, "only validate the layout")
+	fs.BoolVarP(&d.help, "help", "h", false, "show this help")
 	if err := fs.Parse(args); err != nil {
-		return usage("%v", err)
+		return fs, usagef("%v", err)
 	}
-	if help {
-		fmt.Fprint(env.Stdout, diskoUsage)
-		return ExitOK
-	}
+	return fs, nil
+}
+
+// check refuses a bad combination and returns the mode.
+func (d *diskoFlags) check(fs *pflag.FlagSet) (disko.Mode, error) {
 	if fs.NArg() > 0 {
-		return usage("unexpected argument %q", fs.Arg(0))
+		return 0, usagef("unexpected argument %q", fs.Arg(0))
 	}
-	if (layoutFile == "") == (flake == "") {
-		return usage("give exactly one of --layout FILE and --flake REF#HOST")
+	if (d.layoutFile == "") == (d.flake == "") {
+		return 0, usagef("give exactly one of --layout FILE and --flake REF#HOST")
 	}
 	outputs := 0
-	for _, b := range []bool{printScript, printConfig, validate} {
+	for _, b := range []bool{d.printScript, d.printConfig, d.validate} {
 		if b {
 			outputs++
 		}
 	}
 	if outputs > 1 {
-		return usage("--print, --print-config and --validate exclude each other")
+		return 0, usagef("--print, --print-config and --validate exclude each other")
 	}
-	mode, err := disko.ParseMode(modeName)
+	mode, err := disko.ParseMode(d.modeName)
 	if err != nil {
-		return usage("--mode: %v", err)
+		return 0, usagef("--mode: %v", err)
 	}
-	if !filepath.IsAbs(root) {
-		return usage("--root-mountpoint %q is not an absolute path", root)
+	if !filepath.IsAbs(d.root) {
+		return 0, usagef("--root-mountpoint %q is not an absolute path", d.root)
 	}
-	if timeout <= 0 {
-		return usage("--device-timeout must be positive")
+	if d.timeout <= 0 {
+		return 0, usagef("--device-timeout must be positive")
 	}
+	return mode, nil
+}
+
+// runDisko is `nixos-via disko …` (args exclude the word "disko"): the
+// layout read, validated and rendered by package disko. Exit codes: 0 ok,
+// 1 invalid layout or failure, 2 usage error.
+func runDisko(ctx context.Context, env Env, args []string) error {
+	fail := func(err error) error {
+		return &commandError{prefix: "nixos-via disko", help: "Run 'nixos-via disko --help' for the flags.\n", err: err}
+	}
+	var d diskoFlags
+	fs, err := d.parse(args)
+	if err != nil {
+		return fail(err)
+	}
+	if d.help {
+		fmt.Fprint(env.Stdout, diskoUsage)
+		return nil
+	}
+	mode, err := d.check(fs)
+	if err != nil {
+		return fail(err)
+	}
+	source, layout, err := d.load(ctx, env)
+	if err != nil {
+		return fail(err)
+	}
+	if err := d.output(env, source, layout, mode); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+// load reads and parses the layout; it returns where it came from.
+func (d *diskoFlags) load(ctx context.Context, env Env) (string, *disko.Layout, error) {
+	source := d.layoutFile
 	var data []byte
-	var source string
-	if layoutFile != "" {
-		source = layoutFile
-		data, err = readLayoutFile(ctx, env, layoutFile)
+	var err error
+	if d.layoutFile != "" {
+		data, err = readLayoutFile(ctx, env, d.layoutFile)
 	} else {
-		source = flake
-		data, err = evalFlakeLayout(ctx, flake)
+		source = d.flake
+		data, err = evalFlakeLayout(ctx, d.flake)
 	}
 	if err != nil {
-		var ue *UsageError
-		if errors.As(err, &ue) {
-			return usage("%v", err)
-		}
-		fmt.Fprintf(env.Stderr, "nixos-via disko: %v\n", err)
-		return ExitFailure
+		return source, nil, err
 	}
-	layout, err := disko.Parse(unwrapDiskoDevices(data))
+	layout, err := disko.Parse(disko.UnwrapDevices(data))
 	if err != nil {
-		fmt.Fprintf(env.Stderr, "nixos-via disko: invalid layout %s:\n", source)
+		msg := fmt.Sprintf("invalid layout %s:", source)
 		var ve *disko.ValidationError
 		if errors.As(err, &ve) {
 			for _, is := range ve.Issues {
-				fmt.Fprintf(env.Stderr, "  %s\n", is)
+				msg += fmt.Sprintf("\n  %s", is)
 			}
 		} else {
-			fmt.Fprintf(env.Stderr, "  %v\n", err)
+			msg += fmt.Sprintf("\n  %v", err)
 		}
-		return ExitFailure
+		return source, nil, errors.New(msg)
 	}
-	opts := disko.RenderOptions{RootMountpoint: root, DeviceTimeout: timeout}
+	return source, layout, nil
+}
+
+// output prints what the flags ask for.
+func (d *diskoFlags) output(env Env, source string, layout *disko.Layout, mode disko.Mode) error {
+	opts := disko.RenderOptions{RootMountpoint: d.root, DeviceTimeout: d.timeout}
+	invalid := func(err error) error { return fmt.Errorf("invalid layout %s: %v", source, err) }
 	switch {
-	case validate:
+	case d.validate:
 		// Rendering is part of validation: a layout that cannot be
 		// rendered is not valid.
 		if _, err := layout.Plan(mode, opts); err != nil {
-			fmt.Fprintf(env.Stderr, "nixos-via disko: invalid layout %s: %v\n", source, err)
-			return ExitFailure
+			return invalid(err)
 		}
 		fmt.Fprintf(env.Stdout, "%s: valid (%s)\n", source, layoutSummary(layout))
-	case printConfig:
+	case d.printConfig:
 		b, err := layout.NixOSJSON()
 		if err != nil {
-			fmt.Fprintf(env.Stderr, "nixos-via disko: %v\n", err)
-			return ExitFailure
+			return err
 		}
 		fmt.Fprintf(env.Stdout, "%s\n", b)
-	case printScript:
+	case d.printScript:
 		script, err := layout.Script(mode, opts)
 		if err != nil {
-			fmt.Fprintf(env.Stderr, "nixos-via disko: invalid layout %s: %v\n", source, err)
-			return ExitFailure
+			return invalid(err)
 		}
 		fmt.Fprint(env.Stdout, script)
 	default:
 		if _, err := layout.Plan(mode, opts); err != nil {
-			fmt.Fprintf(env.Stderr, "nixos-via disko: invalid layout %s: %v\n", source, err)
-			return ExitFailure
+			return invalid(err)
 		}
 		writeWipeSummary(env.Stdout, layout, mode)
 		fmt.Fprintln(env.Stdout, "Nothing was run. Running a layout on a target belongs to the install flow: nixos-via --flake REF#HOST [user@]HOST; use --print to get the script.")
 	}
-	return ExitOK
+	return nil
 }
 
 func layoutSummary(l *disko.Layout) string {
@@ -228,27 +257,5 @@ func evalFlakeLayout(ctx context.Context, flake string) ([]byte, error) {
 	if _, err := exec.LookPath("nix"); err != nil {
 		return nil, fmt.Errorf("--flake needs nix on PATH: %w", err)
 	}
-	return nix.CLI{}.EvalLayout(ctx, flakeLayoutAttr(ref, fmt.Sprintf("nixosConfigurations.%q.config", host)))
-}
-
-// flakeLayoutAttr names the disko layout of the configuration at attr
-// (e.g. nixosConfigurations."h".config) in flake ref.
-func flakeLayoutAttr(ref, attr string) string { return ref + "#" + attr + ".disko.devices" }
-
-// unwrapDiskoDevices accepts a file holding { disko.devices = …; } (as
-// disko's example files are written) as well as the bare value.
-func unwrapDiskoDevices(data []byte) []byte {
-	var top map[string]json.RawMessage
-	if json.Unmarshal(data, &top) != nil || len(top) != 1 {
-		return data
-	}
-	raw, ok := top["disko"]
-	if !ok {
-		return data
-	}
-	var d map[string]json.RawMessage
-	if json.Unmarshal(raw, &d) != nil || len(d) != 1 || d["devices"] == nil {
-		return data
-	}
-	return d["devices"]
+	return nix.CLI{}.EvalLayout(ctx, nix.LayoutAttr(ref, fmt.Sprintf("nixosConfigurations.%q.config", host)))
 }

@@ -16,7 +16,7 @@ func runDiskoCLI(t *testing.T, stdin string, args ...string) (int, string, strin
 	var stdout, stderr bytes.Buffer
 	env := Env{Args: append([]string{"disko"}, args...), Stdin: strings.NewReader(stdin), Stdout: &stdout, Stderr: &stderr,
 		Getenv: func(string) string { return "" }}
-	code := runDisko(context.Background(), env, args)
+	code := finish(env, runDisko(context.Background(), env, args))
 	return code, stdout.String(), stderr.String()
 }
 

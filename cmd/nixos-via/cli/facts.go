@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/nixos-via/nixos-via/sequence"
 )
 
 // runFacts is `nixos-via facts [flags] [user@]host`.
@@ -54,7 +56,11 @@ func runFacts(ctx context.Context, env Env, args []string) error {
 		return usagef("facts: --timeout-connect %q: want a duration like 30s", timeout)
 	}
 	c.TimeoutConnect = d
-	conn, facts, err := connect(ctx, env, c, func(m string) { fmt.Fprintln(env.Stderr, m) })
+	topts, err := c.targetOptions(env, func(m string) { fmt.Fprintln(env.Stderr, m) })
+	if err != nil {
+		return err
+	}
+	conn, facts, err := sequence.Connect(ctx, topts, home(env), c.TimeoutConnect)
 	if err != nil {
 		return err
 	}

@@ -88,9 +88,6 @@ type Options struct {
 	Deprecated []string // warnings for deprecated flags that were used
 }
 
-// AllPhases in their order.
-var allPhases = []string{"kexec", "disko", "install", "reboot"}
-
 // flagSpec describes one flag for parsing and for --help.
 type flagSpec struct {
 	name, short string
@@ -263,118 +260,152 @@ func ParseArgs(args []string) (*Options, bool, error) {
 	if b, _ := fs.GetBool("help"); b {
 		return nil, true, nil
 	}
+	a := argv{fs: fs, pairs: pairs}
 	o := &Options{}
-	str := func(n string) string { v, _ := fs.GetString(n); return v }
-	boolean := func(n string) bool { v, _ := fs.GetBool(n); return v }
-	changed := fs.Changed
+	for _, parse := range []func(*Options) error{a.target, a.build, a.phaseFlags, a.output, a.phases, a.deprecated, a.choices} {
+		if err := parse(o); err != nil {
+			return nil, false, err
+		}
+	}
+	if err := a.combinations(o); err != nil {
+		return nil, false, err
+	}
+	return o, false, nil
+}
 
-	o.Host = str("target-host")
-	switch pos := fs.Args(); len(pos) {
+// argv is the parsed command line, read flag by flag into Options.
+type argv struct {
+	fs    *pflag.FlagSet
+	pairs map[string][]twoArgs
+}
+
+func (a argv) str(n string) string       { v, _ := a.fs.GetString(n); return v }
+func (a argv) boolean(n string) bool     { v, _ := a.fs.GetBool(n); return v }
+func (a argv) changed(n string) bool     { return a.fs.Changed(n) }
+func (a argv) strings(n string) []string { v, _ := a.fs.GetStringArray(n); return v }
+
+// target reads the host and how to reach it.
+func (a argv) target(o *Options) error {
+	o.Host = a.str("target-host")
+	switch pos := a.fs.Args(); len(pos) {
 	case 0:
 	case 1:
 		if o.Host != "" && o.Host != pos[0] {
-			return nil, false, usagef("two hosts given: --target-host %s and %s", o.Host, pos[0])
+			return usagef("two hosts given: --target-host %s and %s", o.Host, pos[0])
 		}
 		o.Host = pos[0]
 	default:
-		return nil, false, usagef("only one host may be given, got %q", pos)
+		return usagef("only one host may be given, got %q", pos)
 	}
-	o.IdentityFile = str("identity-file")
-	if changed("ssh-port") {
-		p, err := parsePort(str("ssh-port"))
+	o.IdentityFile = a.str("identity-file")
+	if a.changed("ssh-port") {
+		p, err := parsePort(a.str("ssh-port"))
 		if err != nil {
-			return nil, false, usagef("-p/--ssh-port: %v", err)
+			return usagef("-p/--ssh-port: %v", err)
 		}
 		o.Port = p
 	}
-	o.SSHOptions, _ = fs.GetStringArray("ssh-option")
+	o.SSHOptions = a.strings("ssh-option")
 	if err := target.CheckSSHOptions(o.SSHOptions); err != nil {
-		return nil, false, usagef("--ssh-option: %v", err)
+		return usagef("--ssh-option: %v", err)
 	}
-	o.EnvPassword = boolean("env-password")
-	o.HostKeys, _ = fs.GetStringArray("host-key")
+	o.EnvPassword = a.boolean("env-password")
+	o.HostKeys = a.strings("host-key")
 	for _, fp := range o.HostKeys {
 		if !strings.HasPrefix(fp, "SHA256:") {
-			return nil, false, usagef("--host-key %q: want a SHA256:... fingerprint as ssh-keygen -lf prints it", fp)
+			return usagef("--host-key %q: want a SHA256:... fingerprint as ssh-keygen -lf prints it", fp)
 		}
 	}
 	if len(o.HostKeys) > 0 {
 		o.HostKey = o.HostKeys[0]
 	}
-	o.SudoPasswordEnv = str("sudo-password-env")
-	if changed("post-kexec-ssh-port") {
-		p, err := parsePort(str("post-kexec-ssh-port"))
+	o.SudoPasswordEnv = a.str("sudo-password-env")
+	if a.changed("post-kexec-ssh-port") {
+		p, err := parsePort(a.str("post-kexec-ssh-port"))
 		if err != nil {
-			return nil, false, usagef("--post-kexec-ssh-port: %v", err)
+			return usagef("--post-kexec-ssh-port: %v", err)
 		}
 		o.PostKexecPort = p
 	}
+	return nil
+}
 
-	o.Flake = str("flake")
+// build reads what to install and how to build it.
+func (a argv) build(o *Options) error {
+	o.Flake = a.str("flake")
 	if o.Flake != "" {
 		ref, attr, err := expandFlake(o.Flake)
 		if err != nil {
-			return nil, false, err
+			return err
 		}
 		o.FlakeRef, o.FlakeAttr = ref, attr
 	}
-	if ps := pairs["store-paths"]; len(ps) > 0 {
+	if ps := a.pairs["store-paths"]; len(ps) > 0 {
 		if len(ps) > 1 {
-			return nil, false, usagef("-s/--store-paths given twice")
+			return usagef("-s/--store-paths given twice")
 		}
 		o.StorePaths = &StorePaths{Disko: ps[0][0], System: ps[0][1]}
 	}
-	o.PrintBuildLog = boolean("print-build-logs")
-	o.NixOptions = nixOptions(pairs["option"])
-	o.ShowTrace = boolean("show-trace")
-	o.BuildOn = str("build-on")
-	o.From = str("from")
-	o.NoSubstitute = boolean("no-substitute-on-destination")
-	o.NoMachineSubst = boolean("no-use-machine-substituters") || o.NoSubstitute
-	o.SSHStoreSettings = nixOptions(pairs["ssh-store-setting"])
-	o.VMTest = boolean("vm-test")
-	if g := pairs["generate-hardware-config"]; len(g) > 0 {
+	o.PrintBuildLog = a.boolean("print-build-logs")
+	o.NixOptions = nixOptions(a.pairs["option"])
+	o.ShowTrace = a.boolean("show-trace")
+	o.BuildOn = a.str("build-on")
+	o.From = a.str("from")
+	o.NoSubstitute = a.boolean("no-substitute-on-destination")
+	o.NoMachineSubst = a.boolean("no-use-machine-substituters") || o.NoSubstitute
+	o.SSHStoreSettings = nixOptions(a.pairs["ssh-store-setting"])
+	o.VMTest = a.boolean("vm-test")
+	if g := a.pairs["generate-hardware-config"]; len(g) > 0 {
 		last := g[len(g)-1] // the last one wins, as in nixos-anywhere
 		hw := HardwareConfig{Tool: last[0], Path: last[1]}
 		if _, err := hwconfig.Command(hw.Tool); err != nil {
-			return nil, false, err
+			return err
 		}
 		if hw.Path == "" {
-			return nil, false, usagef("--generate-hardware-config %s: empty path", hw.Tool)
+			return usagef("--generate-hardware-config %s: empty path", hw.Tool)
 		}
 		o.GenerateHWConfig = &hw
 	}
+	return nil
+}
 
-	o.Kexec = str("kexec")
-	o.KexecSHA256 = strings.ToLower(str("kexec-sha256"))
-	o.ForceKexec = boolean("force-kexec")
-	o.KexecExtraFlags = str("kexec-extra-flags")
-	for _, p := range pairs["disk-encryption-keys"] {
+// phaseFlags reads the kexec, disko and install phases' flags.
+func (a argv) phaseFlags(o *Options) error {
+	o.Kexec = a.str("kexec")
+	o.KexecSHA256 = strings.ToLower(a.str("kexec-sha256"))
+	o.ForceKexec = a.boolean("force-kexec")
+	o.KexecExtraFlags = a.str("kexec-extra-flags")
+	for _, p := range a.pairs["disk-encryption-keys"] {
 		k := KeyFile{Remote: p[0], Local: p[1]}
 		if !strings.HasPrefix(k.Remote, "/") {
-			return nil, false, usagef("--disk-encryption-keys %s %s: the remote path must be absolute", k.Remote, k.Local)
+			return usagef("--disk-encryption-keys %s %s: the remote path must be absolute", k.Remote, k.Local)
 		}
 		o.DiskEncryptionKey = append(o.DiskEncryptionKey, k)
 	}
-	o.DiskoMode = str("disko-mode")
-	o.NoDiskoDeps = boolean("no-disko-deps")
-	o.ExtraFiles = str("extra-files")
-	for _, p := range pairs["chown"] {
+	o.DiskoMode = a.str("disko-mode")
+	o.NoDiskoDeps = a.boolean("no-disko-deps")
+	o.ExtraFiles = a.str("extra-files")
+	for _, p := range a.pairs["chown"] {
 		o.Chown = append(o.Chown, Chown{Path: p[0], Owner: p[1]})
 	}
-	o.CopyHostKeys = boolean("copy-host-keys")
-	o.Agent = str("agent")
+	o.CopyHostKeys = a.boolean("copy-host-keys")
+	o.Agent = a.str("agent")
 	o.CopyJobs = 2
-	if changed("copy-jobs") {
-		n, err := strconv.Atoi(str("copy-jobs"))
+	if a.changed("copy-jobs") {
+		n, err := strconv.Atoi(a.str("copy-jobs"))
 		if err != nil || n < 1 || n > 64 {
-			return nil, false, usagef("--copy-jobs %q: want a number from 1 to 64", str("copy-jobs"))
+			return usagef("--copy-jobs %q: want a number from 1 to 64", a.str("copy-jobs"))
 		}
 		o.CopyJobs = n
 	}
-	o.Yes = boolean("yes")
-	o.JSON = boolean("json")
-	o.Debug = boolean("debug")
+	return nil
+}
+
+// output reads the output flags and the deadlines.
+func (a argv) output(o *Options) error {
+	o.Yes = a.boolean("yes")
+	o.JSON = a.boolean("json")
+	o.Debug = a.boolean("debug")
 	if o.Debug {
 		o.PrintBuildLog = true
 	}
@@ -388,93 +419,110 @@ func ParseArgs(args []string) (*Options, bool, error) {
 		{"timeout-reboot", &o.TimeoutReboot, 15 * time.Minute},
 	} {
 		*d.dst = d.def
-		if changed(d.flag) {
-			v, err := time.ParseDuration(str(d.flag))
+		if a.changed(d.flag) {
+			v, err := time.ParseDuration(a.str(d.flag))
 			if err != nil || v <= 0 {
-				return nil, false, usagef("--%s %q: want a duration like 90s or 5m", d.flag, str(d.flag))
+				return usagef("--%s %q: want a duration like 90s or 5m", d.flag, a.str(d.flag))
 			}
 			*d.dst = v
 		}
 	}
+	return nil
+}
 
-	// Phases, with the deprecated shorthands.
-	o.Phases = append([]string(nil), allPhases...)
-	if changed("phases") {
-		o.Phases = nil
-		for _, p := range strings.Split(str("phases"), ",") {
-			p = strings.TrimSpace(p)
-			if p == "" {
-				continue
-			}
-			if !contains(allPhases, p) {
-				return nil, false, usagef("--phases: unknown phase %q (want kexec, disko, install, reboot)", p)
-			}
-			if !contains(o.Phases, p) {
-				o.Phases = append(o.Phases, p)
-			}
+// phases reads --phases.
+func (a argv) phases(o *Options) error {
+	o.Phases = phase.All()
+	if !a.changed("phases") {
+		return nil
+	}
+	o.Phases = nil
+	for _, p := range strings.Split(a.str("phases"), ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
 		}
-		if len(o.Phases) == 0 {
-			return nil, false, usagef("--phases: no phase given")
+		if !contains(phase.All(), p) {
+			return usagef("--phases: unknown phase %q (want kexec, disko, install, reboot)", p)
+		}
+		if !contains(o.Phases, p) {
+			o.Phases = append(o.Phases, p)
 		}
 	}
-	if boolean("no-reboot") {
+	if len(o.Phases) == 0 {
+		return usagef("--phases: no phase given")
+	}
+	return nil
+}
+
+// deprecated reads the deprecated shorthands, with their warnings.
+func (a argv) deprecated(o *Options) error {
+	if a.boolean("no-reboot") {
 		o.Deprecated = append(o.Deprecated, "--no-reboot is deprecated: use --phases kexec,disko,install")
-		o.Phases = []string{"kexec", "disko", "install"}
+		o.Phases = []string{phase.Kexec, phase.Disko, phase.Install}
 	}
-	if boolean("stop-after-disko") {
+	if a.boolean("stop-after-disko") {
 		o.Deprecated = append(o.Deprecated, "--stop-after-disko is deprecated: use --phases kexec,disko")
-		o.Phases = []string{"kexec", "disko"}
+		o.Phases = []string{phase.Kexec, phase.Disko}
 	}
-	if boolean("build-on-remote") {
+	if a.boolean("build-on-remote") {
 		o.Deprecated = append(o.Deprecated, "--build-on-remote is deprecated: use --build-on remote")
 		if o.BuildOn == "local" {
-			return nil, false, usagef("--build-on-remote conflicts with --build-on local")
+			return usagef("--build-on-remote conflicts with --build-on local")
 		}
 		o.BuildOn = "remote"
 	}
-	if boolean("tty") {
+	if a.boolean("tty") {
 		o.Deprecated = append(o.Deprecated, "-t/--tty is deprecated and ignored: terminals are detected")
 	}
+	return nil
+}
+
+// choices checks the flags that take one of a few words.
+func (a argv) choices(o *Options) error {
 	if o.BuildOn == "" {
 		o.BuildOn = "auto"
 	}
 	if !contains([]string{"auto", "local", "remote"}, o.BuildOn) {
-		return nil, false, usagef("--build-on %q: want auto, local or remote", o.BuildOn)
+		return usagef("--build-on %q: want auto, local or remote", o.BuildOn)
 	}
 	if o.DiskoMode == "" {
 		o.DiskoMode = "disko"
 	}
 	if !contains([]string{"disko", "format", "mount"}, o.DiskoMode) {
-		return nil, false, usagef("--disko-mode %q: want disko, format or mount", o.DiskoMode)
+		return usagef("--disko-mode %q: want disko, format or mount", o.DiskoMode)
 	}
+	return nil
+}
 
-	// Combinations, as upstream checks them.
+// combinations checks the flags together, as upstream does.
+func (a argv) combinations(o *Options) error {
 	if o.StorePaths != nil && o.Flake != "" {
-		return nil, false, usagef("--flake and --store-paths exclude each other")
+		return usagef("--flake and --store-paths exclude each other")
 	}
-	if o.StorePaths != nil && (changed("disko-mode") || o.VMTest) {
-		return nil, false, usagef("--store-paths cannot be combined with --disko-mode or --vm-test")
+	if o.StorePaths != nil && (a.changed("disko-mode") || o.VMTest) {
+		return usagef("--store-paths cannot be combined with --disko-mode or --vm-test")
 	}
 	if o.VMTest {
 		if o.Flake == "" {
-			return nil, false, usagef("--vm-test needs --flake")
+			return usagef("--vm-test needs --flake")
 		}
 		if o.BuildOn == "remote" || o.ExtraFiles != "" || len(o.DiskEncryptionKey) > 0 || o.GenerateHWConfig != nil {
-			return nil, false, usagef("--vm-test cannot be combined with remote builds, --extra-files, --disk-encryption-keys or --generate-hardware-config")
+			return usagef("--vm-test cannot be combined with remote builds, --extra-files, --disk-encryption-keys or --generate-hardware-config")
 		}
-		return o, false, nil
+		return nil
 	}
-	kexecOnly := len(o.Phases) == 1 && o.Phases[0] == "kexec"
+	kexecOnly := len(o.Phases) == 1 && o.Phases[0] == phase.Kexec
 	if o.Flake == "" && o.StorePaths == nil && !kexecOnly {
-		return nil, false, usagef("give --flake REF#NAME or --store-paths DISKO SYSTEM")
+		return usagef("give --flake REF#NAME or --store-paths DISKO SYSTEM")
 	}
 	if o.Host == "" {
-		return nil, false, usagef("no host given: nixos-via [flags] [user@]host")
+		return usagef("no host given: nixos-via [flags] [user@]host")
 	}
 	if _, _, _, err := target.SplitDestination(o.Host); err != nil {
-		return nil, false, usagef("host: %v", err)
+		return usagef("host: %v", err)
 	}
-	return o, false, nil
+	return nil
 }
 
 // nixOptions are the NAME VALUE pairs of --option or --ssh-store-setting.

@@ -18,10 +18,11 @@ import (
 func runImageArgs(t *testing.T, env map[string]string, args ...string) (int, string, string) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	code := runImage(context.Background(), Env{
+	e := Env{
 		Args: args, Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr,
 		Getenv: func(k string) string { return env[k] },
-	}, args)
+	}
+	code := finish(e, runImage(context.Background(), e, args))
 	return code, stdout.String(), stderr.String()
 }
 
