@@ -23,7 +23,7 @@ func CheckDisks(ctx context.Context, conn *target.Conn, sink event.Sink, facts *
 	if len(missing) > 0 {
 		var have []string
 		for _, d := range facts.Disks {
-			have = append(have, fmt.Sprintf("%s (%s)", d.Path, DiskSize(d.SizeBytes)))
+			have = append(have, fmt.Sprintf("%s (%s)", d.Path, target.DiskSize(d.SizeBytes)))
 		}
 		return &phase.Refusal{Check: "disks", Msg: fmt.Sprintf("the layout names %s, which the host does not have; its disks are: %s",
 			strings.Join(missing, ", "), orNA(strings.Join(have, ", ")))}
@@ -36,7 +36,7 @@ func CheckDisks(ctx context.Context, conn *target.Conn, sink event.Sink, facts *
 		desc := ""
 		for _, d := range facts.Disks {
 			if d.Path == resolved[t.Device] {
-				desc = fmt.Sprintf("%s, %s", DiskSize(d.SizeBytes), orNA(d.Model))
+				desc = fmt.Sprintf("%s, %s", target.DiskSize(d.SizeBytes), orNA(d.Model))
 				if len(d.Mounted) > 0 {
 					desc += ", in use now: " + strings.Join(d.Mounted, ",")
 				}
@@ -77,14 +77,6 @@ func findDisks(ctx context.Context, conn *target.Conn, targets []disko.WipeTarge
 		}
 	}
 	return resolved, missing, nil
-}
-
-// DiskSize is a disk's size as the wipe list and the facts print it.
-func DiskSize(b int64) string {
-	if b >= 1<<30 {
-		return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
-	}
-	return fmt.Sprintf("%d MiB", b>>20)
 }
 
 func orNA(s string) string {

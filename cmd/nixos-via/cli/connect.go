@@ -2,14 +2,11 @@ package cli
 
 import (
 	"fmt"
-	"io"
 	"os"
-	"strings"
 	"time"
 
 	"golang.org/x/term"
 
-	"github.com/nixos-via/nixos-via/diskorun"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
@@ -20,16 +17,11 @@ type connFlags struct {
 	Port            int
 	SSHOptions      []string
 	EnvPassword     bool
-	HostKey         string   // a single pin (the facts subcommand)
-	HostKeys        []string // --host-key, repeatable
+	HostKey         string   // the first --host-key
+	HostKeys        []string // every --host-key
 	SudoPasswordEnv string
 	TimeoutConnect  time.Duration
 	Debug           bool
-}
-
-func (o *Options) conn() connFlags {
-	return connFlags{Host: o.Host, IdentityFile: o.IdentityFile, Port: o.Port, SSHOptions: o.SSHOptions,
-		EnvPassword: o.EnvPassword, HostKey: o.HostKey, HostKeys: o.HostKeys, SudoPasswordEnv: o.SudoPasswordEnv, TimeoutConnect: o.TimeoutConnect, Debug: o.Debug}
 }
 
 // terminal returns the file behind r when it is a terminal.
@@ -86,75 +78,3 @@ func (c connFlags) targetOptions(env Env, warn func(string)) (target.Options, er
 	}
 	return o, nil
 }
-
-// printFacts writes the human table.
-func printFacts(w io.Writer, host string, f *target.Facts) {
-	yn := func(b bool) string {
-		if b {
-			return "yes"
-		}
-		return "no"
-	}
-	esc := f.Escalation
-	if esc == "" {
-		esc = "none available (not root, no sudo or doas)"
-	} else if f.SudoPassword {
-		esc += " (with password)"
-	}
-	lock := f.Lockdown
-	if lock == "" {
-		lock = "unknown"
-	}
-	rows := [][2]string{
-		{"host", host},
-		{"os", fmt.Sprintf("%s %s (%s)", f.OS, f.Kernel, orNA(f.OSName))},
-		{"arch", f.Arch},
-		{"memory", fmt.Sprintf("%s total, %s available", mib(f.MemTotalKiB*1024), mib(f.MemAvailKiB*1024))},
-		{"firmware", fmt.Sprintf("%s (secure boot %s)", f.Firmware, f.SecureBoot)},
-		{"nixos", fmt.Sprintf("%s, installer: %s", yn(f.IsNixOS), yn(f.IsInstaller))},
-		{"user", fmt.Sprintf("%s (root: %s, escalation: %s)", f.User, yn(f.IsRoot), esc)},
-		{"virtualisation", fmt.Sprintf("%s, container: %s", f.Virt, f.Container)},
-		{"kexec", fmt.Sprintf("load disabled: %s, lockdown: %s", yn(f.KexecDisabled), lock)},
-		{"tools", toolList(f.Tools)},
-	}
-	for _, r := range rows {
-		fmt.Fprintf(w, "%-15s %s\n", r[0], r[1])
-	}
-	fmt.Fprintf(w, "%-15s %d\n", "disks", len(f.Disks))
-	for _, d := range f.Disks {
-		extra := ""
-		if len(d.Mounted) > 0 {
-			extra = "  in use: " + strings.Join(d.Mounted, ",")
-		}
-		model := d.Model
-		if model == "" {
-			model = "-"
-		}
-		fmt.Fprintf(w, "  %-12s %10s  %-24s%s\n", d.Path, diskorun.DiskSize(d.SizeBytes), model, extra)
-	}
-}
-
-func toolList(t target.Tools) string {
-	var have, lack []string
-	for _, x := range []struct {
-		n string
-		b bool
-	}{{"tar", t.Tar}, {"cpio", t.Cpio}, {"setsid", t.Setsid}, {"curl", t.Curl}, {"wget", t.Wget},
-		{"sftp-server", t.SFTPServer}, {"ip", t.IP}, {"kexec", t.Kexec}, {"sudo", t.Sudo}, {"doas", t.Doas}} {
-		if x.b {
-			have = append(have, x.n)
-		} else {
-			lack = append(lack, x.n)
-		}
-	}
-	return fmt.Sprintf("%s (missing: %s)", orNA(strings.Join(have, " ")), orNA(strings.Join(lack, " ")))
-}
-
-func orNA(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func mib(b int64) string { return fmt.Sprintf("%d MiB", b>>20) }

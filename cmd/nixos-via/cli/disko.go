@@ -163,7 +163,7 @@ func (d *diskoFlags) output(env Env, source string, layout *disko.Layout, mode d
 		if _, err := layout.Plan(mode, opts); err != nil {
 			return invalid(err)
 		}
-		fmt.Fprintf(env.Stdout, "%s: valid (%s)\n", source, layoutSummary(layout))
+		fmt.Fprintf(env.Stdout, "%s: valid (%s)\n", source, layout.Summary())
 	case d.printConfig:
 		b, err := layout.NixOSJSON()
 		if err != nil {
@@ -180,47 +180,10 @@ func (d *diskoFlags) output(env Env, source string, layout *disko.Layout, mode d
 		if _, err := layout.Plan(mode, opts); err != nil {
 			return invalid(err)
 		}
-		writeWipeSummary(env.Stdout, layout, mode)
+		fmt.Fprint(env.Stdout, layout.WipeSummary(mode))
 		fmt.Fprintln(env.Stdout, "Nothing was run. Running a layout on a target belongs to the install flow: nixos-via --flake REF#HOST [user@]HOST; use --print to get the script.")
 	}
 	return nil
-}
-
-func layoutSummary(l *disko.Layout) string {
-	var parts []string
-	add := func(n int, what string) {
-		if n == 1 {
-			parts = append(parts, "1 "+what)
-		} else if n > 1 {
-			parts = append(parts, fmt.Sprintf("%d %ss", n, what))
-		}
-	}
-	add(len(l.Disks), "disk")
-	add(len(l.MDArrays), "md array")
-	add(len(l.VGs), "volume group")
-	add(len(l.Zpools), "zpool")
-	add(len(l.Bcachefs), "bcachefs filesystem")
-	add(len(l.Nodevs), "nodev mount")
-	if len(parts) == 0 {
-		return "empty"
-	}
-	return strings.Join(parts, ", ")
-}
-
-// writeWipeSummary lists the disks mode would wipe.
-func writeWipeSummary(w io.Writer, l *disko.Layout, mode disko.Mode) {
-	targets := l.WipeTargets()
-	switch {
-	case mode != disko.ModeDestroyFormatMount && mode != disko.ModeDestroy:
-		fmt.Fprintf(w, "Mode %s wipes no disk.\n", mode)
-	case len(targets) == 0:
-		fmt.Fprintf(w, "Mode %s wipes no disk (every disk has destroy = false).\n", mode)
-	default:
-		fmt.Fprintf(w, "Mode %s WIPES these disks:\n", mode)
-		for _, t := range targets {
-			fmt.Fprintf(w, "  %s  (disk.%s)\n", t.Device, t.Name)
-		}
-	}
 }
 
 // readLayoutFile reads a .json layout (or stdin for "-") or evaluates a

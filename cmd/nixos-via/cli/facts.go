@@ -4,39 +4,32 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"time"
-
-	"github.com/spf13/pflag"
 
 	"github.com/nixos-via/nixos-via/sequence"
 )
 
+// factsSpecs are the flags of facts: the connection flags of the drop-in
+// command line, and its own.
+func factsSpecs() []flagSpec {
+	return append(connSpecs(), timeoutConnectSpec,
+		flagSpec{name: "json", group: gOut, help: "print JSON"},
+		flagSpec{name: "help", short: "h", group: gOut, help: "show help"})
+}
+
 // runFacts is `nixos-via facts [flags] [user@]host`.
 func runFacts(ctx context.Context, env Env, args []string) error {
-	fs := pflag.NewFlagSet("nixos-via facts", pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	var c connFlags
-	var port, timeout string
-	var asJSON, help bool
-	fs.StringVar(&c.Host, "target-host", "", "the host")
-	fs.StringVarP(&c.IdentityFile, "identity-file", "i", "", "private key file")
-	fs.StringVarP(&port, "ssh-port", "p", "", "SSH port")
-	fs.StringArrayVar(&c.SSHOptions, "ssh-option", nil, "OpenSSH -o option (repeatable)")
-	fs.BoolVar(&c.EnvPassword, "env-password", false, "password from $SSHPASS")
-	fs.StringVar(&c.HostKey, "host-key", "", "accept only this host key fingerprint")
-	fs.StringVar(&c.SudoPasswordEnv, "sudo-password-env", "", "sudo password from $VAR")
-	fs.StringVar(&timeout, "timeout-connect", "2m", "deadline for connecting")
-	fs.BoolVar(&asJSON, "json", false, "print JSON")
-	fs.BoolVarP(&help, "help", "h", false, "show help")
+	fs, _ := newFlagSet("nixos-via facts", factsSpecs())
 	if err := fs.Parse(args); err != nil {
 		return usagef("facts: %v", err)
 	}
-	if help {
+	a := argv{fs: fs}
+	if a.boolean("help") {
 		fmt.Fprintln(env.Stdout, "Usage: nixos-via facts [--json] [-i KEY] [-p PORT] [--ssh-option OPT] [--host-key SHA256:FP] [user@]HOST")
 		fmt.Fprint(env.Stdout, fs.FlagUsages())
 		return nil
 	}
+	var c connFlags
+	c.Host = a.str("target-host")
 	switch pos := fs.Args(); {
 	case len(pos) == 1 && c.Host == "":
 		c.Host = pos[0]
@@ -44,18 +37,9 @@ func runFacts(ctx context.Context, env Env, args []string) error {
 	default:
 		return usagef("facts: want exactly one host, got %q", pos)
 	}
-	if port != "" {
-		p, err := parsePort(port)
-		if err != nil {
-			return usagef("facts: -p: %v", err)
-		}
-		c.Port = p
+	if err := a.conn(&c); err != nil {
+		return usagef("facts: %v", err)
 	}
-	d, err := time.ParseDuration(timeout)
-	if err != nil || d <= 0 {
-		return usagef("facts: --timeout-connect %q: want a duration like 30s", timeout)
-	}
-	c.TimeoutConnect = d
 	topts, err := c.targetOptions(env, func(m string) { fmt.Fprintln(env.Stderr, m) })
 	if err != nil {
 		return err
@@ -65,11 +49,11 @@ func runFacts(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	if asJSON {
+	if a.boolean("json") {
 		enc := json.NewEncoder(env.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(facts)
 	}
-	printFacts(env.Stdout, conn.Resolved().Addr(), facts)
+	facts.WriteTable(env.Stdout, conn.Resolved().Addr())
 	return nil
 }

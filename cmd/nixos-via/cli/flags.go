@@ -38,16 +38,13 @@ type twoArgs [2]string
 
 // Options is the parsed drop-in command line.
 type Options struct {
-	Host          string
+	connFlags // how to reach the host, shared with facts
+
 	Flake         string // as given, REF#NAME
 	FlakeRef      string // REF
 	FlakeAttr     string // expanded attribute: nixosConfigurations."NAME".config
 	StorePaths    *StorePaths
-	IdentityFile  string
-	Port          int
-	SSHOptions    []string
 	PrintBuildLog bool
-	EnvPassword   bool
 
 	Kexec           string
 	KexecSHA256     string
@@ -62,7 +59,6 @@ type Options struct {
 	DiskEncryptionKey []KeyFile
 	NoSubstitute      bool
 	NoMachineSubst    bool
-	Debug             bool
 	ShowTrace         bool
 	NixOptions        []NixOption
 	From              string
@@ -75,13 +71,9 @@ type Options struct {
 	CopyJobs          int
 	Agent             string
 
-	HostKey         string   // the first --host-key
-	HostKeys        []string // every --host-key
-	SudoPasswordEnv string
 	JSON            bool
 	Yes             bool
 
-	TimeoutConnect time.Duration
 	TimeoutKexec   time.Duration
 	TimeoutReboot  time.Duration
 
@@ -110,8 +102,9 @@ const (
 
 var groups = []string{gTarget, gBuild, gKexec, gDisko, gInst, gFlow, gOut, gDep}
 
-// specs is every flag of the drop-in command line.
-func specs() []flagSpec {
+// connSpecs are the flags that say how to reach the host, shared by the
+// drop-in command line and facts.
+func connSpecs() []flagSpec {
 	return []flagSpec{
 		{name: "target-host", group: gTarget, arg: "HOST", help: "the host to install, as [user@]host[:port] (same as the positional HOST)"},
 		{name: "i", group: gTarget, arg: "KEY", help: "private key file for SSH (asks for its passphrase on a terminal)"},
@@ -120,6 +113,15 @@ func specs() []flagSpec {
 		{name: "env-password", group: gTarget, help: "authenticate with the password in $SSHPASS"},
 		{name: "host-key", group: gTarget, arg: "SHA256:FP", help: "accept only host keys with these fingerprints (repeatable; after kexec, any key of the host's set)"},
 		{name: "sudo-password-env", group: gTarget, arg: "VAR", help: "read the sudo password of a non-root login from $VAR (else asked on a terminal)"},
+	}
+}
+
+// timeoutConnectSpec is --timeout-connect, also shared.
+var timeoutConnectSpec = flagSpec{name: "timeout-connect", group: gOut, arg: "DUR", help: "deadline for the first SSH connection (default 2m)"}
+
+// specs is every flag of the drop-in command line.
+func specs() []flagSpec {
+	return append(connSpecs(), []flagSpec{
 		{name: "post-kexec-ssh-port", group: gTarget, arg: "PORT", help: "SSH port of the installer after kexec (default 22, with or without -p)"},
 
 		{name: "flake", short: "f", group: gBuild, arg: "REF#NAME", help: "flake to install: nixosConfigurations.NAME of REF"},
@@ -155,7 +157,7 @@ func specs() []flagSpec {
 
 		{name: "json", group: gOut, help: "print one JSON event per line on stdout instead of progress text"},
 		{name: "debug", group: gOut, help: "print every remote command and more detail"},
-		{name: "timeout-connect", group: gOut, arg: "DUR", help: "deadline for the first SSH connection (default 2m)"},
+		timeoutConnectSpec,
 		{name: "timeout-kexec", group: gOut, arg: "DUR", help: "deadline for the host to go down and the installer to answer (default 10m)"},
 		{name: "timeout-reboot", group: gOut, arg: "DUR", help: "deadline for the installed system to answer after reboot (default 15m); one waiting for its LUKS passphrase is reported as waiting then, not as failed"},
 		{name: "help", short: "h", group: gOut, help: "show this help"},
@@ -164,7 +166,7 @@ func specs() []flagSpec {
 		{name: "stop-after-disko", group: gDep, help: "= --phases kexec,disko"},
 		{name: "build-on-remote", group: gDep, help: "= --build-on remote"},
 		{name: "tty", short: "t", group: gDep, help: "ignored: terminals are detected"},
-	}
+	}...)
 }
 
 func takesTwo(s flagSpec) bool { return strings.Contains(s.arg, " ") }
@@ -176,12 +178,12 @@ func usagef(format string, a ...any) error { return phase.Usagef(format, a...) }
 
 // newFlagSet registers every one-argument flag and switch with pflag.
 // Two-argument flags are taken out before pflag sees the arguments.
-func newFlagSet() (*pflag.FlagSet, map[string]flagSpec) {
-	fs := pflag.NewFlagSet("nixos-via", pflag.ContinueOnError)
+func newFlagSet(name string, list []flagSpec) (*pflag.FlagSet, map[string]flagSpec) {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.SetInterspersed(true)
 	byName := map[string]flagSpec{}
-	for _, s := range specs() {
+	for _, s := range list {
 		byName["--"+s.name] = s
 		if len(s.name) == 1 {
 			byName["-"+s.name] = s
@@ -249,7 +251,7 @@ func splitTwoArgFlags(args []string, byName map[string]flagSpec) (rest []string,
 // ParseArgs parses the drop-in command line. It reports usage errors as
 // *UsageError and wants help when the result's second value is true.
 func ParseArgs(args []string) (*Options, bool, error) {
-	fs, byName := newFlagSet()
+	fs, byName := newFlagSet("nixos-via", specs())
 	rest, pairs, err := splitTwoArgFlags(args, byName)
 	if err != nil {
 		return nil, false, err
@@ -297,35 +299,51 @@ func (a argv) target(o *Options) error {
 	default:
 		return usagef("only one host may be given, got %q", pos)
 	}
-	o.IdentityFile = a.str("identity-file")
-	if a.changed("ssh-port") {
-		p, err := parsePort(a.str("ssh-port"))
-		if err != nil {
-			return usagef("-p/--ssh-port: %v", err)
-		}
-		o.Port = p
+	if err := a.conn(&o.connFlags); err != nil {
+		return err
 	}
-	o.SSHOptions = a.strings("ssh-option")
-	if err := target.CheckSSHOptions(o.SSHOptions); err != nil {
-		return usagef("--ssh-option: %v", err)
-	}
-	o.EnvPassword = a.boolean("env-password")
-	o.HostKeys = a.strings("host-key")
-	for _, fp := range o.HostKeys {
-		if !strings.HasPrefix(fp, "SHA256:") {
-			return usagef("--host-key %q: want a SHA256:... fingerprint as ssh-keygen -lf prints it", fp)
-		}
-	}
-	if len(o.HostKeys) > 0 {
-		o.HostKey = o.HostKeys[0]
-	}
-	o.SudoPasswordEnv = a.str("sudo-password-env")
 	if a.changed("post-kexec-ssh-port") {
 		p, err := parsePort(a.str("post-kexec-ssh-port"))
 		if err != nil {
 			return usagef("--post-kexec-ssh-port: %v", err)
 		}
 		o.PostKexecPort = p
+	}
+	return nil
+}
+
+// conn reads the connection flags but the host.
+func (a argv) conn(c *connFlags) error {
+	c.IdentityFile = a.str("identity-file")
+	if a.changed("ssh-port") {
+		p, err := parsePort(a.str("ssh-port"))
+		if err != nil {
+			return usagef("-p/--ssh-port: %v", err)
+		}
+		c.Port = p
+	}
+	c.SSHOptions = a.strings("ssh-option")
+	if err := target.CheckSSHOptions(c.SSHOptions); err != nil {
+		return usagef("--ssh-option: %v", err)
+	}
+	c.EnvPassword = a.boolean("env-password")
+	c.HostKeys = a.strings("host-key")
+	for _, fp := range c.HostKeys {
+		if !strings.HasPrefix(fp, "SHA256:") {
+			return usagef("--host-key %q: want a SHA256:... fingerprint as ssh-keygen -lf prints it", fp)
+		}
+	}
+	if len(c.HostKeys) > 0 {
+		c.HostKey = c.HostKeys[0]
+	}
+	c.SudoPasswordEnv = a.str("sudo-password-env")
+	c.TimeoutConnect = 2 * time.Minute
+	if a.changed("timeout-connect") {
+		v, err := time.ParseDuration(a.str("timeout-connect"))
+		if err != nil || v <= 0 {
+			return usagef("--timeout-connect %q: want a duration like 90s or 5m", a.str("timeout-connect"))
+		}
+		c.TimeoutConnect = v
 	}
 	return nil
 }
@@ -414,7 +432,6 @@ func (a argv) output(o *Options) error {
 		dst  *time.Duration
 		def  time.Duration
 	}{
-		{"timeout-connect", &o.TimeoutConnect, 2 * time.Minute},
 		{"timeout-kexec", &o.TimeoutKexec, 10 * time.Minute},
 		{"timeout-reboot", &o.TimeoutReboot, 15 * time.Minute},
 	} {

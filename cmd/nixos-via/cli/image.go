@@ -93,14 +93,8 @@ func (c *imageCommon) load() (kernel images.Kernel, comp images.Compression, hos
 		hostKeys = append(hostKeys, hk)
 	}
 	if c.authorizedKeys != "" {
-		data, err := os.ReadFile(c.authorizedKeys)
-		if err != nil {
+		if authorized, err = images.ReadAuthorizedKeys(c.authorizedKeys); err != nil {
 			return kernel, comp, nil, nil, usagef("image: --authorized-keys: %v", err)
-		}
-		for _, l := range strings.Split(string(data), "\n") {
-			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
-				authorized = append(authorized, l)
-			}
 		}
 	}
 	return kernel, comp, hostKeys, authorized, nil
@@ -200,14 +194,8 @@ func imageProvider(ctx context.Context, env Env, args []string) error {
 	}
 	var ukeys []string
 	if userKeys != "" {
-		data, err := os.ReadFile(userKeys)
-		if err != nil {
+		if ukeys, err = images.ReadAuthorizedKeys(userKeys); err != nil {
 			return usagef("image provider: --user-authorized-keys: %v", err)
-		}
-		for _, l := range strings.Split(string(data), "\n") {
-			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
-				ukeys = append(ukeys, l)
-			}
 		}
 	}
 	p, err := images.BuildProvider(ctx, c.out, images.ProviderOptions{

@@ -22,7 +22,7 @@ import (
 // passphrase prompts).
 func (o *Options) plan(env Env, sink event.Sink) (sequence.Plan, error) {
 	warn := func(m string) { sink.Emit(event.Event{Kind: event.Warn, Msg: m}) }
-	topts, err := o.conn().targetOptions(env, warn)
+	topts, err := o.targetOptions(env, warn)
 	if err != nil {
 		return sequence.Plan{}, err
 	}
