@@ -131,15 +131,6 @@ func nameErr(name string, err error) error {
 	return fmt.Errorf("%s: %w", name, err)
 }
 
-// RunScript runs a shell script as root with args, handing each line it
-// prints to line: Script with OnLine.
-//
-// Deprecated: use Script; RunScript stays until its last callers move.
-func (c *Conn) RunScript(ctx context.Context, name, script string, args []string, line func(string)) error {
-	_, err := c.Script(ctx, Script{Name: name, Body: script, Args: args, OnLine: line})
-	return err
-}
-
 // Terminal is a person's terminal that a script run talks to through a
 // pseudo-terminal on the target, so that it can ask for a passphrase on
 // /dev/tty. The caller puts the local side in raw mode; the remote side
@@ -150,16 +141,6 @@ type Terminal struct {
 	Out           io.Writer
 	Term          string // $TERM, "" for "xterm"
 	Width, Height int
-}
-
-// RunScriptOnTerminal runs a shell script as root with t as its
-// controlling terminal: Script with Terminal.
-//
-// Deprecated: use Script; RunScriptOnTerminal stays until its last
-// callers move.
-func (c *Conn) RunScriptOnTerminal(ctx context.Context, name, script string, args []string, t Terminal) error {
-	_, err := c.Script(ctx, Script{Name: name, Body: script, Args: args, Terminal: &t})
-	return err
 }
 
 // runScriptOnTerminal stores the script first, then runs it in a session

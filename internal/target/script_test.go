@@ -11,18 +11,19 @@ import (
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
-// TestRunScript: the script gets its arguments, a command in it that reads
-// stdin does not swallow the rest of it, every line reaches the callback,
-// and a failure says which script, its exit status and its last 40 lines.
-func TestRunScript(t *testing.T) {
+// TestScriptOnLine: as root, the script gets its arguments, a command in it
+// that reads stdin does not swallow the rest of it, every line reaches
+// OnLine, and a failure says which script, its exit status and its last 40
+// lines.
+func TestScriptOnLine(t *testing.T) {
 	s := sshtest.Start(t, sshtest.Options{})
 	c := dial(t, opts(s))
 	ctx := ctxT(t, 30*time.Second)
 
 	var lines []string
 	script := "echo \"args: $1|$2\"\ncat\necho after-cat\necho to-stderr >&2\n"
-	if err := c.RunScript(ctx, "ok script", script, []string{"a b", "it's"}, func(l string) { lines = append(lines, l) }); err != nil {
-		t.Fatalf("RunScript: %v", err)
+	if _, err := c.Script(ctx, target.Script{Name: "ok script", Body: script, Args: []string{"a b", "it's"}, OnLine: func(l string) { lines = append(lines, l) }}); err != nil {
+		t.Fatalf("Script: %v", err)
 	}
 	// stdout and stderr are separate streams: only each one's order holds.
 	var stdout []string
@@ -43,10 +44,10 @@ func TestRunScript(t *testing.T) {
 		fmt.Fprintf(&b, "echo line-%d\n", i)
 	}
 	b.WriteString("exit 3\n")
-	err := c.RunScript(ctx, "failing script", b.String(), nil, func(string) {})
+	_, err := c.Script(ctx, target.Script{Name: "failing script", Body: b.String(), OnLine: func(string) {}})
 	var ee *target.ExitError
 	if !errors.As(err, &ee) || ee.Status != 3 {
-		t.Fatalf("RunScript = %v, want an exit 3 *ExitError", err)
+		t.Fatalf("Script = %v, want an exit 3 *ExitError", err)
 	}
 	msg := err.Error()
 	if !strings.HasPrefix(msg, "failing script: ") || !strings.Contains(msg, "line-11\n") || !strings.HasSuffix(msg, "line-50") || strings.Contains(msg, "line-10\n") {
@@ -54,11 +55,11 @@ func TestRunScript(t *testing.T) {
 	}
 }
 
-// TestRunScriptOnTerminal: the script has a controlling terminal, reads a
+// TestScriptOnTerminal: the script has a controlling terminal, reads a
 // passphrase from /dev/tty that never shows in its output, gets its
 // arguments, its temporary file is gone afterwards, and a failure carries
 // the last output and the exit status.
-func TestRunScriptOnTerminal(t *testing.T) {
+func TestScriptOnTerminal(t *testing.T) {
 	s := sshtest.Start(t, sshtest.Options{})
 	c := dial(t, opts(s))
 	ctx := ctxT(t, 30*time.Second)
@@ -70,9 +71,9 @@ echo "read ${#p} bytes for $1; tmp left: $(ls /tmp/nixos-via-script.* 2>/dev/nul
 `
 	var out strings.Builder
 	in := strings.NewReader("correct horse\n")
-	err := c.RunScriptOnTerminal(ctx, "tty script", script, []string{"disk one"}, target.Terminal{In: in, Out: &out})
+	_, err := c.Script(ctx, target.Script{Name: "tty script", Body: script, Args: []string{"disk one"}, Terminal: &target.Terminal{In: in, Out: &out}})
 	if err != nil {
-		t.Fatalf("RunScriptOnTerminal: %v\noutput: %q", err, out.String())
+		t.Fatalf("Script on a terminal: %v\noutput: %q", err, out.String())
 	}
 	got := strings.ReplaceAll(out.String(), "\r", "")
 	if want := "Passphrase: read 13 bytes for disk one"; !strings.Contains(got, want) {
@@ -85,10 +86,10 @@ echo "read ${#p} bytes for $1; tmp left: $(ls /tmp/nixos-via-script.* 2>/dev/nul
 		t.Errorf("temporary scripts left on the target: %q (%v)", left, err)
 	}
 
-	err = c.RunScriptOnTerminal(ctx, "failing tty script", "echo about to fail\nexit 4\n", nil, target.Terminal{In: strings.NewReader(""), Out: &out})
+	_, err = c.Script(ctx, target.Script{Name: "failing tty script", Body: "echo about to fail\nexit 4\n", Terminal: &target.Terminal{In: strings.NewReader(""), Out: &out}})
 	var ee *target.ExitError
 	if !errors.As(err, &ee) || ee.Status != 4 || !strings.Contains(err.Error(), "about to fail") {
-		t.Errorf("RunScriptOnTerminal = %v, want an exit 4 *ExitError with the last output", err)
+		t.Errorf("Script on a terminal = %v, want an exit 4 *ExitError with the last output", err)
 	}
 }
 
