@@ -265,148 +265,178 @@ func (o Options) Resolve(home string) (*Resolved, error) {
 	r.KnownHostsFiles = append([]string(nil), o.KnownHostsFiles...)
 
 	// -o options come before the config file: the first value wins in OpenSSH.
-	var hostNameOpt string
-	hostKeyAlgosSet := len(r.HostKeyAlgorithms) > 0
-	// ProxyJump and ProxyCommand exclude each other: the first one given wins.
-	proxySet := r.ProxyJump != "" || r.ProxyCommand != ""
+	st := &resolving{hostKeyAlgosSet: len(r.HostKeyAlgorithms) > 0,
+		// ProxyJump and ProxyCommand exclude each other: the first one given wins.
+		proxySet: r.ProxyJump != "" || r.ProxyCommand != ""}
 	for _, s := range o.SSHOptions {
 		k, v, err := ParseSSHOption(s)
 		if err != nil {
 			return nil, err
 		}
-		switch strings.ToLower(k) {
-		case "port":
-			if r.Port == 0 {
-				if r.Port, err = parsePort(v); err != nil {
-					return nil, fmt.Errorf("ssh option Port: %w", err)
-				}
-			}
-		case "user":
-			if r.User == "" {
-				r.User = v
-			}
-		case "hostname":
-			if hostNameOpt == "" {
-				hostNameOpt = v
-			}
-		case "identityfile":
-			r.IdentityFiles = append(r.IdentityFiles, expandHome(v, home))
-		case "userknownhostsfile":
-			for _, f := range strings.Fields(v) {
-				r.KnownHostsFiles = append(r.KnownHostsFiles, expandHome(f, home))
-			}
-		case "stricthostkeychecking":
-			if r.StrictHostKeyChecking == "" {
-				if r.StrictHostKeyChecking, err = normalizeStrict(v); err != nil {
-					return nil, err
-				}
-			}
-		case "connecttimeout":
-			if r.ConnectTimeout == 0 {
-				secs, err := strconv.Atoi(v)
-				if err != nil || secs < 0 {
-					return nil, fmt.Errorf("ssh option ConnectTimeout %q: want seconds", v)
-				}
-				r.ConnectTimeout = time.Duration(secs) * time.Second
-			}
-		case "serveraliveinterval":
-			if r.ServerAliveInterval == 0 {
-				secs, err := strconv.Atoi(v)
-				if err != nil || secs < 0 {
-					return nil, fmt.Errorf("ssh option ServerAliveInterval %q: want seconds", v)
-				}
-				r.ServerAliveInterval = time.Duration(secs) * time.Second
-			}
-		case "proxyjump":
-			if !proxySet {
-				r.ProxyJump, proxySet = v, true
-			}
-		case "proxycommand":
-			if !proxySet {
-				r.ProxyCommand, proxySet = v, true
-			}
-		case "hostkeyalgorithms":
-			if !hostKeyAlgosSet {
-				if r.HostKeyAlgorithms, err = ParseHostKeyAlgorithms(v); err != nil {
-					return nil, err
-				}
-				hostKeyAlgosSet = true
-			}
-		default:
-			if !ignoredOptions[strings.ToLower(k)] {
-				return nil, fmt.Errorf("ssh option %q is not supported", k)
-			}
+		if err := st.option(r, home, k, v); err != nil {
+			return nil, err
 		}
 	}
-
 	cfg, err := loadSSHConfig(o.SSHConfigFile, home)
 	if err != nil {
 		return nil, err
 	}
 	if cfg != nil {
-		get := func(key string) string {
-			v, _ := cfg.Get(r.Alias, key)
-			return v
+		if err := st.config(r, home, cfg); err != nil {
+			return nil, err
 		}
-		if hostNameOpt == "" {
-			if hn := get("HostName"); hn != "" {
-				hostNameOpt = strings.ReplaceAll(hn, "%h", r.Alias)
-			}
-		}
-		if r.User == "" {
-			r.User = get("User")
-		}
+	}
+	st.defaults(r, home)
+	return r, nil
+}
+
+// resolving is what Resolve has seen set so far: the first value wins.
+type resolving struct {
+	hostNameOpt     string
+	hostKeyAlgosSet bool
+	proxySet        bool
+}
+
+// option applies one -o option K=V.
+func (st *resolving) option(r *Resolved, home, k, v string) error {
+	var err error
+	switch strings.ToLower(k) {
+	case "port":
 		if r.Port == 0 {
-			if p := get("Port"); p != "" {
-				if r.Port, err = parsePort(p); err != nil {
-					return nil, fmt.Errorf("ssh_config Port for %s: %w", r.Alias, err)
-				}
+			if r.Port, err = parsePort(v); err != nil {
+				return fmt.Errorf("ssh option Port: %w", err)
 			}
 		}
-		if ids, _ := cfg.GetAll(r.Alias, "IdentityFile"); len(ids) > 0 {
-			for _, id := range ids {
-				// ssh_config returns the package default (~/.ssh/identity)
-				// when nothing is set; keep only files that exist.
-				p := expandHome(id, home)
-				if _, err := os.Stat(p); err == nil {
-					r.IdentityFiles = append(r.IdentityFiles, p)
-				}
-			}
+	case "user":
+		if r.User == "" {
+			r.User = v
 		}
-		if f := get("UserKnownHostsFile"); f != "" && len(o.KnownHostsFiles) == 0 && !hasOption(o.SSHOptions, "userknownhostsfile") {
-			for _, p := range strings.Fields(f) {
-				r.KnownHostsFiles = append(r.KnownHostsFiles, expandHome(p, home))
-			}
+	case "hostname":
+		if st.hostNameOpt == "" {
+			st.hostNameOpt = v
 		}
+	case "identityfile":
+		r.IdentityFiles = append(r.IdentityFiles, expandHome(v, home))
+	case "userknownhostsfile":
+		for _, f := range strings.Fields(v) {
+			r.KnownHostsFiles = append(r.KnownHostsFiles, expandHome(f, home))
+		}
+	case "stricthostkeychecking":
 		if r.StrictHostKeyChecking == "" {
-			if v := get("StrictHostKeyChecking"); v != "" {
-				if r.StrictHostKeyChecking, err = normalizeStrict(v); err != nil {
-					return nil, fmt.Errorf("ssh_config for %s: %w", r.Alias, err)
-				}
+			if r.StrictHostKeyChecking, err = normalizeStrict(v); err != nil {
+				return err
 			}
 		}
-		if !proxySet {
-			if r.ProxyJump = get("ProxyJump"); r.ProxyJump == "" {
-				r.ProxyCommand = get("ProxyCommand")
-			}
-		}
-		if !hostKeyAlgosSet {
-			if v := get("HostKeyAlgorithms"); v != "" {
-				if r.HostKeyAlgorithms, err = ParseHostKeyAlgorithms(v); err != nil {
-					return nil, fmt.Errorf("ssh_config for %s: %w", r.Alias, err)
-				}
-			}
-		}
+	case "connecttimeout":
 		if r.ConnectTimeout == 0 {
-			if v := get("ConnectTimeout"); v != "" {
-				if secs, err := strconv.Atoi(v); err == nil && secs > 0 {
-					r.ConnectTimeout = time.Duration(secs) * time.Second
-				}
+			secs, err := strconv.Atoi(v)
+			if err != nil || secs < 0 {
+				return fmt.Errorf("ssh option ConnectTimeout %q: want seconds", v)
+			}
+			r.ConnectTimeout = time.Duration(secs) * time.Second
+		}
+	case "serveraliveinterval":
+		if r.ServerAliveInterval == 0 {
+			secs, err := strconv.Atoi(v)
+			if err != nil || secs < 0 {
+				return fmt.Errorf("ssh option ServerAliveInterval %q: want seconds", v)
+			}
+			r.ServerAliveInterval = time.Duration(secs) * time.Second
+		}
+	case "proxyjump":
+		if !st.proxySet {
+			r.ProxyJump, st.proxySet = v, true
+		}
+	case "proxycommand":
+		if !st.proxySet {
+			r.ProxyCommand, st.proxySet = v, true
+		}
+	case "hostkeyalgorithms":
+		if !st.hostKeyAlgosSet {
+			if r.HostKeyAlgorithms, err = ParseHostKeyAlgorithms(v); err != nil {
+				return err
+			}
+			st.hostKeyAlgosSet = true
+		}
+	default:
+		if !ignoredOptions[strings.ToLower(k)] {
+			return fmt.Errorf("ssh option %q is not supported", k)
+		}
+	}
+	return nil
+}
+
+// config fills in from ssh_config what the options left unset.
+func (st *resolving) config(r *Resolved, home string, cfg *ssh_config.Config) error {
+	o := r.Options
+	var err error
+	get := func(key string) string {
+		v, _ := cfg.Get(r.Alias, key)
+		return v
+	}
+	if st.hostNameOpt == "" {
+		if hn := get("HostName"); hn != "" {
+			st.hostNameOpt = strings.ReplaceAll(hn, "%h", r.Alias)
+		}
+	}
+	if r.User == "" {
+		r.User = get("User")
+	}
+	if r.Port == 0 {
+		if p := get("Port"); p != "" {
+			if r.Port, err = parsePort(p); err != nil {
+				return fmt.Errorf("ssh_config Port for %s: %w", r.Alias, err)
 			}
 		}
 	}
-	if hostNameOpt != "" {
-		r.HostName = hostNameOpt
+	if ids, _ := cfg.GetAll(r.Alias, "IdentityFile"); len(ids) > 0 {
+		for _, id := range ids {
+			// ssh_config returns the package default (~/.ssh/identity)
+			// when nothing is set; keep only files that exist.
+			p := expandHome(id, home)
+			if _, err := os.Stat(p); err == nil {
+				r.IdentityFiles = append(r.IdentityFiles, p)
+			}
+		}
+	}
+	if f := get("UserKnownHostsFile"); f != "" && len(o.KnownHostsFiles) == 0 && !hasOption(o.SSHOptions, "userknownhostsfile") {
+		for _, p := range strings.Fields(f) {
+			r.KnownHostsFiles = append(r.KnownHostsFiles, expandHome(p, home))
+		}
+	}
+	if r.StrictHostKeyChecking == "" {
+		if v := get("StrictHostKeyChecking"); v != "" {
+			if r.StrictHostKeyChecking, err = normalizeStrict(v); err != nil {
+				return fmt.Errorf("ssh_config for %s: %w", r.Alias, err)
+			}
+		}
+	}
+	if !st.proxySet {
+		if r.ProxyJump = get("ProxyJump"); r.ProxyJump == "" {
+			r.ProxyCommand = get("ProxyCommand")
+		}
+	}
+	if !st.hostKeyAlgosSet {
+		if v := get("HostKeyAlgorithms"); v != "" {
+			if r.HostKeyAlgorithms, err = ParseHostKeyAlgorithms(v); err != nil {
+				return fmt.Errorf("ssh_config for %s: %w", r.Alias, err)
+			}
+		}
+	}
+	if r.ConnectTimeout == 0 {
+		if v := get("ConnectTimeout"); v != "" {
+			if secs, err := strconv.Atoi(v); err == nil && secs > 0 {
+				r.ConnectTimeout = time.Duration(secs) * time.Second
+			}
+		}
+	}
+	return nil
+}
+
+// defaults fills in what neither the options nor ssh_config set.
+func (st *resolving) defaults(r *Resolved, home string) {
+	if st.hostNameOpt != "" {
+		r.HostName = st.hostNameOpt
 	}
 	if r.User == "" {
 		r.User = "root"
@@ -429,7 +459,6 @@ func (o Options) Resolve(home string) (*Resolved, error) {
 	if strings.EqualFold(r.ProxyCommand, "none") {
 		r.ProxyCommand = ""
 	}
-	return r, nil
 }
 
 func hasOption(opts []string, key string) bool {
