@@ -19,6 +19,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nixos-via/nixos-via/internal/tail"
 )
 
 // vmTools are copied into the guest with their shared libraries.
@@ -237,17 +239,9 @@ func TestExecInVM(t *testing.T) {
 	werr := cmd.Wait()
 	t.Logf("guest run took %v (kernel %s)", time.Since(start).Round(time.Second), release)
 	if exit != "0" || len(failed) > 0 {
-		t.Errorf("execution tests in the guest failed (exit %q, qemu: %v): %v\n%s", exit, werr, failed, tail(log.String(), 200))
+		t.Errorf("execution tests in the guest failed (exit %q, qemu: %v): %v\n%s", exit, werr, failed, tail.Lines(log.String(), 200))
 	}
 	if !strings.Contains(log.String(), "--- PASS: TestExecLUKSLVM") || !strings.Contains(log.String(), "--- PASS: TestExecMdadmRAID1") {
-		t.Errorf("the guest did not run the LUKS+LVM and mdadm tests:\n%s", tail(log.String(), 80))
+		t.Errorf("the guest did not run the LUKS+LVM and mdadm tests:\n%s", tail.Lines(log.String(), 80))
 	}
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
