@@ -15,6 +15,7 @@ import (
 
 	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/nix"
+	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
@@ -44,7 +45,7 @@ func report(s event.Sink, phase string, kind event.Kind, format string, a ...any
 // UploadAgent uploads the local agent binary to remote (mode 0755) and
 // checks its sha256 there.
 func UploadAgent(ctx context.Context, conn *target.Conn, sink event.Sink, local, remote string) error {
-	report(sinkOr(sink), "install", event.Step, "uploading the agent")
+	report(sinkOr(sink), phase.Install, event.Step, "uploading the agent")
 	data, err := os.ReadFile(local)
 	if err != nil {
 		return err
@@ -81,7 +82,7 @@ type RegisterOptions struct {
 // generation, unless the current one already is this system.
 func Register(ctx context.Context, conn *target.Conn, sink event.Sink, o RegisterOptions) error {
 	sink = sinkOr(sink)
-	report(sink, "install", event.Step, "registering the closure and setting the system profile")
+	report(sink, phase.Install, event.Step, "registering the closure and setting the system profile")
 	reg, err := nix.Registration(o.Closure)
 	if err != nil {
 		return err
@@ -113,7 +114,7 @@ echo "profile: system generation $n"
 	// Its output is reported line by line, empty lines left out.
 	_, err = conn.Script(ctx, target.Script{Name: "register", Body: script, Input: strings.NewReader(reg), OnLine: func(line string) {
 		if line != "" {
-			report(sink, "install", event.Info, "%s", line)
+			report(sink, phase.Install, event.Info, "%s", line)
 		}
 	}})
 	return err
@@ -128,7 +129,7 @@ func ExtraFiles(ctx context.Context, conn *target.Conn, sink event.Sink, dir, ro
 	}
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(writeRootTar(pw, dir)) }()
-	report(sinkOr(sink), "install", event.Step, "copying extra files from %s", dir)
+	report(sinkOr(sink), phase.Install, event.Step, "copying extra files from %s", dir)
 	q := target.ShellQuote(root)
 	if _, err := conn.Output(ctx, "tar -C "+q+" -xf - && chmod 755 "+q, pr); err != nil {
 		pr.CloseWithError(err)
@@ -194,7 +195,7 @@ func Chown(ctx context.Context, conn *target.Conn, sink event.Sink, root, path, 
 	if _, err := conn.Output(ctx, fmt.Sprintf("chown -R %s %s", target.ShellQuote(owner), target.ShellQuote(full)), nil); err != nil {
 		return fmt.Errorf("--chown %s %s: %w", path, owner, err)
 	}
-	report(sinkOr(sink), "install", event.Info, "chown -R %s %s", owner, full)
+	report(sinkOr(sink), phase.Install, event.Info, "chown -R %s %s", owner, full)
 	return nil
 }
 
@@ -210,7 +211,7 @@ for k in /etc/ssh/ssh_host_*; do
   if [ -e "$r$k" ]; then echo "kept $r$k"; else cp -a "$k" "$r$k"; echo "copied $k"; fi
 done
 `, target.ShellQuote(rootOr(root)))
-	return runScript(ctx, conn, sinkOr(sink), "install", "copy host keys", script)
+	return runScript(ctx, conn, sinkOr(sink), phase.Install, "copy host keys", script)
 }
 
 // InstallBootloader does what nixos-install and nixos-enter do before and
@@ -229,8 +230,8 @@ done
 // an installer whose mounts are shared (as systemd makes them).
 func InstallBootloader(ctx context.Context, conn *target.Conn, sink event.Sink, root string) error {
 	sink = sinkOr(sink)
-	report(sink, "install", event.Step, "installing the bootloader (switch-to-configuration boot)")
-	return runScript(ctx, conn, sink, "install", "switch-to-configuration boot", bootloaderScript(rootOr(root)))
+	report(sink, phase.Install, event.Step, "installing the bootloader (switch-to-configuration boot)")
+	return runScript(ctx, conn, sink, phase.Install, "switch-to-configuration boot", bootloaderScript(rootOr(root)))
 }
 
 // bootloaderScript is InstallBootloader's script for the root r. It
@@ -358,7 +359,7 @@ func RemoveKeyFiles(ctx context.Context, conn *target.Conn, sink event.Sink, pat
 	if _, err := conn.Output(ctx, "rm -f "+strings.Join(rm, " "), nil); err != nil {
 		return fmt.Errorf("remove the key files from the installer: %w", err)
 	}
-	report(sinkOr(sink), "install", event.Info, "removed the key files from the installer")
+	report(sinkOr(sink), phase.Install, event.Info, "removed the key files from the installer")
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/nixos-via/nixos-via/internal/event"
+	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
@@ -122,7 +123,7 @@ func Upload(ctx context.Context, conn *target.Conn, tb *Tarball, w WorkDir, even
 			return &Error{Step: "upload", Err: fmt.Errorf("%s sent whole does not verify on the host: %s", bad[0].f.name, bad[0].why)}
 		}
 		for _, b := range bad {
-			events.Emit(event.Event{Phase: "kexec", Kind: event.Warn, Msg: fmt.Sprintf("%s does not verify on the host after the upload (%s): sending it again from zero", b.f.name, b.why),
+			events.Emit(event.Event{Phase: phase.Kexec, Kind: event.Warn, Msg: fmt.Sprintf("%s does not verify on the host after the upload (%s): sending it again from zero", b.f.name, b.why),
 				Data: map[string]string{"file": b.f.name, "offset": "0"}})
 			b.f.offset, b.f.done = 0, false
 		}
@@ -194,7 +195,7 @@ func stagedState(ctx context.Context, conn *target.Conn, staging string, files [
 // match the start of the file are kept; anything else is sent again.
 func planResume(files []*upFile, host hostState, events event.Sink) error {
 	info := func(kind event.Kind, f *upFile, msg string) {
-		events.Emit(event.Event{Phase: "kexec", Kind: kind, Msg: msg, Data: map[string]string{"file": f.name, "offset": strconv.FormatInt(f.offset, 10)}})
+		events.Emit(event.Event{Phase: phase.Kexec, Kind: kind, Msg: msg, Data: map[string]string{"file": f.name, "offset": strconv.FormatInt(f.offset, 10)}})
 	}
 	for i, f := range files {
 		n, ok := host.size[i]
@@ -237,7 +238,7 @@ func sendMissing(ctx context.Context, conn *target.Conn, staging string, files [
 		}
 	}
 	progress := func(n int64) {
-		events.Emit(event.Event{Phase: "kexec", Kind: event.Progress, Msg: "upload installer", Done: n, Total: total, Unit: "bytes"})
+		events.Emit(event.Event{Phase: phase.Kexec, Kind: event.Progress, Msg: "upload installer", Done: n, Total: total, Unit: "bytes"})
 	}
 	for _, f := range todo {
 		if err := sendFrom(ctx, conn, staging, f, func(sent, _ int64) { progress(done + sent) }); err != nil {
