@@ -3,7 +3,10 @@
 // (an SSH session to the target) to `nixos-via agent receive` (ServeReceive,
 // Receive), which restores and verifies each path and moves it into place
 // atomically; `nixos-via agent query` (AnswerQuery) tells the sender which
-// paths are there already. The install steps that follow (registration, the
+// paths are there already; `nixos-via agent substitute` (ServeSubstitute)
+// fetches missing paths from binary caches on the target itself, checked
+// against the sender's narHash, so only what the caches lack is streamed.
+// The install steps that follow (registration, the
 // system profile, the bootloader) are package install's; this package only
 // moves paths and keeps the records of what it received.
 //
@@ -28,6 +31,43 @@
 // in query.go, which cannot be taken for a zstd frame): the agent answers it
 // on stdout before it reads the stream, so the sender learns what is missing
 // without opening a session for that alone.
+//
+// # Substitution on the destination
+//
+// With SendOptions.Substitute.Caches set, once the query has answered (it
+// removes stale temporaries, so nothing may restore before it), Send opens
+// one more session, `agent substitute`, beside the receivers, and feeds it
+// a request (text, see substitute_wire.go): the cache URLs, options
+// (narinfo lookups and NAR downloads in flight, connect and stall
+// timeouts), and every missing path with the sender's narHash, narSize,
+// references and deriver. The agent looks each path up in the caches in
+// order (<cache>/<hash part>.narinfo), fetches the NAR of the first
+// narinfo that is for that path with our narHash and narSize, unpacks it
+// (xz, zstd, bzip2, gzip or none) and restores it as a streamed path is
+// restored: same temporaries, the same narSize and narHash check, the same
+// batched sync, renames and registration records. It answers one line per
+// path: "got <path>" once the path is in place and recorded, or "miss <path>
+// <reason>" once nothing of it is left; then "end <got> <miss>".
+//
+// Send puts every miss on the stream's queue as it comes, so the receivers
+// stream what the caches lack while the agent still fetches the rest; the
+// paths the agent never answered (it failed, or is an agent without the
+// verb) are queued only after its session has ended, so no path is both
+// fetched and streamed, and none is lost. A failed substitute session is a
+// warning, not a failure: everything it did not get is streamed. Without
+// caches, nothing of this happens and the wire format is the one above.
+//
+// A cache's answers are untrusted: a narinfo is at most 64 KiB and must name
+// the wanted path with our narHash and narSize; its URL must be a clean
+// relative path below the cache (no scheme, host, query, "/" prefix or
+// ".."); a compressed NAR may be at most narSize/32 + 64 KiB bigger than the
+// NAR, the unpacked NAR exactly narSize with nothing after it; restoring
+// refuses entry names that could escape the temporary. The content is
+// checked against our narHash, so signatures need no checking. A cache
+// that cannot be reached is asked no more in that run; a response that
+// sends nothing for the stall timeout is given up. Over https the agent uses
+// the system's CA files or, when there are none (a static binary on a
+// rescue system), the Mozilla roots built in (x509roots/fallback).
 //
 // # What is on the target
 //

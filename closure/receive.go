@@ -60,6 +60,9 @@ type receiver struct {
 	mu        sync.Mutex
 	commitErr error
 	stats     ReceiveStats
+	// onCommit, when set, is called by the committer with each batch once
+	// it is in place and recorded (the substituter reports it then).
+	onCommit func([]pendingPath)
 }
 
 // Receive reads a closure stream (see the package comment) from r and installs
@@ -133,6 +136,8 @@ func (rc *receiver) committer() {
 		}
 		if err := rc.commit(batch); err != nil {
 			rc.setCommitErr(err)
+		} else if rc.onCommit != nil {
+			rc.onCommit(batch)
 		}
 		renamed = true
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,15 +44,22 @@ type SendOptions struct {
 	// memory and checked before a byte is sent; bigger ones are hashed in a
 	// first pass, then streamed and hashed again. 0 means 8 MiB.
 	BufferLimit uint64
+	// Substitute, when it names caches, has the agent fetch the missing
+	// paths from them itself, beside the stream; the rest is streamed.
+	Substitute SubstituteOptions
 }
 
 // SendStats says what Send did.
 type SendStats struct {
-	Paths     int    // paths in the closure
-	Present   int    // already valid on the target, not sent
-	Sent      int    // paths sent
-	NarBytes  uint64 // NAR bytes sent
-	WireBytes uint64 // bytes written to the agents' stdin (compressed stream + query)
+	Paths    int    // paths in the closure
+	Present  int    // already valid on the target, not sent
+	Sent     int    // paths sent
+	NarBytes uint64 // NAR bytes sent
+	// Substituted paths the agent fetched from the caches (SubstitutedBytes
+	// of NAR); they are not in Sent.
+	Substituted      int
+	SubstitutedBytes uint64
+	WireBytes        uint64 // bytes written to the agents' stdin (compressed stream + query)
 	// Compression is the zstd levels the channels used, weakest to
 	// strongest ("" when nothing was sent): "stored" (no compression) while
 	// the link kept up with the raw bytes or the CPU was busy, "fastest",
@@ -66,7 +72,10 @@ type SendStats struct {
 // target: it starts opts.Jobs `agent receive` sessions, asks the first which
 // paths are present (a query ahead of its stream), then streams the rest
 // over them. Every NAR is read from the local store and checked against its
-// narHash before it is sent; a mismatch stops the copy.
+// narHash before it is sent; a mismatch stops the copy. With
+// opts.Substitute.Caches, an `agent substitute` session fetches the missing
+// paths from the caches first, and only those it does not get are streamed,
+// each as soon as the agent gives it up.
 func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions) (SendStats, error) {
 	stats := SendStats{Paths: len(infos)}
 	if opts.Agent == "" {
@@ -79,6 +88,9 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 		if err := info.Validate(); err != nil {
 			return stats, fmt.Errorf("send closure: %w", err)
 		}
+	}
+	if err := checkSubstituteOptions(opts.Substitute); err != nil {
+		return stats, fmt.Errorf("send closure: %w", err)
 	}
 	sink := opts.Sink
 	if sink == nil {
@@ -116,13 +128,10 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 	emit(sink, event.Event{Kind: event.Step, Msg: fmt.Sprintf("copy closure: %d of %d paths missing on the target (%s)", len(missing), len(infos), event.Bytes(int64(total))),
 		Data: map[string]string{"paths_total": fmt.Sprint(len(missing)), "bytes_total": fmt.Sprint(total), "paths_present": fmt.Sprint(stats.Present)}})
 	// Biggest first, so the channels finish at about the same time.
-	sort.SliceStable(missing, func(i, j int) bool { return missing[i].NarSize > missing[j].NarSize })
+	sortBiggestFirst(missing)
 	prog := &progress{sink: sink, totalBytes: total, totalPaths: len(missing)}
 	queue := make(chan nix.PathInfo, len(missing))
-	for _, m := range missing {
-		queue <- m
-	}
-	close(queue)
+	substituted := startSubstitute(ctx, r, opts, missing, queue, prog)
 	var (
 		wg        sync.WaitGroup
 		mu        sync.Mutex
@@ -155,9 +164,14 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 		}(i)
 	}
 	wg.Wait()
+	var subst substituteResult
+	if substituted != nil {
+		subst = <-substituted // done: the queue was closed
+	}
 	stats.WireBytes += wire.Load()
 	stats.Sent = int(prog.paths.Load())
 	stats.NarBytes = prog.bytes.Load()
+	stats.Substituted, stats.SubstitutedBytes = subst.got, subst.gotBytes
 	if sentSome {
 		stats.Compression = levelNames(weakest, strongest)
 	}
@@ -168,8 +182,19 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 		emit(sink, event.Event{Kind: event.Done, Msg: "copy closure: nothing to send"})
 		return stats, nil
 	}
+	if got := stats.Sent + stats.Substituted; got != len(missing) {
+		return stats, fmt.Errorf("send closure: %d of %d missing paths arrived (%d streamed, %d from the caches)", got, len(missing), stats.Sent, stats.Substituted)
+	}
 	prog.emit(true)
-	emit(sink, event.Event{Kind: event.Done, Msg: fmt.Sprintf("copy closure: sent %d paths (%s NAR, %s on the wire)", stats.Sent, event.Bytes(int64(stats.NarBytes)), event.Bytes(int64(stats.WireBytes)))})
+	if kind, msg := subst.summary(); msg != "" {
+		emit(sink, event.Event{Kind: kind, Msg: msg, Data: map[string]string{
+			"paths_substituted": fmt.Sprint(subst.got), "bytes_substituted": fmt.Sprint(subst.gotBytes), "paths_streamed": fmt.Sprint(subst.streamed)}})
+	}
+	sent := fmt.Sprintf("sent %d paths (%s NAR, %s on the wire)", stats.Sent, event.Bytes(int64(stats.NarBytes)), event.Bytes(int64(stats.WireBytes)))
+	if stats.Substituted > 0 {
+		sent = fmt.Sprintf("%d paths (%s NAR) from the caches, %s", stats.Substituted, event.Bytes(int64(stats.SubstitutedBytes)), sent)
+	}
+	emit(sink, event.Event{Kind: event.Done, Msg: "copy closure: " + sent})
 	return stats, nil
 }
 
@@ -510,15 +535,27 @@ type progress struct {
 	sink       event.Sink
 	totalBytes uint64
 	totalPaths int
-	bytes      atomic.Uint64
+	bytes      atomic.Uint64 // streamed
 	paths      atomic.Int64
-	mu         sync.Mutex
-	last       time.Time
+	// substituting: the agent fetches from caches too; substBytes and
+	// substPaths count what it got, and the events say so.
+	substituting bool
+	substBytes   atomic.Uint64
+	substPaths   atomic.Int64
+	mu           sync.Mutex
+	last         time.Time
 }
 
 func (p *progress) add(paths int, bytes uint64) {
 	p.paths.Add(int64(paths))
 	p.bytes.Add(bytes)
+	p.emit(false)
+}
+
+// addSubstituted counts one path of narBytes the agent got from a cache.
+func (p *progress) addSubstituted(narBytes uint64) {
+	p.substPaths.Add(1)
+	p.substBytes.Add(narBytes)
 	p.emit(false)
 }
 
@@ -531,8 +568,12 @@ func (p *progress) emit(force bool) {
 	}
 	p.last = now
 	p.mu.Unlock()
-	emit(p.sink, event.Event{Kind: event.Progress, Msg: "copy closure", Done: int64(p.bytes.Load()), Total: int64(p.totalBytes), Unit: "bytes",
-		Data: map[string]string{"paths": fmt.Sprint(p.paths.Load()), "paths_total": fmt.Sprint(p.totalPaths)}})
+	data := map[string]string{"paths": fmt.Sprint(p.paths.Load() + p.substPaths.Load()), "paths_total": fmt.Sprint(p.totalPaths)}
+	if p.substituting {
+		data["paths_substituted"] = fmt.Sprint(p.substPaths.Load())
+		data["bytes_substituted"] = fmt.Sprint(p.substBytes.Load())
+	}
+	emit(p.sink, event.Event{Kind: event.Progress, Msg: "copy closure", Done: int64(p.bytes.Load() + p.substBytes.Load()), Total: int64(p.totalBytes), Unit: "bytes", Data: data})
 }
 
 func emit(s event.Sink, e event.Event) {

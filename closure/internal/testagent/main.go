@@ -1,5 +1,5 @@
 // Command testagent is a minimal `nixos-via agent` for the closure tests, so
-// they do not depend on the full CLI: testagent agent query|receive --root DIR.
+// they do not depend on the full CLI: testagent agent query|receive|substitute --root DIR.
 package main
 
 import (
@@ -15,7 +15,7 @@ import (
 func main() {
 	a := os.Args[1:]
 	if len(a) != 4 || a[0] != "agent" || a[2] != "--root" {
-		fmt.Fprintln(os.Stderr, "usage: testagent agent query|receive --root DIR")
+		fmt.Fprintln(os.Stderr, "usage: testagent agent query|receive|substitute --root DIR")
 		os.Exit(2)
 	}
 	// A dropped SSH session may bring SIGHUP: stop, but let Receive commit
@@ -28,6 +28,8 @@ func main() {
 		err = closure.AnswerQuery(ctx, os.Stdin, os.Stdout, a[3])
 	case "receive":
 		err = closure.ServeReceive(ctx, os.Stdin, os.Stdout, a[3])
+	case "substitute":
+		err = closure.ServeSubstitute(ctx, os.Stdin, os.Stdout, a[3])
 	default:
 		err = fmt.Errorf("unknown verb %q", a[1])
 	}

@@ -17,6 +17,10 @@ import (
 const agentUsage = `Usage: nixos-via agent query   --root DIR   (list which wanted store paths are valid under DIR)
        nixos-via agent receive --root DIR   (receive a closure stream on stdin into DIR/nix/store,
                                              answering a query that comes first on stdout)
+       nixos-via agent substitute --root DIR
+                                            (fetch the store paths a request on stdin names from its
+                                             binary caches into DIR/nix/store, checked against the
+                                             request's narHash; say on stdout which it got)
 
 The on-target helper: nixos-via uploads itself to the target and runs these
 verbs over SSH; they read their input on stdin. Not meant to be run by hand.
@@ -35,7 +39,7 @@ func runAgent(ctx context.Context, env Env, args []string) error {
 		fmt.Fprint(env.Stdout, agentUsage)
 		return nil
 	}
-	if verb != "query" && verb != "receive" {
+	if verb != "query" && verb != "receive" && verb != "substitute" {
 		return usage("nixos-via agent", "unknown verb %q", verb)
 	}
 	prefix := "nixos-via agent " + verb
@@ -58,6 +62,8 @@ func runAgent(ctx context.Context, env Env, args []string) error {
 		err = closure.AnswerQuery(ctx, env.Stdin, env.Stdout, *root)
 	case "receive":
 		err = closure.ServeReceive(ctx, env.Stdin, env.Stdout, *root)
+	case "substitute":
+		err = closure.ServeSubstitute(ctx, env.Stdin, env.Stdout, *root)
 	}
 	if errors.Is(err, context.Canceled) {
 		err = fmt.Errorf("interrupted: %w", err)

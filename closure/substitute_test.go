@@ -1,0 +1,318 @@
+package closure
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nixos-via/nixos-via/internal/event"
+	"github.com/nixos-via/nixos-via/internal/nix"
+	"github.com/nixos-via/nixos-via/internal/nix/nixtest"
+	"github.com/nixos-via/nixos-via/internal/sshtest"
+	"github.com/nixos-via/nixos-via/internal/target"
+)
+
+// pick returns the infos whose path names contain one of the names.
+func pick(t *testing.T, infos []nix.PathInfo, names ...string) []nix.PathInfo {
+	t.Helper()
+	var out []nix.PathInfo
+	for _, n := range names {
+		found := false
+		for _, info := range infos {
+			if strings.Contains(info.Path, "-via-"+n+"-") {
+				out = append(out, info)
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("no path named %s in the closure", n)
+		}
+	}
+	return out
+}
+
+func paths(infos []nix.PathInfo) []string {
+	var out []string
+	for _, info := range infos {
+		out = append(out, info.Path)
+	}
+	return out
+}
+
+// recordingSink keeps every event.
+type recordingSink struct {
+	mu     sync.Mutex
+	events []event.Event
+}
+
+func (s *recordingSink) Emit(e event.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.events = append(s.events, e)
+}
+
+func (s *recordingSink) messages(kind event.Kind) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, e := range s.events {
+		if e.Kind == kind {
+			out = append(out, e.Msg)
+		}
+	}
+	return out
+}
+
+func (s *recordingSink) lastProgress() event.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var last event.Event
+	for _, e := range s.events {
+		if e.Kind == event.Progress {
+			last = e
+		}
+	}
+	return last
+}
+
+// fastSubstitute keeps the tests' waits short.
+func fastSubstitute(caches ...string) SubstituteOptions {
+	return SubstituteOptions{Caches: caches, ConnectTimeout: 2 * time.Second, StallTimeout: 2 * time.Second}
+}
+
+// The cache holds mid with leaf, its reference, and the blobs: those come
+// from it, in every compression Nix writes; top, single and the text file
+// (which mid copies but does not refer to) are streamed.
+func TestSendSubstitutesFromCache(t *testing.T) {
+	_, infos := nixtest.Closure(t, "subst")
+	cached := pick(t, infos, "mid", "blob-a", "blob-b")
+	for _, compression := range []string{"xz", "zstd", "bzip2", "none"} {
+		t.Run(compression, func(t *testing.T) {
+			cache := startCache(t, binaryCache(t, compression, paths(cached)...))
+			root := t.TempDir()
+			sink := &recordingSink{}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			stats, err := Send(ctx, &localRunner{}, infos, SendOptions{Agent: agentBin, Root: root, Jobs: 2, Sink: sink, Substitute: fastSubstitute(cache.URL)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkReceived(t, root, infos)
+			checkNoPartial(t, root, false)
+			if stats.Substituted != 4 || stats.Sent != 3 {
+				t.Errorf("substituted %d, sent %d; want 4 and 3", stats.Substituted, stats.Sent)
+			}
+			if got, want := cache.narinfos.Load(), int64(len(infos)); got != want {
+				t.Errorf("%d narinfo requests, want %d (one per missing path)", got, want)
+			}
+			if got := cache.nars.Load(); got != 4 {
+				t.Errorf("%d NAR requests, want 4", got)
+			}
+			done := sink.messages(event.Done)
+			if len(done) == 0 || !strings.HasPrefix(done[len(done)-1], "copy closure: 4 paths (") || !strings.Contains(done[len(done)-1], "from the caches, sent 3 paths") {
+				t.Errorf("last done event %q, want it to name both sources", done)
+			}
+			last := sink.lastProgress()
+			if last.Done != last.Total || last.Data["paths_substituted"] != "4" || last.Data["paths"] != fmt.Sprint(len(infos)) {
+				t.Errorf("last progress %+v, want all bytes done, 4 of %d paths substituted", last, len(infos))
+			}
+
+			again, err := Send(ctx, &localRunner{}, infos, SendOptions{Agent: agentBin, Root: root, Substitute: fastSubstitute(cache.URL)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if again.Present != len(infos) || again.Sent+again.Substituted != 0 {
+				t.Errorf("re-run %+v, want every path present (substituted ones are recorded as valid)", again)
+			}
+		})
+	}
+}
+
+// A poisoned or broken answer for a path changes nothing: the path comes
+// by the stream, identical, and the others still come from the cache.
+func TestSendStreamsWhatTheCacheGetsWrong(t *testing.T) {
+	_, infos := nixtest.Closure(t, "subst-poison")
+	all := paths(infos)
+	tests := []struct {
+		fault       fault
+		compression string
+		path        string // the faulty path
+	}{
+		{faultNotFound, "xz", "mid"},
+		{faultTruncated, "xz", "blob-a"},
+		{faultTruncated, "none", "blob-a"},
+		{faultCorrupt, "none", "blob-a"},
+		{faultCorrupt, "xz", "blob-a"},
+		{faultTrailing, "none", "leaf"},
+		{faultTrailing, "zstd", "leaf"},
+		{faultOtherHost, "xz", "leaf"},
+		{faultDotDot, "xz", "leaf"},
+		{faultWrongHash, "xz", "single"},
+		{faultWrongPath, "xz", "single"},
+		{faultServer, "zstd", "blob-b"},
+		{faultStall, "xz", "blob-b"},
+		{faultBigInfo, "xz", "top"},
+	}
+	caches := map[string]string{}
+	for _, tt := range tests {
+		if caches[tt.compression] == "" {
+			caches[tt.compression] = binaryCache(t, tt.compression, all...)
+		}
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.fault)+"-"+tt.compression, func(t *testing.T) {
+			cache := startCache(t, caches[tt.compression])
+			bad := pick(t, infos, tt.path)[0]
+			cache.fail(bad.Path, tt.fault)
+			root := t.TempDir()
+			sink := &recordingSink{}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			stats, err := Send(ctx, &localRunner{}, infos, SendOptions{Agent: agentBin, Root: root, Sink: sink, Substitute: fastSubstitute(cache.URL)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkReceived(t, root, infos)
+			checkNoPartial(t, root, false)
+			if stats.Substituted != len(infos)-1 || stats.Sent != 1 {
+				t.Errorf("substituted %d, sent %d; want %d and 1 (%s)", stats.Substituted, stats.Sent, len(infos)-1, bad.Path)
+			}
+			info := sink.messages(event.Info)
+			t.Logf("%s: %s", tt.fault, info)
+			if warn := sink.messages(event.Warn); len(warn) > 0 {
+				t.Errorf("warnings %q: a cache's fault is a miss, not a failure", warn)
+			}
+		})
+	}
+}
+
+// A cache that refuses connections is asked once and then no more; the
+// next one in the list serves, and with none left everything is streamed.
+func TestSendSkipsUnreachableCache(t *testing.T) {
+	_, infos := nixtest.Closure(t, "subst-dead")
+	dead := fmt.Sprintf("http://127.0.0.1:%d", sshtest.FreePort(t))
+	cache := startCache(t, binaryCache(t, "xz", paths(infos)...))
+	tests := []struct {
+		name        string
+		caches      []string
+		substituted int
+	}{
+		{"dead then good", []string{dead, cache.URL}, len(infos)},
+		{"dead only", []string{dead}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			sink := &recordingSink{}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			stats, err := Send(ctx, &localRunner{}, infos, SendOptions{Agent: agentBin, Root: root, Sink: sink, Substitute: fastSubstitute(tt.caches...)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkReceived(t, root, infos)
+			if stats.Substituted != tt.substituted || stats.Sent != len(infos)-tt.substituted {
+				t.Errorf("substituted %d, sent %d; want %d and %d", stats.Substituted, stats.Sent, tt.substituted, len(infos)-tt.substituted)
+			}
+			if tt.substituted == 0 {
+				// Nothing came from a cache: the output is the one without substitution.
+				if info := sink.messages(event.Info); len(info) > 0 {
+					t.Errorf("info events %q, want none", info)
+				}
+				done := sink.messages(event.Done)
+				if len(done) == 0 || !strings.HasPrefix(done[len(done)-1], "copy closure: sent 7 paths (") {
+					t.Errorf("done events %q, want the plain stream's", done)
+				}
+			}
+		})
+	}
+}
+
+// failingSubstituteRunner answers `agent substitute` as an agent without
+// the verb would.
+type failingSubstituteRunner struct {
+	localRunner
+	mu    sync.Mutex
+	calls int
+}
+
+func (f *failingSubstituteRunner) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if strings.Contains(cmd, " substitute ") {
+		f.mu.Lock()
+		f.calls++
+		f.mu.Unlock()
+		io.WriteString(stderr, "nixos-via agent: unknown verb \"substitute\"\n")
+		return fmt.Errorf("sh -c %q: exit status 2", cmd)
+	}
+	return f.localRunner.Run(ctx, cmd, stdin, stdout, stderr)
+}
+
+func TestSendStreamsAllWhenSubstituteFails(t *testing.T) {
+	_, infos := nixtest.Closure(t, "subst-old")
+	cache := startCache(t, binaryCache(t, "xz", paths(infos)...))
+	root := t.TempDir()
+	sink := &recordingSink{}
+	r := &failingSubstituteRunner{}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stats, err := Send(ctx, r, infos, SendOptions{Agent: agentBin, Root: root, Jobs: 2, Sink: sink, Substitute: fastSubstitute(cache.URL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkReceived(t, root, infos)
+	if r.calls != 1 || stats.Sent != len(infos) || stats.Substituted != 0 {
+		t.Errorf("%d substitute sessions, %+v; want 1 and every path sent", r.calls, stats)
+	}
+	warn := sink.messages(event.Warn)
+	if len(warn) != 1 || !strings.Contains(warn[0], "unknown verb") || !strings.Contains(warn[0], "the other 7 were streamed") {
+		t.Errorf("warnings %q, want one naming the agent's failure and the streamed paths", warn)
+	}
+}
+
+// Over a real sshd, with a slow cache: substitution and the stream run in
+// the same Send; what the cache lacks is streamed while it still answers.
+func TestSendSubstitutesOverSSH(t *testing.T) {
+	sshtest.Need(t)
+	_, infos := nixtest.Closure(t, "subst-ssh")
+	cached := pick(t, infos, "mid", "blob-b")
+	cache := startCache(t, binaryCache(t, "xz", paths(cached)...))
+	cache.delay = 50 * time.Millisecond
+	cache.fail(pick(t, infos, "leaf")[0].Path, faultTruncated)
+	s := sshtest.Start(t, sshtest.Options{})
+	p := sshtest.StartProxy(t, s.Addr)
+	root := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stats SendStats
+	wire := wireBytes(t, s, p, func(c *target.Conn) {
+		var err error
+		stats, err = Send(ctx, c, infos, SendOptions{Agent: agentBin, Root: root, Jobs: 2, Substitute: fastSubstitute(cache.URL)})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	checkReceived(t, root, infos)
+	checkNoPartial(t, root, false)
+	// mid and blob-b from the cache; leaf (truncated there), the text
+	// file, top, single and blob-a streamed.
+	if stats.Substituted != 2 || stats.Sent != 5 {
+		t.Errorf("substituted %d, sent %d; want 2 and 5", stats.Substituted, stats.Sent)
+	}
+	if cache.nars.Load() != 3 {
+		t.Errorf("%d NAR requests, want 3 (mid, blob-b, leaf)", cache.nars.Load())
+	}
+	var streamed uint64
+	for _, info := range infos {
+		if !strings.Contains(info.Path, "-via-blob-b-") {
+			streamed += info.NarSize
+		}
+	}
+	t.Logf("%+v, %d bytes on the wire", stats, wire)
+	if uint64(wire) > streamed+64<<10 {
+		t.Errorf("%d bytes on the wire, want at most the streamed paths' %d and the protocol", wire, streamed)
+	}
+}
