@@ -5,16 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/nixos-via/nixos-via/disko"
-	"github.com/nixos-via/nixos-via/internal/nix"
+	"github.com/nixos-via/nixos-via/sequence"
 )
 
 const diskoUsage = `Usage: nixos-via disko (--layout FILE | --flake REF#HOST) [--mode MODE] [--root-mountpoint DIR]
@@ -93,7 +90,8 @@ func (d *diskoFlags) check(fs *pflag.FlagSet) (disko.Mode, error) {
 }
 
 // runDisko is `nixos-via disko …` (args exclude the word "disko"): the
-// layout read, validated and rendered by package disko. Exit codes: 0 ok,
+// layout read (sequence.LayoutFromFile, LayoutFromFlake), validated and
+// rendered by package disko. Exit codes: 0 ok,
 // 1 invalid layout or failure, 2 usage error.
 func runDisko(ctx context.Context, env Env, args []string) error {
 	fail := func(err error) error {
@@ -128,10 +126,10 @@ func (d *diskoFlags) load(ctx context.Context, env Env) (string, *disko.Layout, 
 	var data []byte
 	var err error
 	if d.layoutFile != "" {
-		data, err = readLayoutFile(ctx, env, d.layoutFile)
+		data, err = sequence.LayoutFromFile(ctx, d.layoutFile, env.Stdin)
 	} else {
 		source = d.flake
-		data, err = evalFlakeLayout(ctx, d.flake)
+		data, err = sequence.LayoutFromFlake(ctx, d.flake)
 	}
 	if err != nil {
 		return source, nil, err
@@ -184,41 +182,4 @@ func (d *diskoFlags) output(env Env, source string, layout *disko.Layout, mode d
 		fmt.Fprintln(env.Stdout, "Nothing was run. Running a layout on a target belongs to the install flow: nixos-via --flake REF#HOST [user@]HOST; use --print to get the script.")
 	}
 	return nil
-}
-
-// readLayoutFile reads a .json layout (or stdin for "-") or evaluates a
-// pure .nix file.
-func readLayoutFile(ctx context.Context, env Env, name string) ([]byte, error) {
-	switch {
-	case name == "-":
-		b, err := io.ReadAll(env.Stdin)
-		if err != nil {
-			return nil, fmt.Errorf("read stdin: %w", err)
-		}
-		return b, nil
-	case strings.HasSuffix(name, ".json"):
-		b, err := os.ReadFile(name)
-		if err != nil {
-			return nil, fmt.Errorf("read layout: %w", err)
-		}
-		return b, nil
-	case strings.HasSuffix(name, ".nix"):
-		if _, err := os.Stat(name); err != nil {
-			return nil, fmt.Errorf("read layout: %w", err)
-		}
-		return nix.CLI{}.InstantiateLayout(ctx, name)
-	}
-	return nil, usagef("--layout %q: want a .json or .nix file, or - for JSON on stdin", name)
-}
-
-// evalFlakeLayout reads nixosConfigurations.HOST.config.disko.devices.
-func evalFlakeLayout(ctx context.Context, flake string) ([]byte, error) {
-	ref, host, ok := strings.Cut(flake, "#")
-	if !ok || ref == "" || host == "" {
-		return nil, usagef("--flake %q: want REF#HOST", flake)
-	}
-	if _, err := exec.LookPath("nix"); err != nil {
-		return nil, fmt.Errorf("--flake needs nix on PATH: %w", err)
-	}
-	return nix.CLI{}.EvalLayout(ctx, nix.LayoutAttr(ref, fmt.Sprintf("nixosConfigurations.%q.config", host)))
 }
