@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/nixos-via/nixos-via/internal/event"
-	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
@@ -24,8 +23,8 @@ import (
 // an installer whose mounts are shared (as systemd makes them).
 func InstallBootloader(ctx context.Context, conn *target.Conn, sink event.Sink, root string) error {
 	sink = sinkOr(sink)
-	report(sink, phase.Install, event.Step, "installing the bootloader (switch-to-configuration boot)")
-	return runScript(ctx, conn, sink, phase.Install, "switch-to-configuration boot", bootloaderScript(rootOr(root)))
+	report(sink, event.Step, "installing the bootloader (switch-to-configuration boot)")
+	return runScript(ctx, conn, sink, "switch-to-configuration boot", bootloaderScript(rootOr(root)))
 }
 
 // bootloaderScript is InstallBootloader's script for the root r. It

@@ -8,7 +8,6 @@ import (
 	"github.com/nixos-via/nixos-via/closure"
 	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/nix"
-	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
@@ -40,13 +39,13 @@ func Run(ctx context.Context, conn *target.Conn, sink event.Sink, opts Options) 
 	if err := UploadAgent(ctx, conn, sink, opts.Agent, AgentPath); err != nil {
 		return err
 	}
-	report(sink, phase.Install, event.Step, "copying the system closure into %s/nix/store", DefaultRoot)
+	report(sink, event.Step, "copying the system closure into %s/nix/store", DefaultRoot)
 	start := time.Now()
 	stats, err := closure.Send(ctx, conn, opts.Closure, closure.SendOptions{Agent: AgentPath, Root: DefaultRoot, Jobs: opts.Jobs, Sink: sink})
 	if err != nil {
 		return fmt.Errorf("copy the closure: %w", err)
 	}
-	report(sink, phase.Install, event.Info, "%s in %s", sendSummary(stats), time.Since(start).Round(100*time.Millisecond))
+	report(sink, event.Info, "%s in %s", sendSummary(stats), time.Since(start).Round(100*time.Millisecond))
 	if err := Register(ctx, conn, sink, RegisterOptions{Root: DefaultRoot, NixStore: opts.NixStore, Toplevel: opts.Toplevel, Closure: opts.Closure}); err != nil {
 		return err
 	}

@@ -38,14 +38,14 @@ func sinkOr(s event.Sink) event.Sink {
 }
 
 // report sends one line of a step to s.
-func report(s event.Sink, phase string, kind event.Kind, format string, a ...any) {
-	s.Emit(event.Event{Phase: phase, Kind: kind, Msg: fmt.Sprintf(format, a...)})
+func report(s event.Sink, kind event.Kind, format string, a ...any) {
+	s.Emit(event.Event{Phase: phase.Install, Kind: kind, Msg: fmt.Sprintf(format, a...)})
 }
 
 // UploadAgent uploads the local agent binary to remote (mode 0755) and
 // checks its sha256 there.
 func UploadAgent(ctx context.Context, conn *target.Conn, sink event.Sink, local, remote string) error {
-	report(sinkOr(sink), phase.Install, event.Step, "uploading the agent")
+	report(sinkOr(sink), event.Step, "uploading the agent")
 	data, err := os.ReadFile(local)
 	if err != nil {
 		return err
@@ -82,7 +82,7 @@ type RegisterOptions struct {
 // generation, unless the current one already is this system.
 func Register(ctx context.Context, conn *target.Conn, sink event.Sink, o RegisterOptions) error {
 	sink = sinkOr(sink)
-	report(sink, phase.Install, event.Step, "registering the closure and setting the system profile")
+	report(sink, event.Step, "registering the closure and setting the system profile")
 	reg, err := nix.Registration(o.Closure)
 	if err != nil {
 		return err
@@ -114,7 +114,7 @@ echo "profile: system generation $n"
 	// Its output is reported line by line, empty lines left out.
 	_, err = conn.Script(ctx, target.Script{Name: "register", Body: script, Input: strings.NewReader(reg), OnLine: func(line string) {
 		if line != "" {
-			report(sink, phase.Install, event.Info, "%s", line)
+			report(sink, event.Info, "%s", line)
 		}
 	}})
 	return err
@@ -129,7 +129,7 @@ func ExtraFiles(ctx context.Context, conn *target.Conn, sink event.Sink, dir, ro
 	}
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(writeRootTar(pw, dir)) }()
-	report(sinkOr(sink), phase.Install, event.Step, "copying extra files from %s", dir)
+	report(sinkOr(sink), event.Step, "copying extra files from %s", dir)
 	q := target.ShellQuote(root)
 	if _, err := conn.Output(ctx, "tar -C "+q+" -xf - && chmod 755 "+q, pr); err != nil {
 		pr.CloseWithError(err)
@@ -195,7 +195,7 @@ func Chown(ctx context.Context, conn *target.Conn, sink event.Sink, root, path, 
 	if _, err := conn.Output(ctx, fmt.Sprintf("chown -R %s %s", target.ShellQuote(owner), target.ShellQuote(full)), nil); err != nil {
 		return fmt.Errorf("--chown %s %s: %w", path, owner, err)
 	}
-	report(sinkOr(sink), phase.Install, event.Info, "chown -R %s %s", owner, full)
+	report(sinkOr(sink), event.Info, "chown -R %s %s", owner, full)
 	return nil
 }
 
@@ -211,7 +211,7 @@ for k in /etc/ssh/ssh_host_*; do
   if [ -e "$r$k" ]; then echo "kept $r$k"; else cp -a "$k" "$r$k"; echo "copied $k"; fi
 done
 `, target.ShellQuote(rootOr(root)))
-	return runScript(ctx, conn, sinkOr(sink), phase.Install, "copy host keys", script)
+	return runScript(ctx, conn, sinkOr(sink), "copy host keys", script)
 }
 
 // RemoveKeyFiles removes the disk encryption key files from the installer.
@@ -226,13 +226,14 @@ func RemoveKeyFiles(ctx context.Context, conn *target.Conn, sink event.Sink, pat
 	if _, err := conn.Output(ctx, "rm -f "+strings.Join(rm, " "), nil); err != nil {
 		return fmt.Errorf("remove the key files from the installer: %w", err)
 	}
-	report(sinkOr(sink), phase.Install, event.Info, "removed the key files from the installer")
+	report(sinkOr(sink), event.Info, "removed the key files from the installer")
 	return nil
 }
 
 // runScript runs a shell script as root on the target, reporting each line
-// it prints as an Info event of phase (target.Conn.Script with OnLine).
-func runScript(ctx context.Context, conn *target.Conn, sink event.Sink, phase, name, script string) error {
-	_, err := conn.Script(ctx, target.Script{Name: name, Body: script, OnLine: func(line string) { report(sink, phase, event.Info, "%s", line) }})
+// it prints as an Info event of the install phase (target.Conn.Script with
+// OnLine).
+func runScript(ctx context.Context, conn *target.Conn, sink event.Sink, name, script string) error {
+	_, err := conn.Script(ctx, target.Script{Name: name, Body: script, OnLine: func(line string) { report(sink, event.Info, "%s", line) }})
 	return err
 }
