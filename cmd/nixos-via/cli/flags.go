@@ -71,11 +71,11 @@ type Options struct {
 	CopyJobs          int
 	Agent             string
 
-	JSON            bool
-	Yes             bool
+	JSON bool
+	Yes  bool
 
-	TimeoutKexec   time.Duration
-	TimeoutReboot  time.Duration
+	TimeoutKexec  time.Duration
+	TimeoutReboot time.Duration
 
 	Deprecated []string // warnings for deprecated flags that were used
 }
@@ -131,8 +131,8 @@ func specs() []flagSpec {
 		{name: "show-trace", group: gBuild, help: "show Nix evaluation traces"},
 		{name: "build-on", group: gBuild, arg: "WHERE", help: "where to build: auto, local or remote (default auto)"},
 		{name: "from", group: gBuild, arg: "STORE", help: "copy the closure from this store instead of the local one (not implemented yet)"},
-		{name: "no-substitute-on-destination", group: gBuild, help: "never let the target fetch paths from binary caches (nixos-via always streams everything for now)"},
-		{name: "no-use-machine-substituters", group: gBuild, help: "do not pass the configuration's substituters to the installer"},
+		{name: "no-substitute-on-destination", group: gBuild, help: "stream the whole closure from here (by default the target fetches what the binary caches have itself: the local Nix's substituters after --option, and the configuration's nix.settings.substituters; http(s) only, checked against the local narHash); implies --no-use-machine-substituters"},
+		{name: "no-use-machine-substituters", group: gBuild, help: "the target substitutes from the local Nix's substituters only, not also from the configuration's nix.settings.substituters"},
 		{name: "ssh-store-setting", group: gBuild, arg: "KEY VALUE", help: "a setting of nix's ssh store (accepted for compatibility; nixos-via streams without it)"},
 		{name: "vm-test", group: gBuild, help: "only build and run the flake's disko VM install test, locally"},
 		{name: "generate-hardware-config", group: gBuild, arg: "TOOL PATH", help: "after kexec, write the output of TOOL (nixos-facter or nixos-generate-config) on the target to PATH; the build waits for it"},
