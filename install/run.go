@@ -22,6 +22,9 @@ type Options struct {
 	Closure  []nix.PathInfo // its closure
 	NixStore string         // the system's own nix-store (FindNixStore)
 	Jobs     int            // parallel streams for the closure copy
+	// Substitute names the binary caches the agent fetches what it can of
+	// the closure from itself; the rest is streamed (no caches: all).
+	Substitute closure.SubstituteOptions
 	// ExtraFiles is a local directory whose contents are copied into the
 	// root (--extra-files), then Chown applies.
 	ExtraFiles   string
@@ -41,7 +44,7 @@ func Run(ctx context.Context, conn *target.Conn, sink event.Sink, opts Options) 
 	}
 	report(sink, event.Step, "copying the system closure into %s/nix/store", DefaultRoot)
 	start := time.Now()
-	stats, err := closure.Send(ctx, conn, opts.Closure, closure.SendOptions{Agent: AgentPath, Root: DefaultRoot, Jobs: opts.Jobs, Sink: sink})
+	stats, err := closure.Send(ctx, conn, opts.Closure, closure.SendOptions{Agent: AgentPath, Root: DefaultRoot, Jobs: opts.Jobs, Sink: sink, Substitute: opts.Substitute})
 	if err != nil {
 		return fmt.Errorf("copy the closure: %w", err)
 	}
@@ -71,9 +74,16 @@ func Run(ctx context.Context, conn *target.Conn, sink event.Sink, opts Options) 
 }
 
 func sendSummary(s closure.SendStats) string {
-	if s.Sent == 0 {
+	if s.Sent == 0 && s.Substituted == 0 {
 		return fmt.Sprintf("%d paths: all already there", s.Paths)
 	}
-	return fmt.Sprintf("%d paths: %d already there, %d sent (%s of NAR, %s on the wire, zstd %s)",
-		s.Paths, s.Present, s.Sent, event.Bytes(int64(s.NarBytes)), event.Bytes(int64(s.WireBytes)), s.Compression)
+	msg := fmt.Sprintf("%d paths: %d already there", s.Paths, s.Present)
+	if s.Substituted > 0 {
+		msg += fmt.Sprintf(", %d from the binary caches (%s of NAR)", s.Substituted, event.Bytes(int64(s.SubstitutedBytes)))
+	}
+	if s.Sent > 0 {
+		msg += fmt.Sprintf(", %d sent (%s of NAR, %s on the wire, zstd %s)",
+			s.Sent, event.Bytes(int64(s.NarBytes)), event.Bytes(int64(s.WireBytes)), s.Compression)
+	}
+	return msg
 }

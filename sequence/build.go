@@ -31,6 +31,9 @@ func (r *run) buildLocal(ctx context.Context) error {
 			return err
 		}
 	}
+	if p.Has(phase.Install) && p.Substitute {
+		r.caches = r.substituters(ctx)
+	}
 	if p.Has(phase.Reboot) && p.StorePaths == nil {
 		// How the installed system comes up, for the check after the
 		// reboot (a prebuilt system has no configuration to read: the

@@ -55,6 +55,12 @@ type Plan struct {
 	Chown        []install.Ownership
 	CopyHostKeys bool
 
+	// Substitute lets the target fetch what binary caches have of the
+	// closure itself (on unless --no-substitute-on-destination); with
+	// MachineSubstituters the configuration's nix.settings.substituters
+	// join the local Nix's (unless --no-use-machine-substituters).
+	Substitute, MachineSubstituters bool
+
 	RebootTimeout time.Duration
 
 	// Terminal is where a LUKS passphrase is typed; nil when there is no

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/nixos-via/nixos-via/closure"
 	"github.com/nixos-via/nixos-via/disko"
 	"github.com/nixos-via/nixos-via/diskorun"
 	"github.com/nixos-via/nixos-via/hwconfig"
@@ -36,6 +37,7 @@ type run struct {
 	toplevel string            // the system to install
 	closure  []nix.PathInfo    // its closure
 	nixStore string            // the system's own nix-store
+	caches   []string          // the binary caches the target substitutes from
 }
 
 // Run does the whole install of p. Everything that can be checked locally
@@ -202,6 +204,7 @@ func (r *run) diskoOptions() diskorun.Options {
 
 func (r *run) installOptions(agent string) install.Options {
 	o := install.Options{Agent: agent, Toplevel: r.toplevel, Closure: r.closure, NixStore: r.nixStore, Jobs: r.p.CopyJobs,
+		Substitute: closure.SubstituteOptions{Caches: r.caches},
 		ExtraFiles: r.p.ExtraFiles, Chown: r.p.Chown, CopyHostKeys: r.p.CopyHostKeys}
 	for _, k := range r.p.KeyFiles {
 		o.KeyFiles = append(o.KeyFiles, k.Remote)

@@ -33,6 +33,7 @@ func (o *Options) plan(env Env, sink event.Sink) (sequence.Plan, error) {
 			HTTP: &http.Client{Timeout: 30 * time.Minute}, ExtraFlags: o.KexecExtraFlags, PostKexecPort: o.PostKexecPort,
 			DownTimeout: o.TimeoutKexec, UpTimeout: o.TimeoutKexec},
 		Agent: o.Agent, CopyJobs: o.CopyJobs, ExtraFiles: o.ExtraFiles, Chown: o.Chown, CopyHostKeys: o.CopyHostKeys,
+		Substitute: !o.NoSubstitute, MachineSubstituters: !o.NoMachineSubst,
 		RebootTimeout: o.TimeoutReboot,
 	}
 	if o.Debug || o.PrintBuildLog {
