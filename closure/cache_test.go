@@ -3,6 +3,9 @@ package closure
 import (
 	"bytes"
 	"context"
+	"encoding/pem"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -62,6 +65,9 @@ type cacheServer struct {
 	narinfos atomic.Int64     // narinfo requests
 	nars     atomic.Int64     // NAR requests
 	stalled  chan struct{}    // closed at the end, releasing stalled answers
+	// beforeNar, when set, runs before a NAR is served, with the hash part
+	// of its path.
+	beforeNar func(hash string)
 }
 
 func startCache(t *testing.T, dir string) *cacheServer {
@@ -70,6 +76,23 @@ func startCache(t *testing.T, dir string) *cacheServer {
 	c.Server = httptest.NewServer(http.HandlerFunc(c.serve))
 	t.Cleanup(func() { close(c.stalled); c.Close() })
 	return c
+}
+
+// startTLSCache is startCache over https, with its certificate (PEM) in
+// the returned file.
+func startTLSCache(t *testing.T, dir string) (*cacheServer, string) {
+	t.Helper()
+	c := &cacheServer{dir: dir, faults: map[string]fault{}, stalled: make(chan struct{})}
+	c.Server = httptest.NewUnstartedServer(http.HandlerFunc(c.serve))
+	c.Config.ErrorLog = log.New(io.Discard, "", 0) // an untrusting agent's handshakes fail, as they should
+	c.StartTLS()
+	t.Cleanup(func() { close(c.stalled); c.Close() })
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	pemData := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate().Raw})
+	if err := os.WriteFile(ca, pemData, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return c, ca
 }
 
 // fail makes the cache answer for storePath with f.
@@ -151,6 +174,9 @@ func (c *cacheServer) serveNar(w http.ResponseWriter, r *http.Request, name stri
 		return
 	}
 	file, hash := name[:i], name[i+1:]
+	if c.beforeNar != nil {
+		c.beforeNar(hash)
+	}
 	data, err := os.ReadFile(filepath.Join(c.dir, file))
 	if err != nil {
 		http.NotFound(w, r)

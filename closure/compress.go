@@ -125,6 +125,14 @@ func (c *compressor) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// Flush sends what the current frame holds so far, ending its block.
+func (c *compressor) Flush() error {
+	if f, ok := c.enc.(interface{ Flush() error }); ok {
+		return f.Flush()
+	}
+	return nil
+}
+
 // Close ends the stream.
 func (c *compressor) Close() error { return c.enc.Close() }
 

@@ -50,7 +50,9 @@
 // <reason>" once nothing of it is left; then "end <got> <miss>".
 //
 // Send puts every miss on the stream's queue as it comes, so the receivers
-// stream what the caches lack while the agent still fetches the rest; the
+// stream what the caches lack while the agent still fetches the rest (a
+// channel flushes its zstd stream whenever its queue runs dry, so a
+// streamed path does not wait in the buffers for the caches); the
 // paths the agent never answered (it failed, or is an agent without the
 // verb) are queued only after its session has ended, so no path is both
 // fetched and streamed, and none is lost. A failed substitute session is a

@@ -64,6 +64,15 @@ func (s *storedWriter) block(last bool) {
 	s.buf, s.hdr = s.buf[:3], 0
 }
 
+// Flush writes what is buffered as a block of its own, so the reader has
+// it without waiting for a full block.
+func (s *storedWriter) Flush() error {
+	if len(s.buf) > s.hdr+3 {
+		s.block(false)
+	}
+	return s.err
+}
+
 // Close ends the frame with a last block (possibly empty).
 func (s *storedWriter) Close() error {
 	s.block(true)

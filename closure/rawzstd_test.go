@@ -112,3 +112,39 @@ func decodeZstd(t *testing.T, b []byte) []byte {
 	}
 	return got
 }
+
+// A flushed compressor's output decodes to everything written so far,
+// before the stream ends, at every level.
+func TestCompressorFlush(t *testing.T) {
+	for _, level := range []int{storedLevel, strongestLevel} {
+		var out bytes.Buffer
+		c, err := newCompressor(&out, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if level != c.level {
+			c.enc.Close()
+			c.level = level
+			if err := c.newEncoder(); err != nil {
+				t.Fatal(err)
+			}
+			out.Reset()
+		}
+		want := bytes.Repeat([]byte("a small path "), 100)
+		if _, err := c.enc.Write(want); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		dec, err := zstd.NewReader(bytes.NewReader(out.Bytes()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(dec, got); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("level %d: after Flush the reader got %q, %v; want the %d bytes written", level, got, err, len(want))
+		}
+		dec.Close()
+	}
+}

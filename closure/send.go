@@ -371,6 +371,16 @@ func sendChannel(ctx context.Context, session *receiveSession, queue <-chan nix.
 		}
 		paths++
 		narBytes += p.info.NarSize
+		// While the agent substitutes, the queue may stay empty for long:
+		// what is written goes out now instead of waiting in the buffers.
+		if prog.substituting && len(ready) == 0 {
+			if err := fw.flush(); err != nil {
+				return abort(err)
+			}
+			if err := enc.Flush(); err != nil {
+				return abort(err)
+			}
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return abort(err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -315,4 +317,99 @@ func TestSendSubstitutesOverSSH(t *testing.T) {
 	if uint64(wire) > streamed+64<<10 {
 		t.Errorf("%d bytes on the wire, want at most the streamed paths' %d and the protocol", wire, streamed)
 	}
+}
+
+// Over https the agent checks the cache's certificate against the CA
+// files it has (SSL_CERT_FILE here): trusted, the paths come from the
+// cache; untrusted (no CA file, so the built-in roots), none do and all
+// are streamed.
+func TestSendSubstitutesOverHTTPS(t *testing.T) {
+	_, infos := nixtest.Closure(t, "subst-tls")
+	cache, ca := startTLSCache(t, binaryCache(t, "zstd", paths(infos)...))
+	tests := []struct {
+		name        string
+		env         string
+		substituted int
+	}{
+		{"trusted", "SSL_CERT_FILE=" + ca, len(infos)},
+		{"no CA files", "SSL_CERT_FILE=/nonexistent SSL_CERT_DIR=/nonexistent", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			stats, err := Send(ctx, &localRunner{}, infos, SendOptions{Agent: tt.env + " " + agentBin, Root: root, Substitute: fastSubstitute(cache.URL)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkReceived(t, root, infos)
+			if stats.Substituted != tt.substituted || stats.Sent != len(infos)-tt.substituted {
+				t.Errorf("substituted %d, sent %d; want %d and %d", stats.Substituted, stats.Sent, tt.substituted, len(infos)-tt.substituted)
+			}
+		})
+	}
+}
+
+// The stream does not wait for the caches: a path the cache lacks arrives
+// by the stream (restored on the target; it is committed with the stream's
+// last batch) while the cache still holds back another path's NAR.
+func TestSendStreamsBesideSubstitution(t *testing.T) {
+	_, infos := nixtest.Closure(t, "subst-beside")
+	cache := startCache(t, binaryCache(t, "xz", paths(pick(t, infos, "blob-a"))...))
+	opts := fastSubstitute(cache.URL)
+	opts.StallTimeout = 30 * time.Second // the hold below is no stall
+	top := pick(t, infos, "top")[0]
+	blobA := pick(t, infos, "blob-a")[0]
+	root := t.TempDir()
+	sawTop := make(chan bool, 1)
+	cache.beforeNar = func(hash string) {
+		if hash != hashPart(blobA.Path) {
+			return
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			if received(filepath.Join(root, nix.StoreDir), filepath.Base(top.Path)) {
+				sawTop <- true
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		sawTop <- false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stats, err := Send(ctx, &localRunner{}, infos, SendOptions{Agent: agentBin, Root: root, Jobs: 2, Substitute: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkReceived(t, root, infos)
+	if stats.Substituted != 1 || stats.Sent != len(infos)-1 {
+		t.Errorf("substituted %d, sent %d; want 1 and %d", stats.Substituted, stats.Sent, len(infos)-1)
+	}
+	select {
+	case ok := <-sawTop:
+		if !ok {
+			t.Error("top (not in the cache) was not streamed within 20s while the cache held back blob-a's NAR")
+		}
+	default:
+		t.Error("the cache was never asked for blob-a's NAR")
+	}
+}
+
+// received says whether store holds name, in place or as a restored
+// temporary of the receiver.
+func received(store, name string) bool {
+	entries, _ := os.ReadDir(store)
+	for _, e := range entries {
+		if e.Name() == name {
+			return true
+		}
+		if rest, ok := strings.CutPrefix(e.Name(), tmpPrefix+name+"-"); ok && !strings.Contains(rest, "-") {
+			if _, err := os.Stat(filepath.Join(store, e.Name(), "refs")); err == nil {
+				return true
+			}
+		}
+	}
+	return false
 }

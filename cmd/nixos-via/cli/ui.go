@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 	"time"
 
@@ -86,6 +87,9 @@ func (u *ui) progress(e event.Event) {
 			}
 			u.bar, u.barKey = progressbar.NewOptions64(e.Total, opts...), key
 		}
+		if from := fromCaches(e); from != "" {
+			u.bar.Describe(e.Msg + from)
+		}
 		u.bar.Set64(e.Done)
 		return
 	}
@@ -98,10 +102,21 @@ func (u *ui) progress(e event.Event) {
 	}
 	u.lastLine, u.lastKey, u.lastDone = u.now(), key, e.Done
 	if e.Unit == "bytes" {
-		fmt.Fprintf(u.out, "    %s: %s of %s\n", e.Msg, event.Bytes(e.Done), event.Bytes(e.Total))
+		fmt.Fprintf(u.out, "    %s: %s of %s%s\n", e.Msg, event.Bytes(e.Done), event.Bytes(e.Total), fromCaches(e))
 	} else {
 		fmt.Fprintf(u.out, "    %s: %d of %d %s\n", e.Msg, e.Done, e.Total, e.Unit)
 	}
+}
+
+// fromCaches says how much of a closure copy's progress the target
+// fetched from binary caches itself (" (1.2 GiB from the caches)"), or ""
+// when nothing came from them.
+func fromCaches(e event.Event) string {
+	n, err := strconv.ParseInt(e.Data["bytes_substituted"], 10, 64)
+	if err != nil || n <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%s from the caches)", event.Bytes(n))
 }
 
 func (u *ui) finishBar() {

@@ -31,6 +31,27 @@ func TestUIJSONOneEventPerLine(t *testing.T) {
 	}
 }
 
+// A closure copy's progress line names what came from the caches, and
+// only when something did.
+func TestUIProgressNamesTheCaches(t *testing.T) {
+	tests := []struct {
+		data map[string]string
+		want string
+	}{
+		{nil, "    copy closure: 2.0 MiB of 2.0 MiB\n"},
+		{map[string]string{"bytes_substituted": "0"}, "    copy closure: 2.0 MiB of 2.0 MiB\n"},
+		{map[string]string{"bytes_substituted": "1048576"}, "    copy closure: 2.0 MiB of 2.0 MiB (1.0 MiB from the caches)\n"},
+	}
+	for _, tt := range tests {
+		var out, errb bytes.Buffer
+		u := newUI(Env{Stdout: &out, Stderr: &errb}, false)
+		u.Emit(event.Event{Phase: "install", Kind: event.Progress, Msg: "copy closure", Done: 2 << 20, Total: 2 << 20, Unit: "bytes", Data: tt.data})
+		if got := errb.String(); got != tt.want {
+			t.Errorf("data %v: got %q, want %q", tt.data, got, tt.want)
+		}
+	}
+}
+
 func TestUIPlainLinesThrottleProgress(t *testing.T) {
 	var out, errb bytes.Buffer
 	u := newUI(Env{Stdout: &out, Stderr: &errb}, false)
