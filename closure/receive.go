@@ -46,8 +46,11 @@ type pendingPath struct {
 }
 
 type receiver struct {
-	l            layout
-	opts         ReceiveOptions
+	l    layout
+	opts ReceiveOptions
+	// pendMu guards the open batch: the receiving goroutine adds to it,
+	// ageBatches hands it over when it waits too long.
+	pendMu       sync.Mutex
 	pending      []pendingPath
 	pendingBytes uint64
 	batchStart   time.Time
@@ -108,7 +111,9 @@ func Receive(ctx context.Context, r io.Reader, root string, opts ReceiveOptions)
 func receiveDecoded(ctx context.Context, r io.Reader, l layout, opts ReceiveOptions) (ReceiveStats, error) {
 	rc := &receiver{l: l, opts: opts, batches: make(chan []pendingPath, 1), committed: make(chan struct{})}
 	go rc.committer()
+	stopAging := rc.ageBatches()
 	err := rc.run(ctx, &frameReader{r: bufio.NewReaderSize(r, 256<<10)})
+	stopAging()
 	// Whatever happened, verified paths are committed.
 	rc.flush()
 	close(rc.batches)
@@ -177,10 +182,56 @@ func (rc *receiver) failed() error {
 // flush hands the pending paths to the committer (waiting while it still has
 // a batch queued).
 func (rc *receiver) flush() {
+	rc.pendMu.Lock()
+	defer rc.pendMu.Unlock()
+	rc.flushLocked()
+}
+
+func (rc *receiver) flushLocked() {
 	if len(rc.pending) > 0 {
 		rc.batches <- rc.pending
 	}
 	rc.pending, rc.pendingBytes = nil, 0
+}
+
+// add puts a verified path in the open batch and hands the batch to the
+// committer once it is big enough or old enough.
+func (rc *receiver) add(p pendingPath) {
+	rc.pendMu.Lock()
+	defer rc.pendMu.Unlock()
+	if len(rc.pending) == 0 {
+		rc.batchStart = time.Now()
+	}
+	rc.pending = append(rc.pending, p)
+	rc.pendingBytes += p.info.NarSize
+	if rc.pendingBytes >= rc.opts.BatchBytes || len(rc.pending) >= rc.opts.BatchPaths || time.Since(rc.batchStart) >= rc.opts.BatchAge {
+		rc.flushLocked()
+	}
+}
+
+// ageBatches commits the open batch once its first path has waited
+// BatchAge, also when no further path comes to trigger it (a stream that
+// waits for the caches, a slow sender), until the returned stop is called.
+func (rc *receiver) ageBatches() (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(max(rc.opts.BatchAge/4, time.Millisecond))
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				rc.pendMu.Lock()
+				if len(rc.pending) > 0 && time.Since(rc.batchStart) >= rc.opts.BatchAge {
+					rc.flushLocked()
+				}
+				rc.pendMu.Unlock()
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
 }
 
 func (rc *receiver) run(ctx context.Context, fr *frameReader) error {
@@ -211,9 +262,6 @@ func (rc *receiver) run(ctx context.Context, fr *frameReader) error {
 		}
 		paths++
 		narBytes += info.NarSize
-		if rc.pendingBytes >= rc.opts.BatchBytes || len(rc.pending) >= rc.opts.BatchPaths || time.Since(rc.batchStart) >= rc.opts.BatchAge {
-			rc.flush()
-		}
 	}
 }
 
@@ -262,11 +310,7 @@ func (rc *receiver) receivePath(fr *frameReader, info nix.PathInfo) error {
 		return errors.Join(fmt.Errorf("receive %s: NAR hash mismatch: got %s, header says %s", info.Path, res.Hash, info.NarHash),
 			nar.RemoveAll(tmp))
 	}
-	if len(rc.pending) == 0 {
-		rc.batchStart = time.Now()
-	}
-	rc.pending = append(rc.pending, pendingPath{info: info, tmp: tmp})
-	rc.pendingBytes += info.NarSize
+	rc.add(pendingPath{info: info, tmp: tmp})
 	return nil
 }
 

@@ -245,43 +245,25 @@ func (s *substituter) run(ctx context.Context) {
 		}()
 	}
 	go func() { dw.Wait(); close(verified) }()
+	stopAging := s.rc.ageBatches()
 	s.collect(verified)
+	stopAging()
+	s.rc.flush()
 	close(s.rc.batches)
 	<-s.rc.committed
 }
 
-// collect batches verified paths for the committer by size, count and age,
-// as Receive does with streamed ones. After a commit failure the paths
-// still coming are removed and reported missing.
+// collect hands verified paths to the receiver's batches, which commit by
+// size, count and age as with streamed ones. After a commit failure the
+// paths still coming are removed and reported missing.
 func (s *substituter) collect(verified <-chan pendingPath) {
-	rc := s.rc
-	tick := time.NewTicker(rc.opts.BatchAge / 2)
-	defer tick.Stop()
-	for {
-		select {
-		case p, ok := <-verified:
-			if !ok {
-				rc.flush()
-				return
-			}
-			if err := rc.failed(); err != nil {
-				nar.RemoveAll(p.tmp)
-				s.out.report(substituteAnswer{path: p.info.Path, reason: "not committed: " + err.Error()})
-				continue
-			}
-			if len(rc.pending) == 0 {
-				rc.batchStart = time.Now()
-			}
-			rc.pending = append(rc.pending, p)
-			rc.pendingBytes += p.info.NarSize
-			if rc.pendingBytes >= rc.opts.BatchBytes || len(rc.pending) >= rc.opts.BatchPaths {
-				rc.flush()
-			}
-		case <-tick.C:
-			if len(rc.pending) > 0 && time.Since(rc.batchStart) >= rc.opts.BatchAge {
-				rc.flush()
-			}
+	for p := range verified {
+		if err := s.rc.failed(); err != nil {
+			nar.RemoveAll(p.tmp)
+			s.out.report(substituteAnswer{path: p.info.Path, reason: "not committed: " + err.Error()})
+			continue
 		}
+		s.rc.add(p)
 	}
 }
 

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -352,8 +350,8 @@ func TestSendSubstitutesOverHTTPS(t *testing.T) {
 }
 
 // The stream does not wait for the caches: a path the cache lacks arrives
-// by the stream (restored on the target; it is committed with the stream's
-// last batch) while the cache still holds back another path's NAR.
+// by the stream and is committed (in place and recorded) while the cache
+// still holds back another path's NAR.
 func TestSendStreamsBesideSubstitution(t *testing.T) {
 	_, infos := nixtest.Closure(t, "subst-beside")
 	cache := startCache(t, binaryCache(t, "xz", paths(pick(t, infos, "blob-a"))...))
@@ -369,7 +367,7 @@ func TestSendStreamsBesideSubstitution(t *testing.T) {
 		}
 		deadline := time.Now().Add(20 * time.Second)
 		for time.Now().Before(deadline) {
-			if received(filepath.Join(root, nix.StoreDir), filepath.Base(top.Path)) {
+			if committed(root, top) {
 				sawTop <- true
 				return
 			}
@@ -390,26 +388,20 @@ func TestSendStreamsBesideSubstitution(t *testing.T) {
 	select {
 	case ok := <-sawTop:
 		if !ok {
-			t.Error("top (not in the cache) was not streamed within 20s while the cache held back blob-a's NAR")
+			t.Error("top (not in the cache) was not streamed and committed within 20s while the cache held back blob-a's NAR")
 		}
 	default:
 		t.Error("the cache was never asked for blob-a's NAR")
 	}
 }
 
-// received says whether store holds name, in place or as a restored
-// temporary of the receiver.
-func received(store, name string) bool {
-	entries, _ := os.ReadDir(store)
-	for _, e := range entries {
-		if e.Name() == name {
-			return true
-		}
-		if rest, ok := strings.CutPrefix(e.Name(), tmpPrefix+name+"-"); ok && !strings.Contains(rest, "-") {
-			if _, err := os.Stat(filepath.Join(store, e.Name(), "refs")); err == nil {
-				return true
-			}
-		}
+// committed says whether info's path is valid under root: in place, with
+// a record of its narHash (safe to call from any goroutine).
+func committed(root string, info nix.PathInfo) bool {
+	l, err := newLayout(root)
+	if err != nil {
+		return false
 	}
-	return false
+	recs, err := l.records()
+	return err == nil && l.valid(recs, info.Path, info.NarHash)
 }
