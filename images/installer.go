@@ -327,11 +327,43 @@ func BuildInstaller(ctx context.Context, out string, opts InstallerOptions) (*In
 	if sink == nil {
 		sink = event.Discard{}
 	}
+	in, err := resolveInstaller(out, opts)
+	if err != nil {
+		return nil, fmt.Errorf("installer image: %w", err)
+	}
+	sink.Emit(event.Event{Phase: "image", Kind: event.Step, Msg: "building installer initrd with kernel " + in.kernel.Version})
+	b, err := newBuilder(in.kernel)
+	if err != nil {
+		return nil, fmt.Errorf("installer image: %w", err)
+	}
+	if err := b.installerSystem(ctx, in.agent, opts); err != nil {
+		return nil, fmt.Errorf("installer image: %w", err)
+	}
+	inst, err := b.installerTarball(out, in)
+	if err != nil {
+		return inst, fmt.Errorf("installer image: %w", err)
+	}
+	sink.Emit(event.Event{Phase: "image", Kind: event.Done, Msg: fmt.Sprintf("installer %s: %d bytes (initrd %d, kernel %d)", out, inst.Bytes, inst.InitrdBytes, inst.KernelBytes)})
+	return inst, nil
+}
+
+// installerInputs are the installer's options checked and defaulted.
+type installerInputs struct {
+	comp    Compression
+	agent   string // a static nixos-via
+	kernel  Kernel
+	cmdline string // the installer's whole kernel command line
+}
+
+// resolveInstaller checks opts and fills in the defaults: zstd, the running
+// executable as the agent (which must be static), the host's kernel.
+func resolveInstaller(out string, opts InstallerOptions) (installerInputs, error) {
+	var in installerInputs
 	if out == "" {
-		return nil, fmt.Errorf("installer image: no output file given")
+		return in, fmt.Errorf("no output file given")
 	}
 	if err := checkAuthorizedKeys(opts.AuthorizedKeys); err != nil {
-		return nil, fmt.Errorf("installer image: %w", err)
+		return in, err
 	}
 	comp := opts.Compression
 	if comp == "" {
@@ -339,37 +371,70 @@ func BuildInstaller(ctx context.Context, out string, opts InstallerOptions) (*In
 	}
 	comp, err := ParseCompression(string(comp))
 	if err != nil {
-		return nil, fmt.Errorf("installer image: %w", err)
+		return in, err
 	}
-	agent := opts.Agent
+	in.comp = comp
+	if in.agent, err = staticAgent(opts.Agent); err != nil {
+		return in, err
+	}
+	in.kernel = opts.Kernel
+	if in.kernel.Version == "" {
+		if in.kernel, err = HostKernel(""); err != nil {
+			return in, err
+		}
+	}
+	in.cmdline = strings.TrimSpace("console=tty0 console=ttyS0,115200 panic=30 " + opts.Cmdline)
+	if strings.ContainsAny(in.cmdline, "\"`$\\\n") {
+		return in, fmt.Errorf("kernel command line %q contains shell metacharacters", in.cmdline)
+	}
+	return in, nil
+}
+
+// staticAgent returns agent, or the running executable when it is empty,
+// refusing a dynamically linked one: the installer has no libc for it.
+func staticAgent(agent string) (string, error) {
 	if agent == "" {
+		var err error
 		if agent, err = os.Executable(); err != nil {
-			return nil, fmt.Errorf("installer image: find own executable: %w", err)
+			return "", fmt.Errorf("find own executable: %w", err)
 		}
 	}
 	if dyn, err := elfdeps.IsDynamic(agent); err != nil {
-		return nil, fmt.Errorf("installer image: agent: %w", err)
+		return "", fmt.Errorf("agent: %w", err)
 	} else if dyn {
-		return nil, fmt.Errorf("installer image: agent %s is dynamically linked; build nixos-via with CGO_ENABLED=0 or pass --agent", agent)
+		return "", fmt.Errorf("agent %s is dynamically linked; build nixos-via with CGO_ENABLED=0 or pass --agent", agent)
 	}
-	k := opts.Kernel
-	if k.Version == "" {
-		if k, err = HostKernel(""); err != nil {
-			return nil, fmt.Errorf("installer image: %w", err)
+	return agent, nil
+}
+
+// installerSystem fills the installer's initrd tree: programs, modules,
+// configuration, test fixtures and /init.
+func (b *builder) installerSystem(ctx context.Context, agent string, opts InstallerOptions) error {
+	if err := b.installerProgramFiles(ctx, agent); err != nil {
+		return err
+	}
+	if err := b.installerModuleFiles(ctx); err != nil {
+		return err
+	}
+	if err := b.installerConfig(opts); err != nil {
+		return err
+	}
+	if err := b.testFixtures(opts.TestFixtures); err != nil {
+		return err
+	}
+	if _, err := os.Stat("/etc/mke2fs.conf"); err == nil {
+		if err := b.t.CopyFile("/etc/mke2fs.conf", "/etc/mke2fs.conf", 0o644); err != nil {
+			return err
 		}
 	}
-	cmdline := strings.TrimSpace("console=tty0 console=ttyS0,115200 panic=30 " + opts.Cmdline)
-	if strings.ContainsAny(cmdline, "\"`$\\\n") {
-		return nil, fmt.Errorf("installer image: kernel command line %q contains shell metacharacters", cmdline)
-	}
-	sink.Emit(event.Event{Phase: "image", Kind: event.Step, Msg: "building installer initrd with kernel " + k.Version})
+	return b.t.Symlink("/init", "/usr/bin/busybox")
+}
 
-	b, err := newBuilder(k)
-	if err != nil {
-		return nil, fmt.Errorf("installer image: %w", err)
-	}
+// installerProgramFiles adds busybox, the Debian programs (the optional
+// ones the host has), their links and the agent as /usr/bin/nixos-via.
+func (b *builder) installerProgramFiles(ctx context.Context, agent string) error {
 	if err := b.busybox(ctx); err != nil {
-		return nil, fmt.Errorf("installer image: %w", err)
+		return err
 	}
 	required, optional := installerPrograms()
 	for _, p := range optional {
@@ -378,7 +443,7 @@ func BuildInstaller(ctx context.Context, out string, opts InstallerOptions) (*In
 		}
 	}
 	if err := b.exec(required...); err != nil {
-		return nil, fmt.Errorf("installer image: %w", err)
+		return err
 	}
 	links := installerLinks()
 	names := make([]string, 0, len(links))
@@ -388,86 +453,90 @@ func BuildInstaller(ctx context.Context, out string, opts InstallerOptions) (*In
 	sort.Strings(names)
 	for _, n := range names {
 		if err := b.link(n, links[n]); err != nil {
-			return nil, fmt.Errorf("installer image: %w", err)
+			return err
 		}
 	}
 	if err := b.t.CopyFile("/usr/bin/nixos-via", agent, 0o755); err != nil {
-		return nil, fmt.Errorf("installer image: agent: %w", err)
+		return fmt.Errorf("agent: %w", err)
 	}
+	return nil
+}
+
+// installerModuleFiles adds the installer's kernel modules this kernel has
+// and /etc/modules-load, the boot set rc loads in order; the rest come on
+// demand.
+func (b *builder) installerModuleFiles(ctx context.Context) error {
 	allMods, bootMods := installerModules()
 	// Modules this kernel has neither as a module nor built in are
 	// skipped (the cloud kernel has no ahci, for example).
-	filter := func(names []string) []string {
-		var out []string
-		for _, m := range names {
-			if _, ok := b.kidx.Path(m); ok {
-				out = append(out, m)
-			}
-		}
-		return out
-	}
-	present := filter(allMods)
+	present := b.presentModules(allMods)
 	// Load the boot set first, in order; the rest come on demand.
-	if err := b.modules(ctx, filter(bootMods)...); err != nil {
-		return nil, fmt.Errorf("installer image: %w", err)
+	if err := b.modules(ctx, b.presentModules(bootMods)...); err != nil {
+		return err
 	}
 	nBoot := len(b.mods)
 	if err := b.modules(ctx, present...); err != nil {
-		return nil, fmt.Errorf("installer image: %w", err)
+		return err
 	}
 	if err := b.finishModules(ctx); err != nil {
-		return nil, fmt.Errorf("installer image: %w", err)
+		return err
 	}
-	modroot := "/usr/lib/modules/" + k.Version + "/"
+	modroot := "/usr/lib/modules/" + b.kernel.Version + "/"
 	var bootList strings.Builder
 	for _, m := range b.mods[:nBoot] {
 		bootList.WriteString(modroot + m + "\n")
 	}
-	if err := b.t.File("/etc/modules-load", []byte(bootList.String()), 0o644); err != nil {
-		return nil, fmt.Errorf("installer image: %w", err)
-	}
+	return b.t.File("/etc/modules-load", []byte(bootList.String()), 0o644)
+}
 
-	// ID=nixos + VARIANT_ID=installer: what nixos-anywhere and nixos-via
-	// check to treat a host as a NixOS installer.
-	osRelease := `PRETTY_NAME="NixOS installer (nixos-via, Debian parts)"
+// presentModules returns those of names the kernel has, as a module or
+// built in.
+func (b *builder) presentModules(names []string) []string {
+	var out []string
+	for _, m := range names {
+		if _, ok := b.kidx.Path(m); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// installerOSRelease: ID=nixos + VARIANT_ID=installer is what
+// nixos-anywhere and nixos-via check to treat a host as a NixOS installer.
+const installerOSRelease = `PRETTY_NAME="NixOS installer (nixos-via, Debian parts)"
 NAME=NixOS
 ID=nixos
 VARIANT="nixos-via kexec installer"
 VARIANT_ID=installer
 BUILD_ID=nixos-via
 `
-	if err := b.basicFiles("nixos-installer", osRelease, nil); err != nil {
-		return nil, fmt.Errorf("installer image: %w", err)
+
+// installerConfig writes the installer's /etc: os-release and the basic
+// files, the baked-in host keys, sshd_config, inittab, rc, lvm.conf,
+// root's authorized_keys and profile.
+func (b *builder) installerConfig(opts InstallerOptions) error {
+	if err := b.basicFiles("nixos-installer", installerOSRelease, nil); err != nil {
+		return err
 	}
 	for _, hk := range opts.HostKeys {
 		p := "/etc/ssh/ssh_host_" + hk.Type + "_key"
 		if err := b.t.File(p, hk.PrivatePEM, 0o600); err != nil {
-			return nil, fmt.Errorf("installer image: %w", err)
+			return err
 		}
 		if err := b.t.File(p+".pub", []byte(hk.PublicLine+"\n"), 0o644); err != nil {
-			return nil, fmt.Errorf("installer image: %w", err)
+			return err
 		}
 	}
-	keyTypes := opts.SSHHostKeyTypes
-	if keyTypes == nil {
-		keyTypes = nixosHostKeyTypes
+	hostKeyLines, keygen, err := installerHostKeys(opts.SSHHostKeyTypes)
+	if err != nil {
+		return err
 	}
-	var hostKeyLines, keygen strings.Builder
-	for _, typ := range keyTypes {
-		if !slices.Contains([]string{"rsa", "ecdsa", "ed25519"}, typ) {
-			return nil, fmt.Errorf("installer image: unknown host key type %q (want rsa, ecdsa or ed25519)", typ)
-		}
-		f := "/etc/ssh/ssh_host_" + typ + "_key"
-		fmt.Fprintf(&hostKeyLines, "HostKey %s\n", f)
-		// As NixOS's sshd-keygen: make each configured key that is missing.
-		fmt.Fprintf(&keygen, "[ -e %[1]s ] || ssh-keygen -q -t %[2]s -N '' -f %[1]s\n", f, typ)
-	}
-	sshdConf := fmt.Sprintf(sshdConfig, hostKeyLines.String()) + "SetEnv DM_DISABLE_UDEV=1\n"
+	sshdConf := fmt.Sprintf(sshdConfig, hostKeyLines) + "SetEnv DM_DISABLE_UDEV=1\n"
 	shared := ""
 	if opts.SharedMounts {
 		shared = rcSharedMounts
 	}
-	rc := rcHead + shared + rcRestore + keygen.String() + rcDHCP + rcTail + "echo \"[init] nixos-via installer ready\"\n"
+	rc := rcHead + shared + rcRestore + keygen + rcDHCP + rcTail + "echo \"[init] nixos-via installer ready\"\n"
 	for _, f := range []struct {
 		p, data string
 		perm    uint32
@@ -480,61 +549,82 @@ BUILD_ID=nixos-via
 		{"/etc/profile", "export PATH=/usr/sbin:/usr/bin:/sbin:/bin\nexport DM_DISABLE_UDEV=1\n", 0o644},
 	} {
 		if err := b.t.File(f.p, []byte(f.data), f.perm); err != nil {
-			return nil, fmt.Errorf("installer image: %w", err)
+			return err
 		}
 	}
-	fixtures := make([]string, 0, len(opts.TestFixtures))
-	for p := range opts.TestFixtures {
-		fixtures = append(fixtures, p)
-	}
-	sort.Strings(fixtures)
-	for _, p := range fixtures {
-		if !path.IsAbs(p) {
-			return nil, fmt.Errorf("installer image: test fixture %q: want an absolute path", p)
-		}
-		if err := b.t.File(p, []byte(opts.TestFixtures[p]), 0o755); err != nil {
-			return nil, fmt.Errorf("installer image: test fixture %s: %w", p, err)
-		}
-	}
-	if _, err := os.Stat("/etc/mke2fs.conf"); err == nil {
-		if err := b.t.CopyFile("/etc/mke2fs.conf", "/etc/mke2fs.conf", 0o644); err != nil {
-			return nil, fmt.Errorf("installer image: %w", err)
-		}
-	}
-	if err := b.t.Symlink("/init", "/usr/bin/busybox"); err != nil {
-		return nil, fmt.Errorf("installer image: %w", err)
-	}
+	return nil
+}
 
+// installerHostKeys returns sshd_config's HostKey lines for the key types
+// the installer offers (nil: NixOS's default) and rc's lines that make each
+// missing one at boot, as NixOS's sshd-keygen.
+func installerHostKeys(types []string) (hostKeyLines, keygen string, err error) {
+	if types == nil {
+		types = nixosHostKeyTypes
+	}
+	var lines, gen strings.Builder
+	for _, typ := range types {
+		if !slices.Contains([]string{"rsa", "ecdsa", "ed25519"}, typ) {
+			return "", "", fmt.Errorf("unknown host key type %q (want rsa, ecdsa or ed25519)", typ)
+		}
+		f := "/etc/ssh/ssh_host_" + typ + "_key"
+		fmt.Fprintf(&lines, "HostKey %s\n", f)
+		fmt.Fprintf(&gen, "[ -e %[1]s ] || ssh-keygen -q -t %[2]s -N '' -f %[1]s\n", f, typ)
+	}
+	return lines.String(), gen.String(), nil
+}
+
+// testFixtures adds the tests' stand-in executables, in path order.
+func (b *builder) testFixtures(fixtures map[string]string) error {
+	paths := make([]string, 0, len(fixtures))
+	for p := range fixtures {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		if !path.IsAbs(p) {
+			return fmt.Errorf("test fixture %q: want an absolute path", p)
+		}
+		if err := b.t.File(p, []byte(fixtures[p]), 0o755); err != nil {
+			return fmt.Errorf("test fixture %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// installerTarball writes the tree as the initrd and it, the kernel, the
+// run script and the helpers into the tarball at out. Over the size budget
+// it returns the Installer with the error.
+func (b *builder) installerTarball(out string, in installerInputs) (*Installer, error) {
 	var initrd bytes.Buffer
-	if err := writeCompressed(&initrd, comp, b.t.WriteCPIO); err != nil {
-		return nil, fmt.Errorf("installer image: initrd: %w", err)
+	if err := writeCompressed(&initrd, in.comp, b.t.WriteCPIO); err != nil {
+		return nil, fmt.Errorf("initrd: %w", err)
 	}
 	helpers, err := helperFiles()
 	if err != nil {
-		return nil, fmt.Errorf("installer image: %w", err)
+		return nil, err
 	}
-	inst := &Installer{Path: out, InitrdBytes: int64(initrd.Len()), Cmdline: cmdline}
-	if st, err := os.Stat(k.Image); err == nil {
+	inst := &Installer{Path: out, InitrdBytes: int64(initrd.Len()), Cmdline: in.cmdline}
+	if st, err := os.Stat(in.kernel.Image); err == nil {
 		inst.KernelBytes = st.Size()
 	}
 	files := []tarFile{
-		{name: "kexec/bzImage", src: k.Image, mode: 0o644},
+		{name: "kexec/bzImage", src: in.kernel.Image, mode: 0o644},
 		{name: "kexec/initrd", data: initrd.Bytes(), mode: 0o644},
-		{name: "kexec/run", data: []byte(strings.ReplaceAll(runScript, "@CMDLINE@", cmdline)), mode: 0o755},
+		{name: "kexec/run", data: []byte(strings.ReplaceAll(runScript, "@CMDLINE@", in.cmdline)), mode: 0o755},
 	}
 	files = append(files, helpers...)
 	if err := writeTarGz(out, files); err != nil {
-		return nil, fmt.Errorf("installer image: write %s: %w", out, err)
+		return nil, fmt.Errorf("write %s: %w", out, err)
 	}
 	st, err := os.Stat(out)
 	if err != nil {
-		return nil, fmt.Errorf("installer image: %w", err)
+		return nil, err
 	}
 	inst.Bytes = st.Size()
 	if inst.Bytes > MaxInstallerBytes {
-		return inst, fmt.Errorf("installer image: %s is %d bytes, over the %d byte budget", out, inst.Bytes, MaxInstallerBytes)
+		return inst, fmt.Errorf("%s is %d bytes, over the %d byte budget", out, inst.Bytes, MaxInstallerBytes)
 	}
-	sink.Emit(event.Event{Phase: "image", Kind: event.Done, Msg: fmt.Sprintf("installer %s: %d bytes (initrd %d, kernel %d)", out, inst.Bytes, inst.InitrdBytes, inst.KernelBytes)})
 	return inst, nil
 }
 

@@ -141,122 +141,156 @@ func BuildProvider(ctx context.Context, dir string, opts ProviderOptions) (*Prov
 	if sink == nil {
 		sink = event.Discard{}
 	}
+	in, err := resolveProvider(dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
+	sink.Emit(event.Event{Phase: "image", Kind: event.Step, Msg: "building provider initramfs with kernel " + in.kernel.Version})
+	b, err := newBuilder(in.kernel)
+	if err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
+	hostKeys, err := b.providerPrograms(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
+	if err := b.providerConfig(ctx, in.hostname, opts); err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
+	p, err := b.writeProvider(dir, in, hostKeys, opts.Cmdline)
+	if err != nil {
+		return nil, fmt.Errorf("provider image: %w", err)
+	}
+	sink.Emit(event.Event{Phase: "image", Kind: event.Done, Msg: fmt.Sprintf("provider initrd %s: %d bytes (%d unpacked)", p.Initrd, p.InitrdBytes, p.UnpackedBytes)})
+	return p, nil
+}
+
+// providerInputs are the provider's options checked and defaulted.
+type providerInputs struct {
+	comp     Compression
+	kernel   Kernel
+	hostname string
+}
+
+// resolveProvider checks opts and fills in the defaults: the host's
+// kernel, the hostname "provider".
+func resolveProvider(dir string, opts ProviderOptions) (providerInputs, error) {
+	var in providerInputs
+	if err := checkProviderOptions(dir, opts); err != nil {
+		return in, err
+	}
+	comp, err := ParseCompression(string(opts.Compression))
+	if err != nil {
+		return in, err
+	}
+	in.comp = comp
+	in.kernel = opts.Kernel
+	if in.kernel.Version == "" {
+		if in.kernel, err = HostKernel(""); err != nil {
+			return in, err
+		}
+	}
+	in.hostname = opts.Hostname
+	if in.hostname == "" {
+		in.hostname = "provider"
+	}
+	return in, nil
+}
+
+// checkProviderOptions refuses options the provider cannot be built with.
+func checkProviderOptions(dir string, opts ProviderOptions) error {
 	if dir == "" {
-		return nil, fmt.Errorf("provider image: no output directory given")
+		return fmt.Errorf("no output directory given")
 	}
 	if len(opts.HostKeys) == 0 {
-		return nil, fmt.Errorf("provider image: at least one host key is needed")
+		return fmt.Errorf("at least one host key is needed")
 	}
 	if err := checkAuthorizedKeys(opts.RootAuthorizedKeys); err != nil {
-		return nil, fmt.Errorf("provider image: root %w", err)
+		return fmt.Errorf("root %w", err)
 	}
 	if opts.User != "" {
 		if !userNameRE.MatchString(opts.User) || opts.User == "root" || opts.User == "sshd" || opts.User == "nobody" {
-			return nil, fmt.Errorf("provider image: invalid user name %q", opts.User)
+			return fmt.Errorf("invalid user name %q", opts.User)
 		}
 		if err := checkAuthorizedKeys(opts.UserAuthorizedKeys); err != nil {
-			return nil, fmt.Errorf("provider image: user %w", err)
+			return fmt.Errorf("user %w", err)
 		}
 	} else if opts.UserPassword != "" || opts.UserAuthorizedKeys != nil {
-		return nil, fmt.Errorf("provider image: a user password or keys were given without a user name")
+		return fmt.Errorf("a user password or keys were given without a user name")
 	}
 	switch opts.PermitRootLogin {
 	case "", "yes", "no", "prohibit-password":
 	default:
-		return nil, fmt.Errorf("provider image: PermitRootLogin %q: want yes, no or prohibit-password", opts.PermitRootLogin)
+		return fmt.Errorf("PermitRootLogin %q: want yes, no or prohibit-password", opts.PermitRootLogin)
 	}
 	if opts.SSHPort < 0 || opts.SSHPort > 65535 {
-		return nil, fmt.Errorf("provider image: SSH port %d out of range", opts.SSHPort)
+		return fmt.Errorf("SSH port %d out of range", opts.SSHPort)
 	}
-	comp, err := ParseCompression(string(opts.Compression))
-	if err != nil {
-		return nil, fmt.Errorf("provider image: %w", err)
-	}
-	k := opts.Kernel
-	if k.Version == "" {
-		if k, err = HostKernel(""); err != nil {
-			return nil, fmt.Errorf("provider image: %w", err)
-		}
-	}
-	hostname := opts.Hostname
-	if hostname == "" {
-		hostname = "provider"
-	}
-	sink.Emit(event.Event{Phase: "image", Kind: event.Step, Msg: "building provider initramfs with kernel " + k.Version})
+	return nil
+}
 
-	b, err := newBuilder(k)
-	if err != nil {
-		return nil, fmt.Errorf("provider image: %w", err)
-	}
+// providerPrograms adds busybox, sshd with its host keys (the given ones,
+// completed to Debian's set unless OnlyGivenHostKeys), ip, kexec and the
+// virtio modules. It returns the host keys.
+func (b *builder) providerPrograms(ctx context.Context, opts ProviderOptions) ([]HostKey, error) {
 	if err := b.busybox(ctx); err != nil {
-		return nil, fmt.Errorf("provider image: %w", err)
+		return nil, err
 	}
 	hostKeys := opts.HostKeys
 	if !opts.OnlyGivenHostKeys {
+		var err error
 		if hostKeys, err = completeHostKeys(hostKeys, debianHostKeyTypes); err != nil {
-			return nil, fmt.Errorf("provider image: %w", err)
+			return nil, err
 		}
 	}
 	if err := b.sshd(hostKeys); err != nil {
-		return nil, fmt.Errorf("provider image: %w", err)
+		return nil, err
 	}
 	// iproute2: the kexec tarball's run script and the facts probe use
 	// `ip --json`, which busybox's ip lacks. A real host has it.
 	if err := b.exec("/usr/bin/ip"); err != nil {
-		return nil, fmt.Errorf("provider image: %w (install iproute2)", err)
+		return nil, fmt.Errorf("%w (install iproute2)", err)
 	}
 	if !opts.NoKexecTools {
 		if err := b.exec("/usr/sbin/kexec"); err != nil {
-			return nil, fmt.Errorf("provider image: %w (install kexec-tools)", err)
+			return nil, fmt.Errorf("%w (install kexec-tools)", err)
 		}
 	}
 	if err := b.modules(ctx, providerModules()...); err != nil {
-		return nil, fmt.Errorf("provider image: %w", err)
+		return nil, err
 	}
 	if err := b.finishModules(ctx); err != nil {
-		return nil, fmt.Errorf("provider image: %w", err)
+		return nil, err
 	}
+	return hostKeys, nil
+}
 
-	var users []user
-	rcUsers := ""
-	if opts.User != "" {
-		u := user{name: opts.User, uid: 1000}
-		if opts.UserPassword != "" {
-			if u.hash, err = hashPassword(ctx, opts.UserPassword); err != nil {
-				return nil, fmt.Errorf("provider image: %w", err)
-			}
-		}
-		users = append(users, u)
-		home := "/home/" + opts.User
-		keys := opts.UserAuthorizedKeys
-		if keys == nil {
-			keys = opts.RootAuthorizedKeys
-		}
-		if err := b.t.File(home+"/.ssh/authorized_keys", []byte(joinLines(keys)), 0o600); err != nil {
-			return nil, fmt.Errorf("provider image: %w", err)
-		}
-		if err := b.sudo(opts.UserPassword == ""); err != nil {
-			return nil, fmt.Errorf("provider image: %w", err)
-		}
-		rcUsers = fmt.Sprintf("chown -R %[1]s:%[1]s %[2]s\nchmod 700 %[2]s %[2]s/.ssh\n", opts.User, home)
-	}
-	osRelease := `PRETTY_NAME="nixos-via test provider (Debian 12 parts)"
+// providerOSRelease says Debian 12, as the VPS the provider stands for.
+const providerOSRelease = `PRETTY_NAME="nixos-via test provider (Debian 12 parts)"
 NAME="nixos-via test provider"
 ID=debian
 VERSION_ID="12"
 VARIANT_ID=nixos-via-provider
 `
-	if err := b.basicFiles(hostname, osRelease, users); err != nil {
-		return nil, fmt.Errorf("provider image: %w", err)
+
+// providerConfig writes the provider's /etc, the user, root's
+// authorized_keys, inittab, rc and /init.
+func (b *builder) providerConfig(ctx context.Context, hostname string, opts ProviderOptions) error {
+	users, rcUsers, err := b.providerUser(ctx, opts)
+	if err != nil {
+		return err
+	}
+	if err := b.basicFiles(hostname, providerOSRelease, users); err != nil {
+		return err
 	}
 	if err := b.providerAccess(ctx, opts); err != nil {
-		return nil, fmt.Errorf("provider image: %w", err)
+		return err
 	}
 	if err := b.t.File("/root/.ssh/authorized_keys", []byte(joinLines(opts.RootAuthorizedKeys)), 0o600); err != nil {
-		return nil, fmt.Errorf("provider image: %w", err)
+		return err
 	}
 	if err := b.t.Dir("/root/.ssh", 0o700); err != nil {
-		return nil, fmt.Errorf("provider image: %w", err)
+		return err
 	}
 	rc := rcHead + rcDHCP + rcUsers + rcTail
 	for _, f := range []struct {
@@ -264,42 +298,72 @@ VARIANT_ID=nixos-via-provider
 		perm    uint32
 	}{{"/etc/inittab", inittab, 0o644}, {"/etc/rc", rc, 0o755}} {
 		if err := b.t.File(f.p, []byte(f.data), f.perm); err != nil {
-			return nil, fmt.Errorf("provider image: %w", err)
+			return err
 		}
 	}
-	if err := b.t.Symlink("/init", "/usr/bin/busybox"); err != nil {
-		return nil, fmt.Errorf("provider image: %w", err)
-	}
+	return b.t.Symlink("/init", "/usr/bin/busybox")
+}
 
+// providerUser adds opts.User (if any): its password hash, its
+// authorized_keys (root's when it has none of its own) and sudo. It
+// returns the users for /etc/passwd and rc's lines that give the user its
+// home.
+func (b *builder) providerUser(ctx context.Context, opts ProviderOptions) (users []user, rcUsers string, err error) {
+	if opts.User == "" {
+		return nil, "", nil
+	}
+	u := user{name: opts.User, uid: 1000}
+	if opts.UserPassword != "" {
+		if u.hash, err = hashPassword(ctx, opts.UserPassword); err != nil {
+			return nil, "", err
+		}
+	}
+	home := "/home/" + opts.User
+	keys := opts.UserAuthorizedKeys
+	if keys == nil {
+		keys = opts.RootAuthorizedKeys
+	}
+	if err := b.t.File(home+"/.ssh/authorized_keys", []byte(joinLines(keys)), 0o600); err != nil {
+		return nil, "", err
+	}
+	if err := b.sudo(opts.UserPassword == ""); err != nil {
+		return nil, "", err
+	}
+	rcUsers = fmt.Sprintf("chown -R %[1]s:%[1]s %[2]s\nchmod 700 %[2]s %[2]s/.ssh\n", opts.User, home)
+	return []user{u}, rcUsers, nil
+}
+
+// writeProvider writes DIR's files: the host keys' public lines, the
+// kernel, the initrd from the tree and the command line.
+func (b *builder) writeProvider(dir string, in providerInputs, hostKeys []HostKey, cmdline string) (*Provider, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("provider image: %w", err)
+		return nil, err
 	}
 	var pubs []string
 	for _, k := range hostKeys {
 		pubs = append(pubs, k.PublicLine)
 	}
 	if err := os.WriteFile(filepath.Join(dir, HostKeysFile), []byte(joinLines(pubs)), 0o644); err != nil {
-		return nil, fmt.Errorf("provider image: %w", err)
+		return nil, err
 	}
 	p := &Provider{
 		Kernel:  filepath.Join(dir, "bzImage"),
 		Initrd:  filepath.Join(dir, "initrd"),
-		Cmdline: strings.TrimSpace(DefaultCmdline + " " + opts.Cmdline),
+		Cmdline: strings.TrimSpace(DefaultCmdline + " " + cmdline),
 	}
-	if err := copyFile(p.Kernel, k.Image, 0o644); err != nil {
-		return nil, fmt.Errorf("provider image: %w", err)
+	if err := copyFile(p.Kernel, in.kernel.Image, 0o644); err != nil {
+		return nil, err
 	}
-	if err := writeInitramfs(b.t, p.Initrd, comp); err != nil {
-		return nil, fmt.Errorf("provider image: write %s: %w", p.Initrd, err)
+	if err := writeInitramfs(b.t, p.Initrd, in.comp); err != nil {
+		return nil, fmt.Errorf("write %s: %w", p.Initrd, err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "cmdline"), []byte(p.Cmdline+"\n"), 0o644); err != nil {
-		return nil, fmt.Errorf("provider image: %w", err)
+		return nil, err
 	}
 	if st, err := os.Stat(p.Initrd); err == nil {
 		p.InitrdBytes = st.Size()
 	}
 	p.UnpackedBytes, _ = b.t.Size()
-	sink.Emit(event.Event{Phase: "image", Kind: event.Done, Msg: fmt.Sprintf("provider initrd %s: %d bytes (%d unpacked)", p.Initrd, p.InitrdBytes, p.UnpackedBytes)})
 	return p, nil
 }
 
