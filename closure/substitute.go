@@ -96,6 +96,9 @@ func (req *substituteRequest) defaults() {
 	}
 }
 
+// maxReason bounds a miss's reason on the wire (one line of the answer).
+const maxReason = 2048
+
 // answerWriter writes the answer's lines, one whole line at a time, from
 // any goroutine, flushing each so the sender can act on it at once.
 type answerWriter struct {
@@ -126,7 +129,11 @@ func (a *answerWriter) report(ans substituteAnswer) {
 	if ans.got {
 		a.line("got " + ans.path)
 	} else {
-		a.line("miss " + ans.path + " " + strings.ReplaceAll(ans.reason, "\n", " "))
+		reason := strings.ReplaceAll(ans.reason, "\n", " ")
+		if len(reason) > maxReason {
+			reason = reason[:maxReason] + "…"
+		}
+		a.line("miss " + ans.path + " " + reason)
 	}
 }
 

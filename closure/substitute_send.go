@@ -41,6 +41,7 @@ type substituteResult struct {
 	streamed int      // missed, or not answered: handed to the stream
 	reasons  []string // the first few distinct reasons for a miss
 	err      error    // the session failed; what it did not answer was streamed
+	caches   []string // asked
 }
 
 const maxReasons = 3
@@ -51,8 +52,8 @@ const maxReasons = 3
 // the agent has exited, so that no path is both substituted and streamed.
 // It does not close queue.
 func substitute(ctx context.Context, r Runner, opts SendOptions, missing []nix.PathInfo, queue chan<- nix.PathInfo, prog *progress) substituteResult {
-	var res substituteResult
 	so := opts.Substitute
+	res := substituteResult{caches: so.Caches}
 	want := make(map[string]nix.PathInfo, len(missing))
 	for _, m := range missing {
 		want[m.Path] = m
@@ -143,9 +144,9 @@ func (res substituteResult) summary() (event.Kind, string) {
 	case res.got == 0:
 		return "", ""
 	}
-	msg := fmt.Sprintf("substitute: %d paths (%s NAR) from the caches, %d streamed", res.got, event.Bytes(int64(res.gotBytes)), res.streamed)
+	msg := fmt.Sprintf("substitute: %d paths (%s NAR) from %s, %d streamed", res.got, event.Bytes(int64(res.gotBytes)), strings.Join(res.caches, ", "), res.streamed)
 	if len(res.reasons) > 0 {
-		msg += " (" + strings.Join(res.reasons, "; ") + ")"
+		msg += ": " + strings.Join(res.reasons, "; ")
 	}
 	return event.Info, msg
 }
