@@ -268,114 +268,142 @@ var shAssignRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*=`)
 // list scans commands until the end or, with close = ')', the ')' that
 // ends a command substitution.
 func (s *shScanner) list(close byte) {
-	cmdPos := true
-	inCase := 0
-	pattern := false // in a case, reading a pattern up to ')'
-	caseWord := false
-	forWords := false
-	probeNext := false
-	depth := 0 // subshells opened inside this list
+	st := listState{cmdPos: true}
 	for {
 		t := s.next()
 		switch t.kind {
 		case 0:
 			return
 		case 'n':
-			cmdPos, forWords, probeNext = true, false, false
-			continue
+			st.cmdPos, st.forWords, st.probeNext = true, false, false
 		case 'r':
 			s.next() // the redirection's target
-			continue
 		case 'o':
-			switch t.text {
-			case ")":
-				if pattern {
-					pattern, cmdPos = false, true
-					continue
-				}
-				if depth == 0 && close == ')' {
-					return
-				}
-				depth--
-				cmdPos = false
-			case "(":
-				depth++
-				cmdPos = true
-			case ";;":
-				if inCase > 0 {
-					pattern = true
-				}
-				cmdPos = true
-			default:
-				cmdPos, forWords, probeNext = true, false, false
+			if st.operator(t.text, close) {
+				return
 			}
-			continue
+		default:
+			s.listWord(&st, t)
 		}
-		// A word.
-		switch {
-		case caseWord:
-			if t.text == "in" {
-				caseWord, pattern = false, true
-			}
-			continue
-		case pattern:
-			if t.text == "esac" && t.literal {
-				pattern = false
-				inCase--
-				cmdPos = false
-			}
-			continue
-		case forWords:
-			continue
-		case probeNext:
-			if t.literal {
-				s.out.probed[t.text] = true
-			}
-			probeNext = false
-			continue
-		case !cmdPos:
-			continue
+	}
+}
+
+// listState is where list is in the grammar.
+type listState struct {
+	cmdPos    bool // the next word is in command position
+	inCase    int
+	pattern   bool // in a case, reading a pattern up to ')'
+	caseWord  bool
+	forWords  bool
+	probeNext bool // the next word is disko_has's name
+	depth     int  // subshells opened inside this list
+}
+
+// operator moves past an operator; true when it is the ')' that ends the
+// list (close = ')').
+func (st *listState) operator(op string, close byte) (end bool) {
+	switch op {
+	case ")":
+		if st.pattern {
+			st.pattern, st.cmdPos = false, true
+			return false
 		}
+		if st.depth == 0 && close == ')' {
+			return true
+		}
+		st.depth--
+		st.cmdPos = false
+	case "(":
+		st.depth++
+		st.cmdPos = true
+	case ";;":
+		if st.inCase > 0 {
+			st.pattern = true
+		}
+		st.cmdPos = true
+	default:
+		st.cmdPos, st.forWords, st.probeNext = true, false, false
+	}
+	return false
+}
+
+// listWord takes a word: a case word or pattern, a for list's word,
+// disko_has's name, a reserved word, an assignment or a command.
+func (s *shScanner) listWord(st *listState, t shTok) {
+	switch {
+	case st.caseWord:
+		if t.text == "in" {
+			st.caseWord, st.pattern = false, true
+		}
+		return
+	case st.pattern:
+		if t.text == "esac" && t.literal {
+			st.pattern = false
+			st.inCase--
+			st.cmdPos = false
+		}
+		return
+	case st.forWords:
+		return
+	case st.probeNext:
 		if t.literal {
-			switch t.text {
-			case "if", "then", "else", "elif", "do", "while", "until", "!", "{":
-				continue
-			case "fi", "done", "}":
-				cmdPos = false
-				continue
-			case "esac":
-				if inCase > 0 {
-					inCase--
-				}
-				cmdPos = false
-				continue
-			case "case":
-				inCase++
-				caseWord = true
-				continue
-			case "for":
-				forWords = true
-				continue
-			}
+			s.out.probed[t.text] = true
 		}
-		if shAssignRe.MatchString(t.text) {
-			continue
+		st.probeNext = false
+		return
+	case !st.cmdPos:
+		return
+	}
+	if t.literal && st.reserved(t.text) {
+		return
+	}
+	if shAssignRe.MatchString(t.text) {
+		return
+	}
+	st.cmdPos = false
+	if !t.literal || strings.HasPrefix(t.text, "-") {
+		return // an expansion, or an option (command -v)
+	}
+	s.command(st, t.text)
+}
+
+// reserved moves past word if it is a reserved word (or ! and braces),
+// saying whether it was.
+func (st *listState) reserved(word string) bool {
+	switch word {
+	case "if", "then", "else", "elif", "do", "while", "until", "!", "{":
+	case "fi", "done", "}":
+		st.cmdPos = false
+	case "esac":
+		if st.inCase > 0 {
+			st.inCase--
 		}
-		cmdPos = false
-		if !t.literal || strings.HasPrefix(t.text, "-") {
-			continue // an expansion, or an option (command -v)
-		}
-		s.out.commands = append(s.out.commands, t.text)
-		switch t.text {
-		case "disko_run", "command", "exec":
-			cmdPos = true
-		case "disko_has":
-			probeNext = true
-		case "trap":
-			if a := s.next(); a.kind == 'w' { // the trap's commands
-				sub := scanShell(s.lastValue)
-				s.out.commands = append(s.out.commands, sub.commands...)
-			}
+		st.cmdPos = false
+	case "case":
+		st.inCase++
+		st.caseWord = true
+	case "for":
+		st.forWords = true
+	default:
+		return false
+	}
+	return true
+}
+
+// command records the command name, then what it says of the words after
+// it: disko_run, command and exec run the next word, disko_has probes it,
+// trap's commands are scanned too.
+func (s *shScanner) command(st *listState, name string) {
+	s.out.commands = append(s.out.commands, name)
+	switch name {
+	case "disko_run", "command", "exec":
+		st.cmdPos = true
+	case "disko_has":
+		st.probeNext = true
+	case "trap":
+		if a := s.next(); a.kind == 'w' { // the trap's commands
+			sub := scanShell(s.lastValue)
+			s.out.commands = append(s.out.commands, sub.commands...)
 		}
 	}
 }
@@ -542,29 +570,31 @@ var sizeRe = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)$`)
 // sgdiskBytes reads an sgdisk size or position: K, M, G, T, P are binary,
 // s and no suffix are 512-byte sectors.
 func sgdiskBytes(v string) (int64, bool) {
-	m := sizeRe.FindStringSubmatch(v)
-	if m == nil {
-		return 0, false
-	}
-	n, err := strconv.ParseFloat(m[1], 64)
-	if err != nil {
-		return 0, false
-	}
-	mult := map[string]float64{"": 512, "s": 512, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
-	f, ok := mult[strings.ToUpper(m[2])]
-	if m[2] == "s" {
-		f, ok = 512, true
-	}
-	if !ok {
-		return 0, false
-	}
-	return int64(n * f), true
+	return sizeBytes(v, func(suffix string) (float64, bool) {
+		if suffix == "s" {
+			return 512, true
+		}
+		mult := map[string]float64{"": 512, "s": 512, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+		f, ok := mult[strings.ToUpper(suffix)]
+		return f, ok
+	})
 }
 
 // partedBytes reads a parted position: no suffix means MB; s, B, kB, MB,
 // GB, TB (and K, M, G, T) are decimal, KiB, MiB, GiB, TiB binary. A
 // percentage has no fixed size.
 func partedBytes(v string) (int64, bool) {
+	return sizeBytes(v, func(suffix string) (float64, bool) {
+		mult := map[string]float64{"": 1e6, "s": 512, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+			"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+		f, ok := mult[strings.ToLower(suffix)]
+		return f, ok
+	})
+}
+
+// sizeBytes reads a number with a unit suffix, which unit gives the bytes
+// of.
+func sizeBytes(v string, unit func(suffix string) (float64, bool)) (int64, bool) {
 	m := sizeRe.FindStringSubmatch(v)
 	if m == nil {
 		return 0, false
@@ -573,9 +603,7 @@ func partedBytes(v string) (int64, bool) {
 	if err != nil {
 		return 0, false
 	}
-	mult := map[string]float64{"": 1e6, "s": 512, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
-		"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
-	f, ok := mult[strings.ToLower(m[2])]
+	f, ok := unit(m[2])
 	if !ok {
 		return 0, false
 	}

@@ -64,22 +64,17 @@ func deviceContents(d Device) []Content {
 // devices returns all top-level devices in byte order of their keys.
 func (l *Layout) devices() []Device {
 	var out []Device
-	for _, d := range l.Bcachefs {
-		out = append(out, d)
-	}
-	for _, d := range l.Disks {
-		out = append(out, d)
-	}
-	for _, d := range l.VGs {
-		out = append(out, d)
-	}
-	for _, d := range l.MDArrays {
-		out = append(out, d)
-	}
-	for _, d := range l.Nodevs {
-		out = append(out, d)
-	}
-	for _, d := range l.Zpools {
+	out = appendDevices(out, l.Bcachefs)
+	out = appendDevices(out, l.Disks)
+	out = appendDevices(out, l.VGs)
+	out = appendDevices(out, l.MDArrays)
+	out = appendDevices(out, l.Nodevs)
+	return appendDevices(out, l.Zpools)
+}
+
+// appendDevices appends the devices of one kind to out.
+func appendDevices[D Device](out []Device, devs []D) []Device {
+	for _, d := range devs {
 		out = append(out, d)
 	}
 	return out
@@ -96,105 +91,147 @@ func (l *Layout) eachContent(fn func(Device, Content)) {
 
 var lvFixedSizeRe = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?)([bBsSkKmMgGtTpPeE]?)$`)
 
+// validate checks the layout as a whole (references, mountpoints, names,
+// members) and, when it is sound, sets the devices' dependencies and
+// creation order.
 func (l *Layout) validate(errs *issues) {
 	l.deps = map[string][]string{}
 	l.checkToolNames(errs)
-	members := map[string][]string{} // aggregate key -> member paths
-	luksNames := map[string]string{}
-	mountpoints := map[string]string{}
-	addMount := func(mp *string, path string) {
-		if mp == nil {
-			return
-		}
-		m := strings.TrimSuffix(*mp, "/")
-		if m == "" {
-			m = "/"
-		}
-		if prev, dup := mountpoints[m]; dup {
-			errs.add(path, "mountpoint %q is already used by %s", *mp, prev)
-			return
-		}
-		mountpoints[m] = path
-	}
-	ref := func(d Device, path, class, name, what string) {
-		key := class + "." + name
-		if _, ok := l.index[key]; !ok {
-			errs.add(path, "%s %q does not exist (no %s)", what, name, key)
-			return
-		}
-		members[key] = append(members[key], path)
-		for _, k := range l.deps[key] {
-			if k == d.Key() {
-				return
-			}
-		}
-		l.deps[key] = append(l.deps[key], d.Key())
-	}
-	l.eachContent(func(d Device, c Content) {
-		switch x := c.(type) {
-		case *LVMPV:
-			ref(d, joinPath(x.Path, "vg"), "lvm_vg", x.VG, "volume group")
-		case *MDRaid:
-			ref(d, joinPath(x.Path, "name"), "mdadm", x.Name, "mdadm array")
-		case *ZFSMember:
-			ref(d, joinPath(x.Path, "pool"), "zpool", x.Pool, "zpool")
-		case *BcachefsMember:
-			ref(d, joinPath(x.Path, "filesystem"), "bcachefs_filesystems", x.Filesystem, "bcachefs filesystem")
-		case *Filesystem:
-			if x.Format != "" && !knownMkfs[x.Format] {
-				hint := ""
-				switch x.Format {
-				case "swap":
-					hint = ` (use type = "swap" for swap space)`
-				case "zfs":
-					hint = ` (use type = "zfs" and a zpool)`
-				}
-				errs.add(joinPath(x.Path, "format"), "unknown filesystem %q%s", x.Format, hint)
-			}
-			addMount(x.Mountpoint, joinPath(x.Path, "mountpoint"))
-		case *Btrfs:
-			addMount(x.Mountpoint, joinPath(x.Path, "mountpoint"))
-			for _, s := range x.Subvolumes {
-				addMount(s.Mountpoint, joinPath(s.Path, "mountpoint"))
-				if s.Mountpoint == nil && len(s.Swap) > 0 {
-					// fine: swap files live in the subvolume, NixOS just cannot name them
-				}
-			}
-		case *LUKS:
-			if x.Name != "" {
-				if prev, dup := luksNames[x.Name]; dup {
-					errs.add(joinPath(x.Path, "name"), "LUKS name %q is already used by %s", x.Name, prev)
-				}
-				luksNames[x.Name] = joinPath(x.Path, "name")
-			}
-		case *GPT:
-			l.validateGPT(x, errs)
-		}
-	})
-	for _, z := range l.Zpools {
-		addMount(z.Mountpoint, joinPath(z.Path, "mountpoint"))
-		for _, ds := range z.Datasets {
-			if f, ok := ds.(*ZFSFS); ok {
-				addMount(f.Mountpoint, joinPath(f.Path, "mountpoint"))
-			}
-			if v, ok := ds.(*ZFSVolume); ok && v.Size == nil {
-				errs.add(joinPath(v.Path, "size"), "a zfs_volume needs a size")
-			}
-		}
-	}
-	for _, n := range l.Nodevs {
-		mp := n.Mountpoint
-		addMount(&mp, joinPath(n.Path, "mountpoint"))
-	}
-	for _, b := range l.Bcachefs {
-		addMount(b.Mountpoint, joinPath(b.Path, "mountpoint"))
-		for _, s := range b.Subvolumes {
-			addMount(s.Mountpoint, joinPath(s.Path, "mountpoint"))
-		}
-	}
+	c := &crossCheck{l: l, errs: errs, members: map[string][]string{}, luksNames: map[string]string{}, mountpoints: map[string]string{}}
+	l.eachContent(c.content)
+	c.deviceMounts()
 	for _, v := range l.VGs {
 		l.validateVG(v, errs)
 	}
+	c.memberless()
+	l.checkUnique(errs)
+	if len(errs.list) > 0 {
+		return
+	}
+	l.setOrder(errs)
+}
+
+// crossCheck is validate's state while it walks the layout: what each
+// aggregate's members are and which names and mountpoints are taken.
+type crossCheck struct {
+	l           *Layout
+	errs        *issues
+	members     map[string][]string // aggregate key -> member paths
+	luksNames   map[string]string
+	mountpoints map[string]string
+}
+
+// addMount takes mountpoint mp (nil: none) for path, reporting one that is
+// already taken.
+func (c *crossCheck) addMount(mp *string, path string) {
+	if mp == nil {
+		return
+	}
+	m := strings.TrimSuffix(*mp, "/")
+	if m == "" {
+		m = "/"
+	}
+	if prev, dup := c.mountpoints[m]; dup {
+		c.errs.add(path, "mountpoint %q is already used by %s", *mp, prev)
+		return
+	}
+	c.mountpoints[m] = path
+}
+
+// ref records that device d holds a member (at path) of the aggregate
+// class.name, which d's creation then comes before.
+func (c *crossCheck) ref(d Device, path, class, name, what string) {
+	key := class + "." + name
+	if _, ok := c.l.index[key]; !ok {
+		c.errs.add(path, "%s %q does not exist (no %s)", what, name, key)
+		return
+	}
+	c.members[key] = append(c.members[key], path)
+	for _, k := range c.l.deps[key] {
+		if k == d.Key() {
+			return
+		}
+	}
+	c.l.deps[key] = append(c.l.deps[key], d.Key())
+}
+
+// content checks one content x of device d.
+func (c *crossCheck) content(d Device, x Content) {
+	switch x := x.(type) {
+	case *LVMPV:
+		c.ref(d, joinPath(x.Path, "vg"), "lvm_vg", x.VG, "volume group")
+	case *MDRaid:
+		c.ref(d, joinPath(x.Path, "name"), "mdadm", x.Name, "mdadm array")
+	case *ZFSMember:
+		c.ref(d, joinPath(x.Path, "pool"), "zpool", x.Pool, "zpool")
+	case *BcachefsMember:
+		c.ref(d, joinPath(x.Path, "filesystem"), "bcachefs_filesystems", x.Filesystem, "bcachefs filesystem")
+	case *Filesystem:
+		c.filesystem(x)
+	case *Btrfs:
+		c.addMount(x.Mountpoint, joinPath(x.Path, "mountpoint"))
+		for _, s := range x.Subvolumes {
+			// A subvolume without a mountpoint may still hold swap files:
+			// NixOS just cannot name them.
+			c.addMount(s.Mountpoint, joinPath(s.Path, "mountpoint"))
+		}
+	case *LUKS:
+		if x.Name != "" {
+			if prev, dup := c.luksNames[x.Name]; dup {
+				c.errs.add(joinPath(x.Path, "name"), "LUKS name %q is already used by %s", x.Name, prev)
+			}
+			c.luksNames[x.Name] = joinPath(x.Path, "name")
+		}
+	case *GPT:
+		c.l.validateGPT(x, c.errs)
+	}
+}
+
+// filesystem checks a filesystem's format and takes its mountpoint.
+func (c *crossCheck) filesystem(x *Filesystem) {
+	if x.Format != "" && !knownMkfs[x.Format] {
+		hint := ""
+		switch x.Format {
+		case "swap":
+			hint = ` (use type = "swap" for swap space)`
+		case "zfs":
+			hint = ` (use type = "zfs" and a zpool)`
+		}
+		c.errs.add(joinPath(x.Path, "format"), "unknown filesystem %q%s", x.Format, hint)
+	}
+	c.addMount(x.Mountpoint, joinPath(x.Path, "mountpoint"))
+}
+
+// deviceMounts takes the mountpoints of the top-level devices: zpools and
+// their datasets (checking each zfs_volume has a size), nodevs, bcachefs
+// filesystems and their subvolumes.
+func (c *crossCheck) deviceMounts() {
+	for _, z := range c.l.Zpools {
+		c.addMount(z.Mountpoint, joinPath(z.Path, "mountpoint"))
+		for _, ds := range z.Datasets {
+			if f, ok := ds.(*ZFSFS); ok {
+				c.addMount(f.Mountpoint, joinPath(f.Path, "mountpoint"))
+			}
+			if v, ok := ds.(*ZFSVolume); ok && v.Size == nil {
+				c.errs.add(joinPath(v.Path, "size"), "a zfs_volume needs a size")
+			}
+		}
+	}
+	for _, n := range c.l.Nodevs {
+		mp := n.Mountpoint
+		c.addMount(&mp, joinPath(n.Path, "mountpoint"))
+	}
+	for _, b := range c.l.Bcachefs {
+		c.addMount(b.Mountpoint, joinPath(b.Path, "mountpoint"))
+		for _, s := range b.Subvolumes {
+			c.addMount(s.Mountpoint, joinPath(s.Path, "mountpoint"))
+		}
+	}
+}
+
+// memberless reports the aggregates no content is a member of.
+func (c *crossCheck) memberless() {
+	l, errs, members := c.l, c.errs, c.members
 	for _, m := range l.MDArrays {
 		if len(members[m.Key()]) == 0 {
 			errs.add(m.Path, "mdadm array %q has no members (no content with type = \"mdraid\"; name = %q)", m.Name, m.Attr)
@@ -215,10 +252,11 @@ func (l *Layout) validate(errs *issues) {
 			errs.add(b.Path, "bcachefs filesystem %q has no member devices", b.Name)
 		}
 	}
-	l.checkUnique(errs)
-	if len(errs.list) > 0 {
-		return
-	}
+}
+
+// setOrder sets the devices' creation order: each after the devices that
+// hold its members.
+func (l *Layout) setOrder(errs *issues) {
 	order, err := toposort(l.devices(), func(a, b Device) bool {
 		for _, k := range l.deps[b.Key()] {
 			if k == a.Key() {
