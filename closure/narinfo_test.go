@@ -14,7 +14,7 @@ import (
 
 const testStorePath = "/nix/store/k5gmviv9m1h0wdqisa0m6wi3cdy94cna-probe.txt"
 
-func testInfo(t *testing.T) nix.PathInfo {
+func testInfo(t testing.TB) nix.PathInfo {
 	t.Helper()
 	h, err := nar.ParseHash("sha256:0pmbrp9xz7q2xs82qa0xlcfm4c59lpc4cw6yxjv1rl854n38rxiw")
 	if err != nil {
@@ -168,4 +168,47 @@ func TestReadSubstituteAnswers(t *testing.T) {
 			t.Errorf("%s: got %d, miss %d, %d lines, err %v; want %d, %d, ok %v", tt.name, got, miss, len(lines), err, tt.got, tt.miss, tt.ok)
 		}
 	}
+}
+
+// FuzzParseNarinfo: no input panics the parser, and whatever it accepts is
+// for the wanted path, with our hash and size and a URL inside the cache.
+func FuzzParseNarinfo(f *testing.F) {
+	f.Add([]byte(testNarinfo))
+	f.Add([]byte(strings.Replace(testNarinfo, "URL: nar/", "URL: ../", 1)))
+	f.Add([]byte("StorePath: x\nURL:\nNarHash: sha256:\nNarSize: 0\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		want := testInfo(t)
+		ni, err := parseNarinfo(data, want)
+		if err != nil {
+			return
+		}
+		if ni.StorePath != want.Path || ni.NarHash != want.NarHash || ni.NarSize != want.NarSize || !decompressors[ni.Compression] {
+			t.Fatalf("accepted %+v for %+v", ni, want)
+		}
+		u, err := narURL("https://cache.example/sub", ni.URL)
+		if err != nil || !strings.HasPrefix(u, "https://cache.example/sub/") || strings.Contains(u[len("https://"):], "//") || strings.Contains(u, "/../") {
+			t.Fatalf("accepted URL %q resolves to %q, %v", ni.URL, u, err)
+		}
+	})
+}
+
+// FuzzReadSubstituteRequest: no input panics the agent's request parser,
+// and every path it accepts is a valid path-info.
+func FuzzReadSubstituteRequest(f *testing.F) {
+	var buf bytes.Buffer
+	info := testInfo(f)
+	substituteRequest{Caches: []string{"http://127.0.0.1:1"}, Paths: []nix.PathInfo{info}}.write(&buf)
+	f.Add(buf.Bytes())
+	f.Add([]byte(substituteMagic + "\ncache http://a\nref x\nend\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		req, err := readSubstituteRequest(bufio.NewReaderSize(bytes.NewReader(data), 4096))
+		if err != nil {
+			return
+		}
+		for _, p := range req.Paths {
+			if err := p.Validate(); err != nil {
+				t.Fatalf("accepted %+v: %v", p, err)
+			}
+		}
+	})
 }
