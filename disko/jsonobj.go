@@ -3,6 +3,7 @@ package disko
 import (
 	"encoding/json"
 	"fmt"
+	"iter"
 	"sort"
 	"strings"
 )
@@ -282,6 +283,24 @@ func (o *obj) strMap(key string) map[string]string {
 		out[k] = s
 	}
 	return out
+}
+
+// objects yields, in name order, the objects of the attribute set key
+// with their names; an entry that is not an object is reported and
+// skipped.
+func (o *obj) objects(key string) iter.Seq2[string, *obj] {
+	return func(yield func(string, *obj) bool) {
+		names, m := o.attrs(key)
+		for _, name := range names {
+			c, ok := newObj(m[name], joinPath(o.p(key), name), o.errs)
+			if !ok {
+				continue
+			}
+			if !yield(name, c) {
+				return
+			}
+		}
+	}
 }
 
 // attrs returns the sorted names and values of an attrset field.

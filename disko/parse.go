@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"iter"
 	"regexp"
 	"sort"
 	"strings"
@@ -63,29 +64,17 @@ func parseLayout(v any, errs *issues) *Layout {
 			var d Device
 			switch key {
 			case "disk":
-				x := p.disk(o, name)
-				l.Disks = append(l.Disks, x)
-				d = x
+				d = appendDevice(&l.Disks, p.disk(o, name))
 			case "mdadm":
-				x := p.mdadm(o, name)
-				l.MDArrays = append(l.MDArrays, x)
-				d = x
+				d = appendDevice(&l.MDArrays, p.mdadm(o, name))
 			case "zpool":
-				x := p.zpool(o, name)
-				l.Zpools = append(l.Zpools, x)
-				d = x
+				d = appendDevice(&l.Zpools, p.zpool(o, name))
 			case "lvm_vg":
-				x := p.vg(o, name)
-				l.VGs = append(l.VGs, x)
-				d = x
+				d = appendDevice(&l.VGs, p.vg(o, name))
 			case "nodev":
-				x := p.nodev(o, name)
-				l.Nodevs = append(l.Nodevs, x)
-				d = x
+				d = appendDevice(&l.Nodevs, p.nodev(o, name))
 			case "bcachefs_filesystems":
-				x := p.bcachefsFS(o, name)
-				l.Bcachefs = append(l.Bcachefs, x)
-				d = x
+				d = appendDevice(&l.Bcachefs, p.bcachefsFS(o, name))
 			}
 			l.index[d.Key()] = d
 			o.done()
@@ -239,12 +228,7 @@ func (p *parser) gpt(o *obj, dev, parentKind, parentName string) *GPT {
 	g := &GPT{Device: dev, parentKind: parentKind, parentName: parentName}
 	g.Path, g.Hooks = o.path, o.hooks()
 	g.EFIGptPartitionFirst = o.boolean("efiGptPartitionFirst", true)
-	names, m := o.attrs("partitions")
-	for _, name := range names {
-		po, ok := newObj(m[name], joinPath(o.p("partitions"), name), p.errs)
-		if !ok {
-			continue
-		}
+	for name, po := range o.objects("partitions") {
 		g.Partitions = append(g.Partitions, p.partition(po, name, g))
 		po.done()
 	}
@@ -362,43 +346,42 @@ func (p *parser) partition(o *obj, attr string, g *GPT) *Partition {
 	return part
 }
 
+// appendDevice appends d to its kind's list and returns it.
+func appendDevice[D Device](list *[]D, d D) Device {
+	*list = append(*list, d)
+	return d
+}
+
 // setContentDevice fills the device of a content whose parent device was
 // only known after partition numbering.
 func setContentDevice(c Content, dev string) {
+	if d := contentDevice(c); d != nil && *d == "" {
+		*d = dev
+	}
+}
+
+// contentDevice points at the device field of a content that lives on a
+// partition's device (nil for tables, which get theirs when parsed).
+func contentDevice(c Content) *string {
 	switch x := c.(type) {
 	case *Filesystem:
-		if x.Device == "" {
-			x.Device = dev
-		}
+		return &x.Device
 	case *Btrfs:
-		if x.Device == "" {
-			x.Device = dev
-		}
+		return &x.Device
 	case *LUKS:
-		if x.Device == "" {
-			x.Device = dev
-		}
+		return &x.Device
 	case *LVMPV:
-		if x.Device == "" {
-			x.Device = dev
-		}
+		return &x.Device
 	case *MDRaid:
-		if x.Device == "" {
-			x.Device = dev
-		}
+		return &x.Device
 	case *ZFSMember:
-		if x.Device == "" {
-			x.Device = dev
-		}
+		return &x.Device
 	case *Swap:
-		if x.Device == "" {
-			x.Device = dev
-		}
+		return &x.Device
 	case *BcachefsMember:
-		if x.Device == "" {
-			x.Device = dev
-		}
+		return &x.Device
 	}
+	return nil
 }
 
 var tableFSTypes = map[string]bool{
@@ -503,17 +486,7 @@ func (p *parser) btrfs(o *obj, dev string) *Btrfs {
 	b.MountOptions = o.strList("mountOptions", []string{"defaults"})
 	b.Mountpoint = p.mountpoint(o, "mountpoint")
 	b.Swap = p.swapFiles(o)
-	names, m := o.attrs("subvolumes")
-	for _, name := range names {
-		so, ok := newObj(m[name], joinPath(o.p("subvolumes"), name), p.errs)
-		if !ok {
-			continue
-		}
-		if so.has("type") {
-			p.checkType(so, "btrfs_subvol", "btrfs_subvol")
-		} else {
-			so.raw("type")
-		}
+	for name, so := range p.subvolumes(o, "btrfs_subvol") {
 		s := &Subvolume{Attr: name}
 		s.Path, s.Hooks = so.path, so.hooks()
 		s.Name = so.str("name", name)
@@ -527,16 +500,28 @@ func (p *parser) btrfs(o *obj, dev string) *Btrfs {
 	return b
 }
 
+// subvolumes yields o's subvolumes in name order, each checked to be of
+// type typ if it says its type.
+func (p *parser) subvolumes(o *obj, typ string) iter.Seq2[string, *obj] {
+	return func(yield func(string, *obj) bool) {
+		for name, so := range o.objects("subvolumes") {
+			if so.has("type") {
+				p.checkType(so, typ, typ)
+			} else {
+				so.raw("type")
+			}
+			if !yield(name, so) {
+				return
+			}
+		}
+	}
+}
+
 var swapFileSizeRe = regexp.MustCompile(`^[0-9]+[KMGTP]?$`)
 
 func (p *parser) swapFiles(o *obj) []*SwapFile {
 	var out []*SwapFile
-	names, m := o.attrs("swap")
-	for _, name := range names {
-		so, ok := newObj(m[name], joinPath(o.p("swap"), name), p.errs)
-		if !ok {
-			continue
-		}
+	for name, so := range o.objects("swap") {
 		s := &SwapFile{Attr: name}
 		s.node.Path = so.path
 		s.Size = so.reqStr("size")
@@ -653,12 +638,7 @@ func (p *parser) vg(o *obj, attr string) *VG {
 	v := &VG{Attr: attr}
 	v.Path, v.Hooks = o.path, o.hooks()
 	v.Name = o.str("name", attr)
-	names, m := o.attrs("lvs")
-	for _, name := range names {
-		lo, ok := newObj(m[name], joinPath(o.p("lvs"), name), p.errs)
-		if !ok {
-			continue
-		}
+	for name, lo := range o.objects("lvs") {
 		lv := &LV{Attr: name}
 		lv.Path, lv.Hooks = lo.path, lo.hooks()
 		lv.Name = lo.str("name", name)
@@ -864,17 +844,7 @@ func (p *parser) bcachefsFS(o *obj, attr string) *BcachefsFS {
 	if !guidRe.MatchString(b.UUID) {
 		p.errs.add(o.p("uuid"), "invalid UUID %q", b.UUID)
 	}
-	names, m := o.attrs("subvolumes")
-	for _, name := range names {
-		so, ok := newObj(m[name], joinPath(o.p("subvolumes"), name), p.errs)
-		if !ok {
-			continue
-		}
-		if so.has("type") {
-			p.checkType(so, "bcachefs_subvolume", "bcachefs_subvolume")
-		} else {
-			so.raw("type")
-		}
+	for name, so := range p.subvolumes(o, "bcachefs_subvolume") {
 		s := &BcachefsSubvolume{Attr: name}
 		s.Path, s.Hooks = so.path, so.hooks()
 		s.Name = so.str("name", name)

@@ -260,19 +260,34 @@ func isZvol(z *Zpool, full string) bool {
 	return false
 }
 
+// zfsKeyChange is a load-key or unload-key of a dataset's key.
+type zfsKeyChange struct {
+	verb    string // zfs load-key or unload-key
+	from    string // the keystatus it runs in
+	quiet   bool   // the keystatus probe's errors are not shown
+	zvolFix string // the disko fix noted when the dataset is a zvol
+}
+
+// zfsKey adds the step that makes the key change k to the dataset full of
+// z when its keystatus is k.from.
+func (b *builder) zfsKey(z *Zpool, full string, k zfsKeyChange) {
+	probe := "zfs get -H -o value keystatus " + shq(full)
+	if k.quiet {
+		probe += " 2>/dev/null"
+	}
+	b.add(z.Path, "keystatus of "+full+" is "+k.from, []string{"zfs", k.verb, full},
+		fmt.Sprintf(`if [ "$(%s)" = %s ]; then disko_run zfs %s %s; fi`, probe, k.from, k.verb, shq(full)), "")
+	if isZvol(z, full) {
+		b.fixed(k.zvolFix)
+	}
+}
+
 func (b *builder) activateZpool(z *Zpool) {
 	argv := lits("zpool", "import", "-l", "-R", b.root, z.Name)
 	b.add(z.Path, "pool not imported", keyWords(argv), fmt.Sprintf("if ! zpool list %s >/dev/null 2>&1; then disko_run %s; fi", shq(z.Name), shWords(argv)), "")
 	for _, full := range keyedDatasets(z) {
-		fix := ""
-		if isZvol(z, full) {
-			fix = "disko §5.5: key of an encrypted zvol was loaded by its short name"
-		}
-		b.add(z.Path, "keystatus of "+full+" is unavailable", []string{"zfs", "load-key", full},
-			fmt.Sprintf(`if [ "$(zfs get -H -o value keystatus %[1]s)" = unavailable ]; then disko_run zfs load-key %[1]s; fi`, shq(full)), "")
-		if fix != "" {
-			b.fixed(fix)
-		}
+		b.zfsKey(z, full, zfsKeyChange{verb: "load-key", from: "unavailable",
+			zvolFix: "disko §5.5: key of an encrypted zvol was loaded by its short name"})
 	}
 	for _, d := range z.Datasets {
 		if v, ok := d.(*ZFSVolume); ok {
@@ -288,15 +303,8 @@ func (b *builder) deactivateZpool(z *Zpool) {
 		}
 	}
 	for _, full := range keyedDatasets(z) {
-		fix := ""
-		if isZvol(z, full) {
-			fix = "disko §5.5: key of an encrypted zvol was unloaded by its short name, unguarded"
-		}
-		b.add(z.Path, "keystatus of "+full+" is available", []string{"zfs", "unload-key", full},
-			fmt.Sprintf(`if [ "$(zfs get -H -o value keystatus %[1]s 2>/dev/null)" = available ]; then disko_run zfs unload-key %[1]s; fi`, shq(full)), "")
-		if fix != "" {
-			b.fixed(fix)
-		}
+		b.zfsKey(z, full, zfsKeyChange{verb: "unload-key", from: "available", quiet: true,
+			zvolFix: "disko §5.5: key of an encrypted zvol was unloaded by its short name, unguarded"})
 	}
 	b.add(z.Path, "pool imported", []string{"zpool", "export", z.Name},
 		fmt.Sprintf("if zpool list %[1]s >/dev/null 2>&1; then disko_run zpool export %[1]s; fi", shq(z.Name)), "")
