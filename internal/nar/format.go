@@ -55,56 +55,55 @@ var zeroPad [8]byte
 
 func padLen(n uint64) int { return int((8 - n%8) % 8) }
 
-// hashWriter counts and hashes what passes to w.
-type hashWriter struct {
-	w io.Writer
+// hashCount is the SHA-256 and byte count of the bytes given to add.
+type hashCount struct {
 	h hash.Hash
 	n uint64
 }
 
-func newHashWriter(w io.Writer) *hashWriter { return &hashWriter{w: w, h: sha256.New()} }
+func newHashCount() hashCount { return hashCount{h: sha256.New()} }
+
+func (c *hashCount) add(p []byte) {
+	c.h.Write(p)
+	c.n += uint64(len(p))
+}
+
+func (c *hashCount) result() Result {
+	var r Result
+	c.h.Sum(r.Hash[:0])
+	r.Size = c.n
+	return r
+}
+
+// hashWriter counts and hashes what passes to w.
+type hashWriter struct {
+	w io.Writer
+	hashCount
+}
+
+func newHashWriter(w io.Writer) *hashWriter { return &hashWriter{w: w, hashCount: newHashCount()} }
 
 func (hw *hashWriter) Write(p []byte) (int, error) {
 	n, err := hw.w.Write(p)
-	hw.h.Write(p[:n])
-	hw.n += uint64(n)
+	hw.add(p[:n])
 	return n, err
 }
 
 // hashOnly hashes and counts p, which the caller put in place itself.
-func (hw *hashWriter) hashOnly(p []byte) {
-	hw.h.Write(p)
-	hw.n += uint64(len(p))
-}
-
-func (hw *hashWriter) result() Result {
-	var r Result
-	hw.h.Sum(r.Hash[:0])
-	r.Size = hw.n
-	return r
-}
+func (hw *hashWriter) hashOnly(p []byte) { hw.add(p) }
 
 // hashReader counts and hashes what is read through it.
 type hashReader struct {
 	r io.Reader
-	h hash.Hash
-	n uint64
+	hashCount
 }
 
-func newHashReader(r io.Reader) *hashReader { return &hashReader{r: r, h: sha256.New()} }
+func newHashReader(r io.Reader) *hashReader { return &hashReader{r: r, hashCount: newHashCount()} }
 
 func (hr *hashReader) Read(p []byte) (int, error) {
 	n, err := hr.r.Read(p)
-	hr.h.Write(p[:n])
-	hr.n += uint64(n)
+	hr.add(p[:n])
 	return n, err
-}
-
-func (hr *hashReader) result() Result {
-	var r Result
-	hr.h.Sum(r.Hash[:0])
-	r.Size = hr.n
-	return r
 }
 
 // encoder writes NAR strings.
