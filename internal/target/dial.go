@@ -327,30 +327,11 @@ func dialHop(ctx context.Context, via *ssh.Client, res *Resolved, auth []ssh.Aut
 	}
 	dctx, cancel := context.WithTimeout(ctx, res.ConnectTimeout)
 	defer cancel()
-	var nc net.Conn
-	var err error
-	switch {
-	case via != nil:
-		nc, err = via.DialContext(dctx, "tcp", addr)
-	case res.ProxyCommand != "":
-		var pc *cmdConn
-		if pc, err = dialProxyCommand(res); err == nil {
-			nc = pc
-		}
-	default:
-		var d net.Dialer
-		nc, err = d.DialContext(dctx, "tcp", addr)
-	}
+	nc, err := openConn(ctx, dctx, via, res, addr)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, &ConnectError{Addr: addr, Err: err}
+		return nil, err
 	}
-	// The handshake has no context: bound it by a deadline and by ctx.
-	deadline, _ := dctx.Deadline()
-	nc.SetDeadline(deadline)
-	stop := context.AfterFunc(dctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	stop := boundHandshake(dctx, nc)
 	sc, chans, reqs, err := ssh.NewClientConn(nc, addr, cfg)
 	stop()
 	if err != nil {
@@ -372,6 +353,42 @@ func dialHop(ctx context.Context, via *ssh.Client, res *Resolved, auth []ssh.Aut
 	h.client = ssh.NewClient(sc, chans, out)
 	h.keys.client = h.client
 	return h, nil
+}
+
+// openConn opens the stream to addr an SSH handshake runs over: through
+// via (the client of the hop before, if any), res's ProxyCommand or TCP,
+// within dctx. A failure is ctx's error when ctx has ended, else a
+// ConnectError.
+func openConn(ctx, dctx context.Context, via *ssh.Client, res *Resolved, addr string) (net.Conn, error) {
+	var nc net.Conn
+	var err error
+	switch {
+	case via != nil:
+		nc, err = via.DialContext(dctx, "tcp", addr)
+	case res.ProxyCommand != "" && !strings.EqualFold(res.ProxyCommand, "none"):
+		var pc *cmdConn
+		if pc, err = dialProxyCommand(res); err == nil {
+			nc = pc
+		}
+	default:
+		var d net.Dialer
+		nc, err = d.DialContext(dctx, "tcp", addr)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &ConnectError{Addr: addr, Err: err}
+	}
+	return nc, nil
+}
+
+// boundHandshake bounds nc by dctx, since an SSH handshake has no context:
+// by its deadline, and at once when it ends until stop is called.
+func boundHandshake(dctx context.Context, nc net.Conn) (stop func() bool) {
+	deadline, _ := dctx.Deadline()
+	nc.SetDeadline(deadline)
+	return context.AfterFunc(dctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 }
 
 func classifyHandshake(ctx context.Context, res *Resolved, addr string, checker *hostKeyChecker, tried, algos []string, err error) error {

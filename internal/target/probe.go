@@ -27,28 +27,12 @@ func ProbeHostKey(ctx context.Context, res *Resolved) (ssh.PublicKey, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var nc net.Conn
-	var err error
-	if res.ProxyCommand != "" && res.ProxyCommand != "none" {
-		var pc *cmdConn
-		if pc, err = dialProxyCommand(res); err == nil {
-			nc = pc
-		}
-	} else {
-		var d net.Dialer
-		nc, err = d.DialContext(dctx, "tcp", addr)
-	}
+	nc, err := openConn(ctx, dctx, nil, res, addr)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, &ConnectError{Addr: addr, Err: err}
+		return nil, err
 	}
 	defer nc.Close()
-	deadline, _ := dctx.Deadline()
-	nc.SetDeadline(deadline)
-	stop := context.AfterFunc(dctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer boundHandshake(dctx, nc)()
 	var seen ssh.PublicKey
 	cfg := &ssh.ClientConfig{
 		User: "nixos-via-probe",

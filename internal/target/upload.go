@@ -106,15 +106,26 @@ func (c *Conn) sftpClient(ctx context.Context) (*sftp.Client, func(), error) {
 	return cl, func() { stop(); cl.Close(); sess.Close() }, nil
 }
 
-func (c *Conn) uploadSFTP(ctx context.Context, r io.Reader, tmp, remote string, mode os.FileMode) error {
+// sftpClientFor opens an SFTP client to write remote with, its directory
+// made.
+func (c *Conn) sftpClientFor(ctx context.Context, remote string) (*sftp.Client, func(), error) {
 	cl, closeAll, err := c.sftpClient(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cl.MkdirAll(path.Dir(remote)); err != nil {
+		closeAll()
+		return nil, nil, fmt.Errorf("sftp mkdir %s: %w", path.Dir(remote), err)
+	}
+	return cl, closeAll, nil
+}
+
+func (c *Conn) uploadSFTP(ctx context.Context, r io.Reader, tmp, remote string, mode os.FileMode) error {
+	cl, closeAll, err := c.sftpClientFor(ctx, remote)
 	if err != nil {
 		return err
 	}
 	defer closeAll()
-	if err := cl.MkdirAll(path.Dir(remote)); err != nil {
-		return fmt.Errorf("sftp mkdir %s: %w", path.Dir(remote), err)
-	}
 	f, err := cl.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
 	if err != nil {
 		return fmt.Errorf("sftp create %s: %w", tmp, err)
@@ -150,14 +161,11 @@ func (c *Conn) uploadCat(ctx context.Context, r io.Reader, tmp, remote string, m
 // write requests in ascending offset order and sftp-server carries them out
 // in the order they arrive, so a cut connection leaves a prefix.
 func (c *Conn) appendSFTP(ctx context.Context, r io.Reader, remote string, offset int64) error {
-	cl, closeAll, err := c.sftpClient(ctx)
+	cl, closeAll, err := c.sftpClientFor(ctx, remote)
 	if err != nil {
 		return err
 	}
 	defer closeAll()
-	if err := cl.MkdirAll(path.Dir(remote)); err != nil {
-		return fmt.Errorf("sftp mkdir %s: %w", path.Dir(remote), err)
-	}
 	flags := os.O_WRONLY
 	if offset == 0 {
 		flags |= os.O_CREATE | os.O_TRUNC
