@@ -65,13 +65,20 @@ func TestReconnectAcceptsAnyKeyOfTheHostsSetAndRefusesAForeignOne(t *testing.T) 
 				t.Fatal(err)
 			}
 			reconnect := func(old *target.Conn, kexec func()) (*target.Conn, *target.Facts, error) {
+				done := make(chan struct{})
 				go func() {
+					defer close(done)
 					time.Sleep(time.Second)
-					link.Cut() // the host goes away ...
-					kexec()    // ... and comes back as the installer
+					// The installer's sshd is up before the old system's
+					// connections drop, so that no reconnect can reach the
+					// system before it (a real kexec leaves nothing of it).
+					kexec()
+					link.Cut()
 				}()
-				return Reconnect(ctx, old, Options{DownTimeout: 20 * time.Second, UpTimeout: 20 * time.Second,
+				c, f, err := Reconnect(ctx, old, Options{DownTimeout: 20 * time.Second, UpTimeout: 20 * time.Second,
 					Interval: 300 * time.Millisecond, Home: home, PostKexecPort: link.Port})
+				<-done
+				return c, f, err
 			}
 
 			// The installer offers rsa and ed25519 of the carried-over keys.

@@ -428,12 +428,18 @@ func TestReconnectRefusesAnotherHostKey(t *testing.T) {
 	proxy := sshtest.StartProxy(t, s.Addr)
 	c := connectTo(t, proxy.Addr, s)
 	oldFP := fingerprint(c)
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		time.Sleep(time.Second)
-		proxy.Cut()         // the host goes away ...
-		s.ReplaceHostKey(t) // ... and comes back with another key
+		// The host comes back with another key; its sshd is replaced
+		// before the old connections drop, so no reconnect can reach the
+		// old one in between (a real kexec leaves nothing of it).
+		s.ReplaceHostKey(t)
+		proxy.Cut()
 	}()
 	_, _, err := Reconnect(context.Background(), c, Options{DownTimeout: 20 * time.Second, UpTimeout: 20 * time.Second, Interval: 300 * time.Millisecond, Home: t.TempDir(), PostKexecPort: proxy.Port})
+	<-done
 	var mm *target.HostKeyMismatchError
 	if !errors.As(err, &mm) {
 		t.Fatalf("Reconnect = %v, want a host key mismatch", err)
