@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -90,7 +89,7 @@ func (d *diskoFlags) check(fs *pflag.FlagSet) (disko.Mode, error) {
 }
 
 // runDisko is `nixos-via disko …` (args exclude the word "disko"): the
-// layout read (sequence.LayoutFromFile, LayoutFromFlake), validated and
+// layout read (sequence.ReadLayout), validated and
 // rendered by package disko. Exit codes: 0 ok,
 // 1 invalid layout or failure, 2 usage error.
 func runDisko(ctx context.Context, env Env, args []string) error {
@@ -110,44 +109,15 @@ func runDisko(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return fail(err)
 	}
-	source, layout, err := d.load(ctx, env)
+	src := sequence.LayoutSource{File: d.layoutFile, Flake: d.flake, Stdin: env.Stdin}
+	layout, err := sequence.ReadLayout(ctx, src)
 	if err != nil {
 		return fail(err)
 	}
-	if err := d.output(env, source, layout, mode); err != nil {
+	if err := d.output(env, src.Name(), layout, mode); err != nil {
 		return fail(err)
 	}
 	return nil
-}
-
-// load reads and parses the layout; it returns where it came from.
-func (d *diskoFlags) load(ctx context.Context, env Env) (string, *disko.Layout, error) {
-	source := d.layoutFile
-	var data []byte
-	var err error
-	if d.layoutFile != "" {
-		data, err = sequence.LayoutFromFile(ctx, d.layoutFile, env.Stdin)
-	} else {
-		source = d.flake
-		data, err = sequence.LayoutFromFlake(ctx, d.flake)
-	}
-	if err != nil {
-		return source, nil, err
-	}
-	layout, err := disko.Parse(disko.UnwrapDevices(data))
-	if err != nil {
-		msg := fmt.Sprintf("invalid layout %s:", source)
-		var ve *disko.ValidationError
-		if errors.As(err, &ve) {
-			for _, is := range ve.Issues {
-				msg += fmt.Sprintf("\n  %s", is)
-			}
-		} else {
-			msg += fmt.Sprintf("\n  %v", err)
-		}
-		return source, nil, errors.New(msg)
-	}
-	return source, layout, nil
 }
 
 // output prints what the flags ask for.
