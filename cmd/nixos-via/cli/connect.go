@@ -64,17 +64,7 @@ func (c connFlags) targetOptions(env Env, warn func(string)) (target.Options, er
 		}
 	}
 	if in, ok := terminal(env.Stdin); ok {
-		o.Prompt = func(q string, echo bool) (string, error) {
-			fmt.Fprint(env.Stderr, q)
-			if echo {
-				var s string
-				_, err := fmt.Fscanln(in, &s)
-				return s, err
-			}
-			b, err := term.ReadPassword(int(in.Fd()))
-			fmt.Fprintln(env.Stderr)
-			return string(b), err
-		}
+		o.Prompt = target.TerminalPrompt(in, env.Stderr)
 	}
 	return o, nil
 }
