@@ -76,12 +76,20 @@ type compressor struct {
 	markBlocked time.Duration
 	markBytes   uint64
 	markCPU     cpuTimes
+	readCPU     cpuReader
 }
 
-func newCompressor(w io.Writer, concurrency int) (*compressor, error) {
+// cpuReader reads the machine's CPU times so far.
+type cpuReader func() (cpuTimes, error)
+
+// newCompressor starts a channel's stream; readCPU nil reads /proc/stat.
+func newCompressor(w io.Writer, concurrency int, readCPU cpuReader) (*compressor, error) {
+	if readCPU == nil {
+		readCPU = readCPUTimes
+	}
 	c := &compressor{out: &timedWriter{w: w}, concurrency: concurrency, markTime: time.Now(),
-		level: startLevel, weakest: startLevel, strongest: startLevel}
-	c.markCPU, _ = readCPUTimes()
+		level: startLevel, weakest: startLevel, strongest: startLevel, readCPU: readCPU}
+	c.markCPU, _ = c.readCPU()
 	if err := c.newEncoder(); err != nil {
 		return nil, err
 	}
@@ -151,7 +159,7 @@ func (c *compressor) adapt() error {
 	}
 	blocked := c.out.blocked() - c.markBlocked
 	c.markTime, c.markBlocked, c.markBytes = now, c.out.blocked(), c.out.n.Load()
-	cpu, err := readCPUTimes()
+	cpu, err := c.readCPU()
 	spare := -1.0
 	if err == nil {
 		spare = cpu.spareSince(c.markCPU)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,25 +113,31 @@ func TestCompressionFollowsTheLink(t *testing.T) {
 	infos := storePaths(t, localRoot, 48, 512<<10)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	send := func(r Runner) (SendStats, string) {
+	send := func(r Runner, cpu cpuReader) (SendStats, string) {
 		root := t.TempDir()
-		stats, err := Send(ctx, r, infos, SendOptions{Agent: agentBin, Root: root, Jobs: 1, LocalRoot: localRoot})
+		stats, err := Send(ctx, r, infos, SendOptions{Agent: agentBin, Root: root, Jobs: 1, LocalRoot: localRoot, readCPU: cpu})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return stats, root
 	}
-	fast, fastRoot := send(&localRunner{})
-	slow, slowRoot := send(&slowLinkRunner{rate: 3 << 20})
+	// This machine's own load must not decide the test: the slow link is
+	// sent once with every CPU idle and once with none.
+	fast, fastRoot := send(&localRunner{}, nil)
+	slow, slowRoot := send(&slowLinkRunner{rate: 3 << 20}, machineIdle(2, 1))
 	if !strings.HasSuffix(slow.Compression, levels[strongestLevel].name) {
-		t.Errorf("over a 3 MiB/s link: compression %q, want up to %q", slow.Compression, levels[strongestLevel].name)
+		t.Errorf("over a 3 MiB/s link, CPUs idle: compression %q, want up to %q", slow.Compression, levels[strongestLevel].name)
+	}
+	busy, busyRoot := send(&slowLinkRunner{rate: 3 << 20}, machineIdle(2, 0))
+	if got, want := busy.Compression, levels[storedLevel].name; got != want {
+		t.Errorf("over a 3 MiB/s link, no CPU idle (a receiver on this machine): compression %q, want %q", got, want)
 	}
 	// A local pipe is normally faster than the agent can take it in, but on
 	// a busy machine the agent may lag and the channel step up too.
 	if !strings.HasSuffix(fast.Compression, levels[strongestLevel].name) && slow.WireBytes >= fast.WireBytes {
 		t.Errorf("over a 3 MiB/s link: %d bytes on the wire, want fewer than the %d of a local pipe", slow.WireBytes, fast.WireBytes)
 	}
-	for _, root := range []string{fastRoot, slowRoot} {
+	for _, root := range []string{fastRoot, slowRoot, busyRoot} {
 		for _, info := range infos {
 			got, err := nar.HashPath(filepath.Join(root, info.Path))
 			if err != nil || got.Hash != info.NarHash {
@@ -139,4 +146,19 @@ func TestCompressionFollowsTheLink(t *testing.T) {
 		}
 	}
 	t.Logf("local pipe: %d bytes (%s); slow link: %d bytes (%s)", fast.WireBytes, fast.Compression, slow.WireBytes, slow.Compression)
+}
+
+// machineIdle is a machine of cpus CPUs, the given fraction of them idle
+// between any two readings.
+func machineIdle(cpus int, idle float64) cpuReader {
+	var mu sync.Mutex
+	var now cpuTimes
+	return func() (cpuTimes, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		now.cpus = cpus
+		now.total += 1000
+		now.idle += uint64(1000 * idle)
+		return now, nil
+	}
 }

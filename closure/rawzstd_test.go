@@ -118,7 +118,7 @@ func decodeZstd(t *testing.T, b []byte) []byte {
 func TestCompressorFlush(t *testing.T) {
 	for _, level := range []int{storedLevel, strongestLevel} {
 		var out bytes.Buffer
-		c, err := newCompressor(&out, 1)
+		c, err := newCompressor(&out, 1, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -47,6 +47,10 @@ type SendOptions struct {
 	// Substitute, when it names caches, has the agent fetch the missing
 	// paths from them itself, beside the stream; the rest is streamed.
 	Substitute SubstituteOptions
+
+	// readCPU, nil for /proc/stat, is where the compressor learns how
+	// many CPUs this machine has idle (tests give a quiet or a busy one).
+	readCPU cpuReader
 }
 
 // SendStats says what Send did.
@@ -336,7 +340,7 @@ func sendChannel(ctx context.Context, session *receiveSession, queue <-chan nix.
 	if jobs > 1 {
 		concurrency = 1
 	}
-	enc, err := newCompressor(session.pw, concurrency)
+	enc, err := newCompressor(session.pw, concurrency, opts.readCPU)
 	if err != nil {
 		return channelStats{}, session.finish(err)
 	}
