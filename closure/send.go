@@ -82,19 +82,8 @@ type SendStats struct {
 // each as soon as the agent gives it up.
 func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions) (SendStats, error) {
 	stats := SendStats{Paths: len(infos)}
-	if opts.Agent == "" {
-		return stats, errors.New("send closure: no agent command")
-	}
-	if _, err := newLayout(opts.Root); err != nil {
-		return stats, fmt.Errorf("send closure: %w", err)
-	}
-	for _, info := range infos {
-		if err := info.Validate(); err != nil {
-			return stats, fmt.Errorf("send closure: %w", err)
-		}
-	}
-	if err := checkSubstituteOptions(opts.Substitute); err != nil {
-		return stats, fmt.Errorf("send closure: %w", err)
+	if err := checkSend(infos, opts); err != nil {
+		return stats, err
 	}
 	sink := opts.Sink
 	if sink == nil {
@@ -136,14 +125,68 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 	prog := &progress{sink: sink, totalBytes: total, totalPaths: len(missing)}
 	queue := make(chan nix.PathInfo, len(missing))
 	substituted := startSubstitute(ctx, r, opts, missing, queue, prog)
+	chans := sendChannels(ctx, cancel, sessions, queue, opts, jobs, prog)
+	var subst substituteResult
+	if substituted != nil {
+		subst = <-substituted // done: the queue was closed
+	}
+	stats.WireBytes += chans.wire
+	stats.Sent = int(prog.paths.Load())
+	stats.NarBytes = prog.bytes.Load()
+	stats.Substituted, stats.SubstitutedBytes = subst.got, subst.gotBytes
+	if chans.sentSome {
+		stats.Compression = levelNames(chans.weakest, chans.strongest)
+	}
+	if len(chans.errs) > 0 {
+		return stats, fmt.Errorf("send closure: %w", firstCause(chans.errs))
+	}
+	if len(missing) == 0 {
+		emit(sink, event.Event{Kind: event.Done, Msg: "copy closure: nothing to send"})
+		return stats, nil
+	}
+	if got := stats.Sent + stats.Substituted; got != len(missing) {
+		return stats, fmt.Errorf("send closure: %d of %d missing paths arrived (%d streamed, %d from the caches)", got, len(missing), stats.Sent, stats.Substituted)
+	}
+	prog.emit(true)
+	reportSent(sink, stats, subst)
+	return stats, nil
+}
+
+// checkSend refuses a Send that cannot start.
+func checkSend(infos []nix.PathInfo, opts SendOptions) error {
+	if opts.Agent == "" {
+		return errors.New("send closure: no agent command")
+	}
+	if _, err := newLayout(opts.Root); err != nil {
+		return fmt.Errorf("send closure: %w", err)
+	}
+	for _, info := range infos {
+		if err := info.Validate(); err != nil {
+			return fmt.Errorf("send closure: %w", err)
+		}
+	}
+	if err := checkSubstituteOptions(opts.Substitute); err != nil {
+		return fmt.Errorf("send closure: %w", err)
+	}
+	return nil
+}
+
+// channelsResult is what the channels of one Send did together.
+type channelsResult struct {
+	wire               uint64
+	weakest, strongest int  // the compression levels used
+	sentSome           bool // a channel sent a path
+	errs               []error
+}
+
+// sendChannels feeds every receive session from queue until it is empty
+// and all have answered; the first failure cancels the others.
+func sendChannels(ctx context.Context, cancel context.CancelFunc, sessions []*receiveSession, queue <-chan nix.PathInfo, opts SendOptions, jobs int, prog *progress) channelsResult {
 	var (
-		wg        sync.WaitGroup
-		mu        sync.Mutex
-		errs      []error
-		wire      atomic.Uint64
-		weakest   = strongestLevel
-		strongest = storedLevel
-		sentSome  bool // a channel sent a path
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		wire atomic.Uint64
+		res  = channelsResult{weakest: strongestLevel, strongest: storedLevel}
 	)
 	// Every receiver gets a stream, an empty one when there is nothing (or
 	// not enough) to send: it then commits nothing and answers "ok 0 0".
@@ -154,42 +197,24 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 			cs, err := sendChannel(ctx, session, queue, opts, jobs, prog)
 			wire.Add(cs.wire)
 			mu.Lock()
+			defer mu.Unlock()
 			if cs.paths > 0 {
-				weakest, strongest = min(weakest, cs.weakest), max(strongest, cs.strongest)
-				sentSome = true
+				res.weakest, res.strongest = min(res.weakest, cs.weakest), max(res.strongest, cs.strongest)
+				res.sentSome = true
 			}
-			mu.Unlock()
 			if err != nil {
-				mu.Lock()
-				errs = append(errs, fmt.Errorf("channel %d: %w", ch, err))
-				mu.Unlock()
+				res.errs = append(res.errs, fmt.Errorf("channel %d: %w", ch, err))
 				cancel()
 			}
 		}(i)
 	}
 	wg.Wait()
-	var subst substituteResult
-	if substituted != nil {
-		subst = <-substituted // done: the queue was closed
-	}
-	stats.WireBytes += wire.Load()
-	stats.Sent = int(prog.paths.Load())
-	stats.NarBytes = prog.bytes.Load()
-	stats.Substituted, stats.SubstitutedBytes = subst.got, subst.gotBytes
-	if sentSome {
-		stats.Compression = levelNames(weakest, strongest)
-	}
-	if len(errs) > 0 {
-		return stats, fmt.Errorf("send closure: %w", firstCause(errs))
-	}
-	if len(missing) == 0 {
-		emit(sink, event.Event{Kind: event.Done, Msg: "copy closure: nothing to send"})
-		return stats, nil
-	}
-	if got := stats.Sent + stats.Substituted; got != len(missing) {
-		return stats, fmt.Errorf("send closure: %d of %d missing paths arrived (%d streamed, %d from the caches)", got, len(missing), stats.Sent, stats.Substituted)
-	}
-	prog.emit(true)
+	res.wire = wire.Load()
+	return res
+}
+
+// reportSent says where the missing paths came from.
+func reportSent(sink event.Sink, stats SendStats, subst substituteResult) {
 	if kind, msg := subst.summary(); msg != "" {
 		emit(sink, event.Event{Kind: kind, Msg: msg, Data: map[string]string{
 			"paths_substituted": fmt.Sprint(subst.got), "bytes_substituted": fmt.Sprint(subst.gotBytes), "paths_streamed": fmt.Sprint(subst.streamed)}})
@@ -199,7 +224,6 @@ func Send(ctx context.Context, r Runner, infos []nix.PathInfo, opts SendOptions)
 		sent = fmt.Sprintf("%d paths (%s NAR) from the caches, %s", stats.Substituted, event.Bytes(int64(stats.SubstitutedBytes)), sent)
 	}
 	emit(sink, event.Event{Kind: event.Done, Msg: "copy closure: " + sent})
-	return stats, nil
 }
 
 // firstCause prefers a real failure over the context cancellations it caused
