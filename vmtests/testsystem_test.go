@@ -58,6 +58,7 @@ var tsScenarios = []struct {
 	{"resume", "root=/dev/disk/by-partlabel/disk-main-root", []string{"/dev/vda"}, false},
 	{"sudo-user", "root=/dev/disk/by-partlabel/disk-main-root", []string{"/dev/vda"}, false},
 	{"extras", "root=/dev/disk/by-partlabel/disk-main-root", []string{"/dev/vda"}, false},
+	{"substitute", "root=/dev/disk/by-partlabel/disk-main-root", []string{"/dev/vda"}, false},
 }
 
 func tsNeedNix(t *testing.T) {

@@ -79,6 +79,10 @@
         # of group wheel may, and sshd listens on another port (a fixed
         # one, forwarded to the same port on the test machine).
         admin-port = efiExt4 // { ssh = { port = 40022; permitRootLogin = "no"; users = [ "alice" ]; }; };
+        # The installer fetches the closure from this binary cache itself:
+        # the VM's QEMU forwards 10.0.2.100:80 (guestfwd) to a server the
+        # e2e test runs on 127.0.0.1. Only the guest ever uses this URL.
+        substitute = efiExt4 // { substituters = [ "http://10.0.2.100/" ]; };
       };
 
       # sshd as services.openssh has it: port 22, root by key only, no
@@ -127,6 +131,8 @@
           boot.initrd.luks.devices = luksDevices hostName;
           boot.initrd.network.ssh = { enable = false; port = 22; };
           boot.initrd.secrets = { };
+          # NixOS's default is cache.nixos.org; these systems have none.
+          nix.settings.substituters = s.substituters or [ ];
         };
       };
     in

@@ -1,8 +1,9 @@
 // Package vm runs QEMU virtual machines for end-to-end tests: TCG only
 // (never KVM), direct kernel boot or OVMF (UEFI), virtio disks, user
 // networking restricted to the guest with one host forward
-// 127.0.0.1:<free port> -> guest port 22, and the serial console logged to
-// a file that tests match with ExpectString.
+// 127.0.0.1:<free port> -> guest port 22 (and the guest addresses that
+// Config.GuestForwards relays to servers on 127.0.0.1), and the serial
+// console logged to a file that tests match with ExpectString.
 package vm
 
 import (
@@ -73,6 +74,9 @@ type Config struct {
 	// Forwards are guest TCP ports forwarded from the same port on
 	// 127.0.0.1 (an installed sshd that listens on another port than 22).
 	Forwards []int
+	// GuestForwards are TCP addresses the guest may connect to (QEMU's
+	// guestfwd), each relayed to a server on this machine's loopback.
+	GuestForwards []GuestForward
 	// ConsoleInput lets the test type on the serial console (VM.Type), e.g.
 	// a LUKS passphrase the installed initrd asks for. The console is
 	// still logged to ConsoleLog.
@@ -100,6 +104,40 @@ type VM struct {
 	mu         sync.Mutex
 	offset     int64 // console bytes consumed by ExpectString
 	exitErr    error
+}
+
+// GuestForward lets the guest reach a server on this machine: its TCP
+// connections to Guest ("10.0.2.100:80", inside the user network) go to
+// Host, which must be on 127.0.0.1. QEMU runs `nc -N 127.0.0.1 PORT`
+// (netcat-openbsd) for each connection: a guestfwd to a chardev would
+// carry one connection for the whole life of the VM. restrict=on stays:
+// the guest reaches these addresses and nothing else.
+type GuestForward struct {
+	Guest string
+	Host  string
+}
+
+// guestForwards is the guestfwd options for fwds.
+func guestForwards(fwds []GuestForward) (string, error) {
+	var b strings.Builder
+	for _, f := range fwds {
+		gip, gport, err := net.SplitHostPort(f.Guest)
+		if err != nil || net.ParseIP(gip) == nil {
+			return "", fmt.Errorf("vm: guest forward %q: want IP:PORT", f.Guest)
+		}
+		hip, hport, err := net.SplitHostPort(f.Host)
+		if err != nil || hip != "127.0.0.1" {
+			return "", fmt.Errorf("vm: guest forward to %q: want 127.0.0.1:PORT", f.Host)
+		}
+		if _, err := strconv.Atoi(gport); err != nil {
+			return "", fmt.Errorf("vm: guest forward %q: bad port: %w", f.Guest, err)
+		}
+		if _, err := strconv.Atoi(hport); err != nil {
+			return "", fmt.Errorf("vm: guest forward to %q: bad port: %w", f.Host, err)
+		}
+		fmt.Fprintf(&b, ",guestfwd=tcp:%s:%s-cmd:nc -N %s %s", gip, gport, hip, hport)
+	}
+	return b.String(), nil
 }
 
 // forwards is the hostfwd options for ports, each from the same port here.
@@ -201,6 +239,10 @@ func StartIn(dir string, cfg Config) (*VM, error) {
 		serial = "chardev:ser0"
 		cfg.ExtraArgs = append([]string{"-chardev", "socket,id=ser0,path=" + v.serialSock + ",server=on,wait=off,logfile=" + v.ConsoleLog + ",logappend=on"}, cfg.ExtraArgs...)
 	}
+	guestFwds, err := guestForwards(cfg.GuestForwards)
+	if err != nil {
+		return nil, err
+	}
 	args := []string{
 		"-name", cfg.Name,
 		"-accel", "tcg", "-cpu", CPU,
@@ -209,7 +251,7 @@ func StartIn(dir string, cfg Config) (*VM, error) {
 		"-nodefaults", "-display", "none", "-monitor", "none",
 		"-serial", serial,
 		"-qmp", "unix:" + v.qmp + ",server=on,wait=off",
-		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22", port) + forwards(cfg.Forwards),
+		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22", port) + forwards(cfg.Forwards) + guestFwds,
 		"-device", "virtio-net-pci,netdev=n0,romfile=",
 		"-device", "virtio-rng-pci",
 	}

@@ -20,6 +20,9 @@ func TestStartInRejectsBadConfig(t *testing.T) {
 		{"initrd without kernel", Config{UEFI: true, Initrd: "x"}, "without a kernel"},
 		{"disk without size", Config{Kernel: "k", Disks: []Disk{{}}}, "no size and no path"},
 		{"bad disk format", Config{Kernel: "k", Disks: []Disk{{Size: 1 << 20, Format: "vmdk"}}}, `unknown format "vmdk"`},
+		{"guest forward off loopback", Config{Kernel: "k", GuestForwards: []GuestForward{{Guest: "10.0.2.100:80", Host: "192.168.1.1:80"}}}, "want 127.0.0.1:PORT"},
+		{"guest forward to a name", Config{Kernel: "k", GuestForwards: []GuestForward{{Guest: "10.0.2.100:80", Host: "localhost:80"}}}, "want 127.0.0.1:PORT"},
+		{"guest forward without port", Config{Kernel: "k", GuestForwards: []GuestForward{{Guest: "10.0.2.100", Host: "127.0.0.1:80"}}}, "want IP:PORT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -32,6 +35,14 @@ func TestStartInRejectsBadConfig(t *testing.T) {
 				t.Errorf("StartIn error = %v, want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestGuestForwards(t *testing.T) {
+	got, err := guestForwards([]GuestForward{{Guest: "10.0.2.100:80", Host: "127.0.0.1:4321"}, {Guest: "10.0.2.101:443", Host: "127.0.0.1:4322"}})
+	want := ",guestfwd=tcp:10.0.2.100:80-cmd:nc -N 127.0.0.1 4321,guestfwd=tcp:10.0.2.101:443-cmd:nc -N 127.0.0.1 4322"
+	if err != nil || got != want {
+		t.Errorf("guestForwards = %q, %v; want %q", got, err, want)
 	}
 }
 
