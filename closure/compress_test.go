@@ -124,18 +124,18 @@ func TestCompressionFollowsTheLink(t *testing.T) {
 	// This machine's own load must not decide the test: the slow link is
 	// sent once with every CPU idle and once with none.
 	fast, fastRoot := send(&localRunner{}, nil)
-	slow, slowRoot := send(&slowLinkRunner{rate: 3 << 20}, machineIdle(2, 1))
+	slow, slowRoot := send(&slowLinkRunner{rate: 3 << 19}, machineIdle(2, 1))
 	if !strings.HasSuffix(slow.Compression, levels[strongestLevel].name) {
-		t.Errorf("over a 3 MiB/s link, CPUs idle: compression %q, want up to %q", slow.Compression, levels[strongestLevel].name)
+		t.Errorf("over a 1.5 MiB/s link, CPUs idle: compression %q, want up to %q", slow.Compression, levels[strongestLevel].name)
 	}
-	busy, busyRoot := send(&slowLinkRunner{rate: 3 << 20}, machineIdle(2, 0))
+	busy, busyRoot := send(&slowLinkRunner{rate: 3 << 19}, machineIdle(2, 0))
 	if got, want := busy.Compression, levels[storedLevel].name; got != want {
-		t.Errorf("over a 3 MiB/s link, no CPU idle (a receiver on this machine): compression %q, want %q", got, want)
+		t.Errorf("over a 1.5 MiB/s link, no CPU idle (a receiver on this machine): compression %q, want %q", got, want)
 	}
 	// A local pipe is normally faster than the agent can take it in, but on
 	// a busy machine the agent may lag and the channel step up too.
 	if !strings.HasSuffix(fast.Compression, levels[strongestLevel].name) && slow.WireBytes >= fast.WireBytes {
-		t.Errorf("over a 3 MiB/s link: %d bytes on the wire, want fewer than the %d of a local pipe", slow.WireBytes, fast.WireBytes)
+		t.Errorf("over a 1.5 MiB/s link: %d bytes on the wire, want fewer than the %d of a local pipe", slow.WireBytes, fast.WireBytes)
 	}
 	for _, root := range []string{fastRoot, slowRoot, busyRoot} {
 		for _, info := range infos {
