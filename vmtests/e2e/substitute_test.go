@@ -46,6 +46,7 @@ func TestInstallSubstitutes(t *testing.T) {
 		GuestForwards: []vm.GuestForward{{Guest: cacheGuestAddr, Host: cache.addr}}}, 1)
 
 	out := mustSucceed(t, ctx, m, "", nil, w.installArgs(m, scenario)...)
+	var unsaid []string
 	for _, want := range []string{
 		fmt.Sprintf("substitute: %d paths", len(cached)),
 		fmt.Sprintf("from %s, %d streamed", cacheURL, len(streamed)),
@@ -53,8 +54,11 @@ func TestInstallSubstitutes(t *testing.T) {
 		fmt.Sprintf("%d sent (", len(streamed)),
 	} {
 		if !strings.Contains(out, want) {
-			t.Errorf("the output does not say %q:\n%s", want, out)
+			unsaid = append(unsaid, want)
 		}
+	}
+	if len(unsaid) > 0 {
+		t.Errorf("the output does not say %q:\n%s", unsaid, out)
 	}
 	for _, p := range cached {
 		if got := cache.count(p, "narinfo"); got != 1 {
