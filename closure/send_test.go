@@ -6,25 +6,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/nix"
 	"github.com/nixos-via/nixos-via/internal/nix/nixtest"
+	"github.com/nixos-via/nixos-via/internal/testutil"
 )
-
-type recorder struct {
-	mu     sync.Mutex
-	events []event.Event
-}
-
-func (r *recorder) Emit(e event.Event) {
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-}
 
 func TestSendLocalSubprocess(t *testing.T) {
 	_, infos := nixtest.Closure(t, "install-local")
@@ -33,7 +22,7 @@ func TestSendLocalSubprocess(t *testing.T) {
 			root := t.TempDir()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			rec := &recorder{}
+			rec := &testutil.Recorder{}
 			runner := &localRunner{}
 			opts := SendOptions{Agent: agentBin, Root: root, Jobs: jobs, Sink: rec}
 			stats, err := Send(ctx, runner, infos, opts)
@@ -52,9 +41,10 @@ func TestSendLocalSubprocess(t *testing.T) {
 			}
 			checkReceived(t, root, infos)
 			checkNoPartial(t, root, false)
-			last := rec.events[len(rec.events)-1]
+			events := rec.Events()
+			last := events[len(events)-1]
 			var lastProgress event.Event
-			for _, e := range rec.events {
+			for _, e := range events {
 				if e.Kind == event.Progress {
 					lastProgress = e
 				}

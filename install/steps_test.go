@@ -18,6 +18,7 @@ import (
 	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/sshtest"
 	"github.com/nixos-via/nixos-via/internal/target"
+	"github.com/nixos-via/nixos-via/internal/testutil"
 )
 
 // dialLoopback starts an sshd on 127.0.0.1 and connects to it as root.
@@ -47,17 +48,6 @@ func testCtx(t *testing.T) context.Context {
 }
 
 // msgs are the messages of the events of kind k.
-func (r *recorder) msgs(k event.Kind) []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []string
-	for _, e := range r.events {
-		if e.Kind == k {
-			out = append(out, e.Msg)
-		}
-	}
-	return out
-}
 
 func owner(t *testing.T, p string) string {
 	t.Helper()
@@ -77,7 +67,7 @@ func TestUploadAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	remote := filepath.Join(t.TempDir(), "run", "nixos-via", "nixos-via")
-	rec := &recorder{}
+	rec := &testutil.Recorder{}
 	if err := UploadAgent(testCtx(t), c, rec, local, remote); err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +78,7 @@ func TestUploadAgent(t *testing.T) {
 	if st, err := os.Stat(remote); err != nil || st.Mode().Perm() != 0o755 {
 		t.Errorf("remote agent mode: %v (%v), want 0755", st.Mode().Perm(), err)
 	}
-	if got, want := rec.msgs(event.Step), []string{"uploading the agent"}; strings.Join(got, "|") != strings.Join(want, "|") {
+	if got, want := rec.Messages(event.Step), []string{"uploading the agent"}; strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("steps %q, want %q", got, want)
 	}
 }
@@ -113,7 +103,7 @@ func TestExtraFiles(t *testing.T) {
 	root := t.TempDir()
 	os.Chmod(root, 0o700)
 	os.WriteFile(filepath.Join(root, "kept"), []byte("was there"), 0o644)
-	rec := &recorder{}
+	rec := &testutil.Recorder{}
 	if err := ExtraFiles(testCtx(t), c, rec, src, root); err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +141,7 @@ func TestExtraFiles(t *testing.T) {
 	if got, _ := os.ReadFile(filepath.Join(root, "kept")); string(got) != "was there" {
 		t.Errorf("a file already in the root holds %q, want it untouched", got)
 	}
-	if got, want := rec.msgs(event.Step), "copying extra files from "+src; len(got) != 1 || got[0] != want {
+	if got, want := rec.Messages(event.Step), "copying extra files from "+src; len(got) != 1 || got[0] != want {
 		t.Errorf("steps %q, want %q", got, want)
 	}
 }
@@ -175,7 +165,7 @@ func TestChown(t *testing.T) {
 		os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755)
 		os.WriteFile(filepath.Join(root, p), nil, 0o644)
 	}
-	rec := &recorder{}
+	rec := &testutil.Recorder{}
 	if err := Chown(testCtx(t), c, rec, root, "/home/alice", "1000:100"); err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +181,7 @@ func TestChown(t *testing.T) {
 			t.Errorf("%s owned by %s, want %s", p, got, want)
 		}
 	}
-	if got, want := rec.msgs(event.Info), "chown -R 1000:100 "+root+"/home/alice"; len(got) != 1 || got[0] != want {
+	if got, want := rec.Messages(event.Info), "chown -R 1000:100 "+root+"/home/alice"; len(got) != 1 || got[0] != want {
 		t.Errorf("info %q, want %q", got, want)
 	}
 
@@ -212,7 +202,7 @@ func TestCopyHostKeysKeepsExisting(t *testing.T) {
 	os.MkdirAll(filepath.Dir(ours), 0o700)
 	os.WriteFile(ours, []byte("the installed system's own key"), 0o600)
 
-	rec := &recorder{}
+	rec := &testutil.Recorder{}
 	if err := CopyHostKeys(testCtx(t), c, rec, root); err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +226,7 @@ func TestCopyHostKeysKeepsExisting(t *testing.T) {
 		}
 	}
 	// In the order of the host's shell glob, which may collate differently.
-	got := rec.msgs(event.Info)
+	got := rec.Messages(event.Info)
 	sort.Strings(got)
 	sort.Strings(wantInfo)
 	if strings.Join(got, "|") != strings.Join(wantInfo, "|") {
@@ -244,11 +234,11 @@ func TestCopyHostKeysKeepsExisting(t *testing.T) {
 	}
 
 	// Again: everything is there now and nothing is copied.
-	rec = &recorder{}
+	rec = &testutil.Recorder{}
 	if err := CopyHostKeys(testCtx(t), c, rec, root); err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range rec.msgs(event.Info) {
+	for _, m := range rec.Messages(event.Info) {
 		if !strings.HasPrefix(m, "kept ") {
 			t.Errorf("second run: %q, want only kept keys", m)
 		}
@@ -272,7 +262,7 @@ func TestRemoveKeyFiles(t *testing.T) {
 		{"two", keys, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := &recorder{}
+			rec := &testutil.Recorder{}
 			if err := RemoveKeyFiles(testCtx(t), c, rec, tc.paths); err != nil {
 				t.Fatal(err)
 			}
@@ -281,7 +271,7 @@ func TestRemoveKeyFiles(t *testing.T) {
 					t.Errorf("%s still exists", p)
 				}
 			}
-			if got := rec.msgs(event.Info); len(got) != tc.wantInfo || (tc.wantInfo == 1 && got[0] != "removed the key files from the installer") {
+			if got := rec.Messages(event.Info); len(got) != tc.wantInfo || (tc.wantInfo == 1 && got[0] != "removed the key files from the installer") {
 				t.Errorf("info %q, want %d report(s)", got, tc.wantInfo)
 			}
 		})

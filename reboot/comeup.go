@@ -210,10 +210,16 @@ func (w *comeUp) login(ctx context.Context, at target.Resolved, key ssh.PublicKe
 			return nil, refused, false, err
 		}
 		what, err := w.identify(ctx, conn)
+		var nc *NotConfirmedError
 		switch {
-		case err != nil:
+		case errors.As(err, &nc):
 			conn.Close()
 			return nil, refused, true, err
+		case err != nil:
+			// The session broke or the deadline cut it (a system still
+			// booting, a slow link): not proof of anything, try again.
+			conn.Close()
+			return nil, refused, false, err
 		case what == "initrd":
 			conn.Close()
 			return nil, refused, false, fmt.Errorf("%s is the initrd (no /run/current-system yet), waiting for the passphrase", at.Addr())

@@ -16,20 +16,11 @@ import (
 	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/sshtest"
 	"github.com/nixos-via/nixos-via/internal/target"
+	"github.com/nixos-via/nixos-via/internal/testutil"
 )
 
 // warnings are the warning messages r received, one a line.
-func (r *recorder) warnings() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var w []string
-	for _, e := range r.events {
-		if e.Kind == event.Warn {
-			w = append(w, e.Msg)
-		}
-	}
-	return strings.Join(w, "\n")
-}
+func warnings(r *testutil.Recorder) string { return strings.Join(r.Messages(event.Warn), "\n") }
 
 // closedPort is a local port nothing listens on.
 func closedPort(t *testing.T) int {
@@ -75,8 +66,10 @@ func TestComeUp(t *testing.T) {
 		wantErr    string // in a *NotConfirmedError
 		wantWarn   string
 		wantRecord bool // the server's key is in known_hosts afterwards
+		firstFails bool // the first look at the boot id fails (a system still booting)
 	}{
 		{name: "up as installed", boot: known, bootID: "new", current: top, wantConn: true, wantRecord: true},
+		{name: "a first look that fails is tried again", boot: known, bootID: "new", current: top, firstFails: true, wantConn: true, wantRecord: true},
 		{name: "unknown configuration logs in as root", boot: BootConfig{}, bootID: "new", current: top, wantConn: true, wantRecord: true},
 		{name: "another system booted", boot: known, bootID: "new", current: "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-other", wantErr: "not the installed system"},
 		{name: "same boot id", boot: known, bootID: "old", current: top, wantErr: "did not reboot"},
@@ -111,12 +104,24 @@ func TestComeUp(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			log := &recorder{}
+			log := &testutil.Recorder{}
+			cmd := identify
+			if tc.firstFails {
+				tried := filepath.Join(t.TempDir(), "tried")
+				cmd = fmt.Sprintf("[ -e %s ] || { touch %s; echo 'starting up' >&2; exit 255; }; %s", tried, tried, identify)
+			}
 			w := &comeUp{res: *res, home: home, boot: tc.boot, loginUser: "root", before: "old", top: top,
-				sink: log, every: 200 * time.Millisecond, identifyCmd: identify}
+				sink: log, every: 200 * time.Millisecond, identifyCmd: cmd}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			c, err := w.wait(ctx, 3*time.Second)
+			// Where something answers, the wait must see at least one
+			// whole attempt (a handshake and a command) even on a loaded
+			// machine; where nothing does, a short one is enough.
+			timeout := 10 * time.Second
+			if tc.closed {
+				timeout = 3 * time.Second
+			}
+			c, err := w.wait(ctx, timeout)
 			if c != nil {
 				defer c.Close()
 			}
@@ -132,7 +137,7 @@ func TestComeUp(t *testing.T) {
 			if got := c != nil; got != tc.wantConn {
 				t.Errorf("connection returned = %v, want %v", got, tc.wantConn)
 			}
-			if got := log.warnings(); tc.wantWarn == "" && got != "" || !strings.Contains(got, tc.wantWarn) {
+			if got := warnings(log); tc.wantWarn == "" && got != "" || !strings.Contains(got, tc.wantWarn) {
 				t.Errorf("warnings = %q, want %q", got, tc.wantWarn)
 			}
 			data, _ := os.ReadFile(kh)
