@@ -133,7 +133,7 @@ func specs() []flagSpec {
 		{name: "from", group: gBuild, arg: "STORE", help: "copy the closure from this store instead of the local one (not implemented yet)"},
 		{name: "no-substitute-on-destination", group: gBuild, help: "stream the whole closure from here (by default the target fetches what the binary caches have itself: the local Nix's substituters after --option, and the configuration's nix.settings.substituters; http(s) only, checked against the local narHash); implies --no-use-machine-substituters"},
 		{name: "no-use-machine-substituters", group: gBuild, help: "the target substitutes from the local Nix's substituters only, not also from the configuration's nix.settings.substituters"},
-		{name: "ssh-store-setting", group: gBuild, arg: "KEY VALUE", help: "a setting of nix's ssh store (accepted for compatibility; nixos-via streams without it)"},
+		{name: "ssh-store-setting", group: gBuild, arg: "KEY VALUE", help: "a setting of nix's ssh store (not implemented yet: nixos-via does not use nix's ssh store)"},
 		{name: "vm-test", group: gBuild, help: "only build and run the flake's disko VM install test, locally"},
 		{name: "generate-hardware-config", group: gBuild, arg: "TOOL PATH", help: "after kexec, write the output of TOOL (nixos-facter or nixos-generate-config) on the target to PATH; the build waits for it"},
 
