@@ -13,24 +13,6 @@ import (
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
-// fakeToolServer starts an sshd whose sessions find the given scripts
-// (name -> shell script body) first on their PATH, as an installer
-// would have nixos-facter or nixos-generate-config.
-func fakeToolServer(t *testing.T, tools map[string]string) *sshtest.Server {
-	t.Helper()
-	sshtest.Need(t)
-	bin := t.TempDir()
-	if err := os.Chmod(bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for name, body := range tools {
-		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"+body), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return sshtest.Start(t, sshtest.Options{ExtraConfig: "SetEnv PATH=" + bin + ":/usr/sbin:/usr/bin:/sbin:/bin\n"})
-}
-
 func dialRoot(t *testing.T, s *sshtest.Server) *target.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -47,18 +29,18 @@ func dialRoot(t *testing.T, s *sshtest.Server) *target.Conn {
 const facterJSON = `{"version": 1, "system": "x86_64-linux", "hardware": {}}`
 
 func TestGenerateHardwareConfig(t *testing.T) {
-	s := fakeToolServer(t, map[string]string{
+	s := sshtest.StartWithTools(t, map[string]string{
 		"nixos-facter": "echo '" + facterJSON + "'\n",
 		// Prints its arguments, so the test sees how it was called.
 		"nixos-generate-config": `echo "{ ... }: { # args: $*"; echo '}'` + "\n",
 	})
 	c := dialRoot(t, s)
-	failing := fakeToolServer(t, map[string]string{
+	failing := sshtest.StartWithTools(t, map[string]string{
 		"nixos-facter":          "echo 'partial output'; echo 'facter: cannot read /sys' >&2; exit 1\n",
 		"nixos-generate-config": "exit 0\n", // succeeds with no output
 	})
 	cf := dialRoot(t, failing)
-	missing := fakeToolServer(t, nil)
+	missing := sshtest.StartWithTools(t, nil)
 	cm := dialRoot(t, missing)
 
 	const old = "the user's earlier file\n"

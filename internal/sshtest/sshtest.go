@@ -563,3 +563,21 @@ func (p *Proxy) Close() {
 	p.mu.Unlock()
 	p.Cut()
 }
+
+// StartWithTools starts an sshd whose sessions find the given scripts
+// (name -> shell script body) first on their PATH, as an installer would
+// have nixos-facter or nixos-generate-config.
+func StartWithTools(t testing.TB, tools map[string]string) *Server {
+	t.Helper()
+	Need(t)
+	bin := t.TempDir()
+	if err := os.Chmod(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range tools {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"+body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return Start(t, Options{ExtraConfig: "SetEnv PATH=" + bin + ":/usr/sbin:/usr/bin:/sbin:/bin\n"})
+}

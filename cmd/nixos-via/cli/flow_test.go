@@ -289,7 +289,7 @@ func hwFlake(t *testing.T) string {
 // imports (a git flake sees it through the intent-to-add), and the disks
 // are still checked before disko runs.
 func TestHardwareConfigComesBeforeEvaluation(t *testing.T) {
-	s := fakeToolServer(t, map[string]string{
+	s := sshtest.StartWithTools(t, map[string]string{
 		"nixos-generate-config": `[ "$*" = "--show-hardware-config --no-filesystems" ] || exit 2
 echo '{ lib, ... }: { testDisk = lib.mkDefault "/dev/nixos-via-no-such-disk"; }'
 `})
@@ -318,7 +318,7 @@ echo '{ lib, ... }: { testDisk = lib.mkDefault "/dev/nixos-via-no-such-disk"; }'
 }
 
 func TestHardwareConfigMissingToolStopsBeforeEvaluation(t *testing.T) {
-	s := fakeToolServer(t, nil)
+	s := sshtest.StartWithTools(t, nil)
 	dir := hwFlake(t)
 	hw := filepath.Join(dir, "facter.json")
 	os.WriteFile(hw, []byte("{}\n"), 0o644)

@@ -8,26 +8,7 @@ import (
 	"testing"
 
 	"github.com/nixos-via/nixos-via/internal/phase"
-	"github.com/nixos-via/nixos-via/internal/sshtest"
 )
-
-// fakeToolServer starts an sshd whose sessions find the given scripts
-// (name -> shell script body) first on their PATH, as an installer
-// would have nixos-facter or nixos-generate-config.
-func fakeToolServer(t *testing.T, tools map[string]string) *sshtest.Server {
-	t.Helper()
-	sshtest.Need(t)
-	bin := t.TempDir()
-	if err := os.Chmod(bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for name, body := range tools {
-		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"+body), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return sshtest.Start(t, sshtest.Options{ExtraConfig: "SetEnv PATH=" + bin + ":/usr/sbin:/usr/bin:/sbin:/bin\n"})
-}
 
 func TestHardwareConfigPathCheckedBeforeConnecting(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "a-file")
