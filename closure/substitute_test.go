@@ -14,6 +14,7 @@ import (
 	"github.com/nixos-via/nixos-via/internal/nix/nixtest"
 	"github.com/nixos-via/nixos-via/internal/sshtest"
 	"github.com/nixos-via/nixos-via/internal/target"
+	"github.com/nixos-via/nixos-via/internal/testutil"
 )
 
 // pick returns the infos whose path names contain one of the names.
@@ -43,35 +44,10 @@ func paths(infos []nix.PathInfo) []string {
 	return out
 }
 
-// recordingSink keeps every event.
-type recordingSink struct {
-	mu     sync.Mutex
-	events []event.Event
-}
-
-func (s *recordingSink) Emit(e event.Event) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.events = append(s.events, e)
-}
-
-func (s *recordingSink) messages(kind event.Kind) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []string
-	for _, e := range s.events {
-		if e.Kind == kind {
-			out = append(out, e.Msg)
-		}
-	}
-	return out
-}
-
-func (s *recordingSink) lastProgress() event.Event {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// lastProgress is the last progress event sink received.
+func lastProgress(sink *testutil.Recorder) event.Event {
 	var last event.Event
-	for _, e := range s.events {
+	for _, e := range sink.Events() {
 		if e.Kind == event.Progress {
 			last = e
 		}
@@ -94,7 +70,7 @@ func TestSendSubstitutesFromCache(t *testing.T) {
 		t.Run(compression, func(t *testing.T) {
 			cache := startCache(t, binaryCache(t, compression, paths(cached)...))
 			root := t.TempDir()
-			sink := &recordingSink{}
+			sink := &testutil.Recorder{}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			stats, err := Send(ctx, &localRunner{}, infos, SendOptions{Agent: agentBin, Root: root, Jobs: 2, Sink: sink, Substitute: fastSubstitute(cache.URL)})
@@ -112,11 +88,11 @@ func TestSendSubstitutesFromCache(t *testing.T) {
 			if got := cache.nars.Load(); got != 4 {
 				t.Errorf("%d NAR requests, want 4", got)
 			}
-			done := sink.messages(event.Done)
+			done := sink.Messages(event.Done)
 			if len(done) == 0 || !strings.HasPrefix(done[len(done)-1], "copy closure: 4 paths (") || !strings.Contains(done[len(done)-1], "from the caches, sent 3 paths") {
 				t.Errorf("last done event %q, want it to name both sources", done)
 			}
-			last := sink.lastProgress()
+			last := lastProgress(sink)
 			if last.Done != last.Total || last.Data["paths_substituted"] != "4" || last.Data["paths"] != fmt.Sprint(len(infos)) {
 				t.Errorf("last progress %+v, want all bytes done, 4 of %d paths substituted", last, len(infos))
 			}
@@ -169,7 +145,7 @@ func TestSendStreamsWhatTheCacheGetsWrong(t *testing.T) {
 			bad := pick(t, infos, tt.path)[0]
 			cache.fail(bad.Path, tt.fault)
 			root := t.TempDir()
-			sink := &recordingSink{}
+			sink := &testutil.Recorder{}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			stats, err := Send(ctx, &localRunner{}, infos, SendOptions{Agent: agentBin, Root: root, Sink: sink, Substitute: fastSubstitute(cache.URL)})
@@ -181,9 +157,9 @@ func TestSendStreamsWhatTheCacheGetsWrong(t *testing.T) {
 			if stats.Substituted != len(infos)-1 || stats.Sent != 1 {
 				t.Errorf("substituted %d, sent %d; want %d and 1 (%s)", stats.Substituted, stats.Sent, len(infos)-1, bad.Path)
 			}
-			info := sink.messages(event.Info)
+			info := sink.Messages(event.Info)
 			t.Logf("%s: %s", tt.fault, info)
-			if warn := sink.messages(event.Warn); len(warn) > 0 {
+			if warn := sink.Messages(event.Warn); len(warn) > 0 {
 				t.Errorf("warnings %q: a cache's fault is a miss, not a failure", warn)
 			}
 		})
@@ -207,7 +183,7 @@ func TestSendSkipsUnreachableCache(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			root := t.TempDir()
-			sink := &recordingSink{}
+			sink := &testutil.Recorder{}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			stats, err := Send(ctx, &localRunner{}, infos, SendOptions{Agent: agentBin, Root: root, Sink: sink, Substitute: fastSubstitute(tt.caches...)})
@@ -220,10 +196,10 @@ func TestSendSkipsUnreachableCache(t *testing.T) {
 			}
 			if tt.substituted == 0 {
 				// Nothing came from a cache: the output is the one without substitution.
-				if info := sink.messages(event.Info); len(info) > 0 {
+				if info := sink.Messages(event.Info); len(info) > 0 {
 					t.Errorf("info events %q, want none", info)
 				}
-				done := sink.messages(event.Done)
+				done := sink.Messages(event.Done)
 				if len(done) == 0 || !strings.HasPrefix(done[len(done)-1], "copy closure: sent 7 paths (") {
 					t.Errorf("done events %q, want the plain stream's", done)
 				}
@@ -255,7 +231,7 @@ func TestSendStreamsAllWhenSubstituteFails(t *testing.T) {
 	_, infos := nixtest.Closure(t, "subst-old")
 	cache := startCache(t, binaryCache(t, "xz", paths(infos)...))
 	root := t.TempDir()
-	sink := &recordingSink{}
+	sink := &testutil.Recorder{}
 	r := &failingSubstituteRunner{}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -267,7 +243,7 @@ func TestSendStreamsAllWhenSubstituteFails(t *testing.T) {
 	if r.calls != 1 || stats.Sent != len(infos) || stats.Substituted != 0 {
 		t.Errorf("%d substitute sessions, %+v; want 1 and every path sent", r.calls, stats)
 	}
-	warn := sink.messages(event.Warn)
+	warn := sink.Messages(event.Warn)
 	if len(warn) != 1 || !strings.Contains(warn[0], "unknown verb") || !strings.Contains(warn[0], "the other 7 were streamed") {
 		t.Errorf("warnings %q, want one naming the agent's failure and the streamed paths", warn)
 	}
