@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
@@ -92,7 +93,10 @@ func EnsureAccessKey(ctx context.Context, conn *target.Conn, facts *target.Facts
 	}
 	if err := k.add(ctx, conn, facts.IsRoot); err != nil {
 		if len(k.Files) > 0 {
-			if rmErr := k.Remove(context.WithoutCancel(ctx), conn); rmErr != nil {
+			rctx, cancel := phase.CleanupContext(ctx)
+			rmErr := k.Remove(rctx, conn)
+			cancel()
+			if rmErr != nil {
 				return nil, fmt.Errorf("%w; %s", err, k.Where())
 			}
 		}

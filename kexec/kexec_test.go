@@ -491,3 +491,19 @@ func TestReconnectDeadlineSaysWhatEachPortShowed(t *testing.T) {
 }
 
 func fingerprint(c *target.Conn) string { return ssh.FingerprintSHA256(c.HostKey()) }
+
+// TestRemoveWorkDirAfterInterrupt: Ctrl-C cancels the run's context, and
+// the work directory (hundreds of MiB, maybe in RAM) must still go.
+func TestRemoveWorkDirAfterInterrupt(t *testing.T) {
+	s := sshtest.Start(t, sshtest.Options{})
+	c := connectTo(t, s.Addr, s)
+	w := uploadFake(t, c, "#!/bin/sh\nexit 0\n")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := RemoveWorkDir(ctx, c, w); err != nil {
+		t.Fatalf("RemoveWorkDir after the context was cancelled = %v, want nil", err)
+	}
+	if _, err := os.Stat(w.Path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s after an interrupted run: %v, want it removed", w.Path, err)
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -205,7 +204,7 @@ func keyLeft(ctx context.Context, conn *target.Conn, sink event.Sink, key *Acces
 	if key == nil {
 		return err
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+	rctx, cancel := phase.CleanupContext(ctx)
 	defer cancel()
 	files := strings.Join(key.Files, " and ")
 	if rmErr := key.Remove(rctx, conn); rmErr == nil {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
@@ -56,8 +57,11 @@ awk -v d="$d" '{ m=$2; if (m=="/") m=""; if (index(d "/", m "/")==1 && length(m)
 }
 
 // RemoveWorkDir deletes the work directory (after a refusal or a failed
-// upload). It leaves the staging directory of a failed upload, so that the
-// next run resumes it (see Upload).
+// upload, or an interrupt: it runs even when ctx is cancelled, within
+// phase.CleanupTimeout). It leaves the staging directory of a failed
+// upload, so that the next run resumes it (see Upload).
 func RemoveWorkDir(ctx context.Context, conn *target.Conn, w WorkDir) error {
-	return conn.RunAsLogin(ctx, "rm -rf "+target.ShellQuote(w.Path), nil, nil, nil)
+	cctx, cancel := phase.CleanupContext(ctx)
+	defer cancel()
+	return conn.RunAsLogin(cctx, "rm -rf "+target.ShellQuote(w.Path), nil, nil, nil)
 }

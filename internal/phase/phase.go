@@ -6,8 +6,10 @@
 package phase
 
 import (
+	"context"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // The names of the phases and steps, as --phases, events and errors
@@ -65,3 +67,15 @@ func (e *UsageError) Error() string { return e.Msg }
 
 // Usagef is a *UsageError with a formatted message.
 func Usagef(format string, a ...any) error { return &UsageError{Msg: fmt.Sprintf(format, a...)} }
+
+// CleanupTimeout bounds the undoing of a step's traces on the host after
+// the step failed or was interrupted.
+const CleanupTimeout = 20 * time.Second
+
+// CleanupContext is the context for undoing a step's traces on the host
+// (a work directory, a throwaway key): it survives the cancellation of
+// ctx — a Ctrl-C must still clean up — but ends after CleanupTimeout, so
+// a dead connection cannot hold the exit.
+func CleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
+}
