@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
@@ -62,8 +63,10 @@ func RunScript(ctx context.Context, conn *target.Conn, w WorkDir, extraFlags str
 	default:
 		err = fmt.Errorf("kexec/run finished without printing %q, so the new kernel is not loaded", Marker)
 	}
-	output += dmesgTail(ctx, conn)
-	if rmErr := conn.RunAsLogin(ctx, fmt.Sprintf("rm -rf %s/kexec %s/.status", w2, w2), nil, nil, nil); rmErr == nil {
+	cctx, cancel := phase.CleanupContext(ctx)
+	defer cancel()
+	output += dmesgTail(cctx, conn)
+	if rmErr := conn.RunAsLogin(cctx, fmt.Sprintf("rm -rf %s/kexec %s/.status", w2, w2), nil, nil, nil); rmErr == nil {
 		err = fmt.Errorf("%w (its output is in %s/run.log on the host; the installer's files there are removed)", err, w.Path)
 	}
 	return output, &Error{Step: "run", Err: err, Output: output}
