@@ -21,7 +21,7 @@ import (
 // every bind mount a slave before anything is unmounted, so that tearing
 // them down cannot take /dev/pts, /dev/shm or the cgroup mounts away from
 // an installer whose mounts are shared (as systemd makes them).
-func InstallBootloader(ctx context.Context, conn *target.Conn, sink event.Sink, root string) error {
+func InstallBootloader(ctx context.Context, conn Host, sink event.Sink, root string) error {
 	sink = sinkOr(sink)
 	report(sink, event.Step, "installing the bootloader (switch-to-configuration boot)")
 	return runScript(ctx, conn, sink, "switch-to-configuration boot", bootloaderScript(rootOr(root)))

@@ -80,7 +80,7 @@ type RegisterOptions struct {
 // Nix database with the system's own nix-store (in a chroot, so the schema
 // matches), and points the system profile at the toplevel: a new
 // generation, unless the current one already is this system.
-func Register(ctx context.Context, conn *target.Conn, sink event.Sink, o RegisterOptions) error {
+func Register(ctx context.Context, conn Host, sink event.Sink, o RegisterOptions) error {
 	sink = sinkOr(sink)
 	report(sink, event.Step, "registering the closure and setting the system profile")
 	reg, err := nix.Registration(o.Closure)
@@ -122,7 +122,7 @@ echo "profile: system generation $n"
 
 // ExtraFiles copies the local directory dir into root as a tar: every
 // entry owned by root, modes kept, symlinks as links; root ends up 0755.
-func ExtraFiles(ctx context.Context, conn *target.Conn, sink event.Sink, dir, root string) error {
+func ExtraFiles(ctx context.Context, conn Host, sink event.Sink, dir, root string) error {
 	root = rootOr(root)
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return fmt.Errorf("--extra-files %s: not a directory", dir)
@@ -190,7 +190,7 @@ func writeRootTar(w io.Writer, dir string) error {
 
 // Chown runs chown -R owner on path inside root (path is as the installed
 // system sees it, e.g. /home/alice).
-func Chown(ctx context.Context, conn *target.Conn, sink event.Sink, root, path, owner string) error {
+func Chown(ctx context.Context, conn Host, sink event.Sink, root, path, owner string) error {
 	full := filepath.Join(rootOr(root), path)
 	if _, err := conn.Output(ctx, fmt.Sprintf("chown -R %s %s", target.ShellQuote(owner), target.ShellQuote(full)), nil); err != nil {
 		return fmt.Errorf("--chown %s %s: %w", path, owner, err)
@@ -202,7 +202,7 @@ func Chown(ctx context.Context, conn *target.Conn, sink event.Sink, root, path, 
 // CopyHostKeys copies the installer's /etc/ssh/ssh_host_* into root, so
 // the installed system presents the host's own keys. A key already in
 // root is kept.
-func CopyHostKeys(ctx context.Context, conn *target.Conn, sink event.Sink, root string) error {
+func CopyHostKeys(ctx context.Context, conn Host, sink event.Sink, root string) error {
 	script := fmt.Sprintf(`set -e
 r=%s
 mkdir -m 755 -p "$r/etc/ssh"
@@ -215,7 +215,7 @@ done
 }
 
 // RemoveKeyFiles removes the disk encryption key files from the installer.
-func RemoveKeyFiles(ctx context.Context, conn *target.Conn, sink event.Sink, paths []string) error {
+func RemoveKeyFiles(ctx context.Context, conn Host, sink event.Sink, paths []string) error {
 	if len(paths) == 0 {
 		return nil
 	}
@@ -233,7 +233,7 @@ func RemoveKeyFiles(ctx context.Context, conn *target.Conn, sink event.Sink, pat
 // runScript runs a shell script as root on the target, reporting each line
 // it prints as an Info event of the install phase (target.Conn.Script with
 // OnLine).
-func runScript(ctx context.Context, conn *target.Conn, sink event.Sink, name, script string) error {
+func runScript(ctx context.Context, conn Host, sink event.Sink, name, script string) error {
 	_, err := conn.Script(ctx, target.Script{Name: name, Body: script, OnLine: func(line string) { report(sink, event.Info, "%s", line) }})
 	return err
 }

@@ -84,9 +84,14 @@ func (c *Conn) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, std
 
 // Output runs cmd as root and returns its stdout; stderr is kept for the error.
 func (c *Conn) Output(ctx context.Context, cmd string, stdin io.Reader) ([]byte, error) {
+	return output(ctx, c.Run, cmd, stdin)
+}
+
+// output is Output through run: Conn's and Local's.
+func output(ctx context.Context, run runFunc, cmd string, stdin io.Reader) ([]byte, error) {
 	var out bytes.Buffer
 	errb := tail.New(4096)
-	err := c.Run(ctx, cmd, stdin, &out, errb)
+	err := run(ctx, cmd, stdin, &out, errb)
 	var ee *ExitError
 	if errors.As(err, &ee) && ee.Stderr == "" {
 		ee.Stderr = errb.String()

@@ -54,13 +54,22 @@ func (c *Conn) Script(ctx context.Context, s Script) (string, error) {
 	if s.Terminal != nil {
 		return "", c.runScriptOnTerminal(ctx, s.Name, s.Body, s.Args, *s.Terminal)
 	}
+	return runScript(ctx, s, c.Run, c.RunAsLogin)
+}
+
+// runFunc runs a shell command line with stdin, stdout and stderr
+// attached: Conn.Run and Local.Run, as root or as the login user.
+type runFunc func(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) error
+
+// runScript is Script (but for Terminal) through run, or asLogin for
+// s.AsLogin: the one script runner of Conn and Local.
+func runScript(ctx context.Context, s Script, run, asLogin runFunc) (string, error) {
 	cmd, stdin := scriptCommand(s)
-	run := c.Run
 	if s.AsLogin {
-		run = c.RunAsLogin
+		run = asLogin
 	}
 	if s.OnLine != nil {
-		return "", c.scriptLines(ctx, s, run, cmd, stdin)
+		return "", scriptLines(ctx, s, run, cmd, stdin)
 	}
 	var out bytes.Buffer
 	stderr := s.Stderr
@@ -81,7 +90,7 @@ func (c *Conn) Script(ctx context.Context, s Script) (string, error) {
 
 // scriptLines runs cmd with the script's output going line by line to
 // s.OnLine, keeping the last lines for the error.
-func (c *Conn) scriptLines(ctx context.Context, s Script, run func(context.Context, string, io.Reader, io.Writer, io.Writer) error, cmd string, stdin io.Reader) error {
+func scriptLines(ctx context.Context, s Script, run runFunc, cmd string, stdin io.Reader) error {
 	pr, pw := io.Pipe()
 	last := tail.New(64 << 10)
 	done := make(chan struct{})
