@@ -52,6 +52,7 @@ const (
 	faultStall     fault = "stall"         // NAR headers, then nothing
 	faultServer    fault = "500"           // NAR request answered 500
 	faultBigInfo   fault = "big-narinfo"   // narinfo of more than 64 KiB
+	faultHugeDict  fault = "huge-dict"     // xz NAR whose block asks for a 4 GiB dictionary
 )
 
 // cacheServer serves a binary cache directory on 127.0.0.1, answering for
@@ -190,6 +191,8 @@ func (c *cacheServer) serveNar(w http.ResponseWriter, r *http.Request, name stri
 		data[len(data)-100] ^= 0x55 // inside the last file's contents, for a NAR without compression
 	case faultTrailing:
 		data = append(bytes.Clone(data), data...)
+	case faultHugeDict:
+		data = setXZDict(data, 40)
 	case faultServer:
 		http.Error(w, "boom", http.StatusInternalServerError)
 		return

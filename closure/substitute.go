@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
 	// A static agent on a rescue system without CA files still checks
 	// https caches: these roots are used only when the system has none.
 	_ "golang.org/x/crypto/x509roots/fallback"
@@ -418,7 +417,7 @@ func decompress(method string, r io.Reader) (io.ReadCloser, error) {
 	case "none":
 		return io.NopCloser(r), nil
 	case "xz":
-		d, err := xz.NewReader(r)
+		d, err := newXZReader(r, maxXZDict)
 		if err != nil {
 			return nil, err
 		}

@@ -132,6 +132,7 @@ func TestSendStreamsWhatTheCacheGetsWrong(t *testing.T) {
 		{faultServer, "zstd", "blob-b"},
 		{faultStall, "xz", "blob-b"},
 		{faultBigInfo, "xz", "top"},
+		{faultHugeDict, "xz", "blob-a"},
 	}
 	caches := map[string]string{}
 	for _, tt := range tests {
