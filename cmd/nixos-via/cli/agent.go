@@ -7,6 +7,7 @@ import (
 	"io"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -39,7 +40,7 @@ func runAgent(ctx context.Context, env Env, args []string) error {
 		fmt.Fprint(env.Stdout, agentUsage)
 		return nil
 	}
-	if verb != "query" && verb != "receive" && verb != "substitute" {
+	if !slices.Contains(closure.Verbs(), verb) {
 		return usage("nixos-via agent", "unknown verb %q", verb)
 	}
 	prefix := "nixos-via agent " + verb
@@ -56,15 +57,7 @@ func runAgent(ctx context.Context, env Env, args []string) error {
 	// still commits the paths it has verified when its stdin ends.
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP, syscall.SIGTERM)
 	defer stop()
-	var err error
-	switch verb {
-	case "query":
-		err = closure.AnswerQuery(ctx, env.Stdin, env.Stdout, *root)
-	case "receive":
-		err = closure.ServeReceive(ctx, env.Stdin, env.Stdout, *root)
-	case "substitute":
-		err = closure.ServeSubstitute(ctx, env.Stdin, env.Stdout, *root)
-	}
+	err := closure.Serve(ctx, verb, env.Stdin, env.Stdout, *root)
 	if errors.Is(err, context.Canceled) {
 		err = fmt.Errorf("interrupted: %w", err)
 	}
