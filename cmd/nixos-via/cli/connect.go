@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/term"
@@ -10,18 +11,72 @@ import (
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
-// connFlags are the flags that say how to reach the host.
-type connFlags struct {
-	Host            string
-	IdentityFile    string
-	Port            int
-	SSHOptions      []string
+// conn is how to reach the host, as the connection flags give it: the
+// target options but the secrets, where resolve reads those, and the
+// first connection's deadline. Every subcommand that connects (install,
+// facts) declares its connection flags with flags and timeoutFlag.
+type conn struct {
+	target.Options
 	EnvPassword     bool
-	HostKey         string   // the first --host-key
-	HostKeys        []string // every --host-key
 	SudoPasswordEnv string
-	TimeoutConnect  time.Duration
+	Timeout         time.Duration
 	Debug           bool
+}
+
+// flags are the flags that say how to reach the host.
+func (c *conn) flags() []flagSpec {
+	return []flagSpec{
+		{name: "target-host", group: gTarget, arg: "HOST", help: "the host to install, as [user@]host[:port] (same as the positional HOST)", to: &c.Destination},
+		{name: "i", group: gTarget, arg: "KEY", help: "private key file for SSH (asks for its passphrase on a terminal)", to: c.identity},
+		{name: "ssh-port", short: "p", group: gTarget, arg: "PORT", help: "SSH port (default 22 or ssh_config's)", to: port(&c.Port, "-p/--ssh-port")},
+		{name: "ssh-option", group: gTarget, arg: "OPT", help: "an OpenSSH -o option, e.g. ProxyJump=bastion, \"ProxyCommand=nc %h %p\", HostKeyAlgorithms=ssh-ed25519 (repeatable)", to: c.sshOptions},
+		{name: "env-password", group: gTarget, help: "authenticate with the password in $SSHPASS", to: &c.EnvPassword},
+		{name: "host-key", group: gTarget, arg: "SHA256:FP", help: "accept only host keys with these fingerprints (repeatable; after kexec, any key of the host's set)", to: c.hostKeys},
+		{name: "sudo-password-env", group: gTarget, arg: "VAR", help: "read the sudo password of a non-root login from $VAR (else asked on a terminal)", to: &c.SudoPasswordEnv},
+	}
+}
+
+// timeoutFlag is --timeout-connect (default 2m).
+func (c *conn) timeoutFlag() flagSpec {
+	return flagSpec{name: "timeout-connect", group: gOut, arg: "DUR", help: "deadline for the first SSH connection (default 2m)", to: duration(&c.Timeout, "timeout-connect")}
+}
+
+func (c *conn) identity(v string) error {
+	if v != "" {
+		c.IdentityFiles = []string{v}
+	}
+	return nil
+}
+
+func (c *conn) sshOptions(v []string) error {
+	c.SSHOptions = v
+	if err := target.CheckSSHOptions(v); err != nil {
+		return usagef("--ssh-option: %v", err)
+	}
+	return nil
+}
+
+func (c *conn) hostKeys(v []string) error {
+	for _, fp := range v {
+		if !strings.HasPrefix(fp, "SHA256:") {
+			return usagef("--host-key %q: want a SHA256:... fingerprint as ssh-keygen -lf prints it", fp)
+		}
+	}
+	c.HostKeyPin, c.HostKeyPins = v[0], v
+	return nil
+}
+
+// host takes the positional host of the drop-in command line.
+func (c *conn) host(pos []string) error {
+	switch {
+	case len(pos) > 1:
+		return usagef("only one host may be given, got %q", pos)
+	case len(pos) == 1 && c.Destination != "" && c.Destination != pos[0]:
+		return usagef("two hosts given: --target-host %s and %s", c.Destination, pos[0])
+	case len(pos) == 1:
+		c.Destination = pos[0]
+	}
+	return nil
 }
 
 // terminal returns the file behind r when it is a terminal.
@@ -33,23 +88,14 @@ func terminal(r any) (*os.File, bool) {
 	return f, true
 }
 
-// targetOptions turns the flags into target.Options. Secrets come from the
-// environment or a terminal prompt, never from argv.
-func (c connFlags) targetOptions(env Env, warn func(string)) (target.Options, error) {
-	o := target.Options{
-		Destination: c.Host,
-		Port:        c.Port,
-		SSHOptions:  c.SSHOptions,
-		AgentSocket: env.Getenv("SSH_AUTH_SOCK"),
-		HostKeyPin:  c.HostKey,
-		HostKeyPins: c.HostKeys,
-		Warn:        warn,
-	}
+// resolve is the target options with what the environment gives: secrets
+// from the environment or a terminal prompt, never from argv, the agent,
+// the debug trace.
+func (c conn) resolve(env Env, warn func(string)) (target.Options, error) {
+	o := c.Options
+	o.AgentSocket, o.Warn = env.Getenv("SSH_AUTH_SOCK"), warn
 	if c.Debug {
 		o.Trace = func(cmd string) { fmt.Fprintf(env.Stderr, "+ ssh: %s\n", cmd) }
-	}
-	if c.IdentityFile != "" {
-		o.IdentityFiles = []string{c.IdentityFile}
 	}
 	if c.EnvPassword {
 		o.Password = env.Getenv("SSHPASS")

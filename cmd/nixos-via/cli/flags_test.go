@@ -27,40 +27,39 @@ func TestParseArgsEveryFlag(t *testing.T) {
 		name      string
 		got, want any
 	}{
-		{"Host", o.Host, "root@203.0.113.7"},
+		{"Host", o.conn.Destination, "root@203.0.113.7"},
 		{"FlakeRef", o.FlakeRef, "github:me/cfg"},
 		{"FlakeAttr", o.FlakeAttr, `nixosConfigurations."web".config`},
-		{"IdentityFile", o.IdentityFile, "/k"},
-		{"Port", o.Port, 2222},
-		{"SSHOptions", o.SSHOptions, []string{"ConnectTimeout=5", "User=admin"}},
-		{"PrintBuildLog", o.PrintBuildLog, true},
-		{"EnvPassword", o.EnvPassword, true},
-		{"Kexec", o.Kexec, "/tmp/k.tar.gz"},
-		{"ForceKexec", o.ForceKexec, true},
-		{"KexecExtraFlags", o.KexecExtraFlags, "--no-sync"},
-		{"PostKexecPort", o.PostKexecPort, 2200},
+		{"IdentityFile", o.conn.IdentityFiles, []string{"/k"}},
+		{"Port", o.conn.Port, 2222},
+		{"SSHOptions", o.conn.SSHOptions, []string{"ConnectTimeout=5", "User=admin"}},
+		{"PrintBuildLog", o.printBuildLog, true},
+		{"EnvPassword", o.conn.EnvPassword, true},
+		{"Kexec", o.Kexec.Source, "/tmp/k.tar.gz"},
+		{"ForceKexec", o.Kexec.Force, true},
+		{"KexecExtraFlags", o.Kexec.ExtraFlags, "--no-sync"},
+		{"PostKexecPort", o.Kexec.PostKexecPort, 2200},
 		{"CopyHostKeys", o.CopyHostKeys, true},
 		{"ExtraFiles", o.ExtraFiles, "/x"},
 		{"Chown", o.Chown, []Chown{{Path: "/home/a", Owner: "1000:100"}}},
-		{"DiskEncryptionKey", o.DiskEncryptionKey, []KeyFile{{Remote: "/tmp/k", Local: "/local/k"}}},
-		{"NoSubstitute", o.NoSubstitute, true},
-		{"NoMachineSubst (implied)", o.NoMachineSubst, true},
-		{"Debug", o.Debug, true},
-		{"ShowTrace", o.ShowTrace, true},
-		{"NixOptions", o.NixOptions, []NixOption{{"cores", "4"}}},
+		{"DiskEncryptionKey", o.KeyFiles, []KeyFile{{Remote: "/tmp/k", Local: "/local/k"}}},
+		{"NoSubstitute", !o.Substitute, true},
+		{"NoMachineSubst (implied)", !o.MachineSubstituters, true},
+		{"Debug", o.conn.Debug, true},
+		{"NixOptions, ShowTrace", o.Nix.Args, []string{"--option", "cores", "4", "--show-trace"}},
 		{"BuildOn", o.BuildOn, "local"},
 		{"Phases", o.Phases, []string{"kexec", "disko"}},
 		{"DiskoMode", o.DiskoMode, "format"},
 		{"NoDiskoDeps", o.NoDiskoDeps, true},
-		{"HostKey", o.HostKey, "SHA256:abc"},
-		{"SudoPasswordEnv", o.SudoPasswordEnv, "PW"},
+		{"HostKey", o.conn.HostKeyPin, "SHA256:abc"},
+		{"SudoPasswordEnv", o.conn.SudoPasswordEnv, "PW"},
 		{"JSON", o.JSON, true},
 		{"Yes", o.Yes, true},
 		{"CopyJobs", o.CopyJobs, 3},
-		{"TimeoutConnect", o.TimeoutConnect, 30 * time.Second},
-		{"TimeoutKexec", o.TimeoutKexec, 4 * time.Minute},
-		{"TimeoutReboot", o.TimeoutReboot, 7 * time.Minute},
-		{"KexecSHA256", o.KexecSHA256, "abcd"},
+		{"TimeoutConnect", o.conn.Timeout, 30 * time.Second},
+		{"TimeoutKexec", o.Kexec.DownTimeout, 4 * time.Minute},
+		{"TimeoutReboot", o.RebootTimeout, 7 * time.Minute},
+		{"KexecSHA256", o.Kexec.SHA256, "abcd"},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -77,24 +76,24 @@ func TestParseArgsForms(t *testing.T) {
 	}{
 		{"--force-kexec does not swallow the next argument (upstream bug)",
 			[]string{"--force-kexec", "root@h", "-f", ".#x"},
-			func(o *Options) (any, any) { return []any{o.ForceKexec, o.Host}, []any{true, "root@h"} }},
+			func(o *Options) (any, any) { return []any{o.Kexec.Force, o.conn.Destination}, []any{true, "root@h"} }},
 		{"--post-kexec-ssh-port without -p (upstream needs -p)",
 			[]string{"--post-kexec-ssh-port", "2222", "-f", ".#x", "h"},
-			func(o *Options) (any, any) { return []any{o.PostKexecPort, o.Port}, []any{2222, 0} }},
+			func(o *Options) (any, any) { return []any{o.Kexec.PostKexecPort, o.conn.Port}, []any{2222, 0} }},
 		{"two-argument flags repeat",
 			[]string{"-f", ".#x", "--chown", "/a", "1:1", "--chown", "/b", "root", "h", "--option", "k1", "v1", "--option", "k2", "v2"},
 			func(o *Options) (any, any) {
-				return []any{o.Chown, o.NixOptions}, []any{[]Chown{{Path: "/a", Owner: "1:1"}, {Path: "/b", Owner: "root"}}, []NixOption{{"k1", "v1"}, {"k2", "v2"}}}
+				return []any{o.Chown, o.Nix.Args}, []any{[]Chown{{Path: "/a", Owner: "1:1"}, {Path: "/b", Owner: "root"}}, []string{"--option", "k1", "v1", "--option", "k2", "v2"}}
 			}},
 		{"a two-argument value that looks like a flag",
 			[]string{"-f", ".#x", "--option", "extra-substituters", "--json", "h"},
 			func(o *Options) (any, any) {
-				return []any{o.NixOptions, o.JSON}, []any{[]NixOption{{"extra-substituters", "--json"}}, false}
+				return []any{o.Nix.Args, o.JSON}, []any{[]string{"--option", "extra-substituters", "--json"}, false}
 			}},
 		{"-s takes two store paths",
 			[]string{"-s", "/nix/store/a-disko", "/nix/store/b-system", "h"},
 			func(o *Options) (any, any) {
-				return *o.StorePaths, StorePaths{"/nix/store/a-disko", "/nix/store/b-system"}
+				return *o.StorePaths, StorePaths{Disko: "/nix/store/a-disko", System: "/nix/store/b-system"}
 			}},
 		{"a flake fragment with a full attribute path is kept",
 			[]string{"-f", "/cfg#nixosConfigurations.x.config.virtualisation.vmVariant", "h"},
@@ -106,7 +105,7 @@ func TestParseArgsForms(t *testing.T) {
 			func(o *Options) (any, any) { return o.FlakeRef, "." }},
 		{"--target-host instead of the positional host",
 			[]string{"-f", ".#x", "--target-host", "admin@[2001:db8::1]:22"},
-			func(o *Options) (any, any) { return o.Host, "admin@[2001:db8::1]:22" }},
+			func(o *Options) (any, any) { return o.conn.Destination, "admin@[2001:db8::1]:22" }},
 		{"--no-reboot (deprecated)",
 			[]string{"-f", ".#x", "--no-reboot", "h"},
 			func(o *Options) (any, any) {
@@ -126,7 +125,7 @@ func TestParseArgsForms(t *testing.T) {
 		{"defaults",
 			[]string{"-f", ".#x", "h"},
 			func(o *Options) (any, any) {
-				return []any{o.Phases, o.BuildOn, o.DiskoMode, o.CopyJobs, o.TimeoutReboot},
+				return []any{o.Phases, o.BuildOn, o.DiskoMode, o.CopyJobs, o.RebootTimeout},
 					[]any{[]string{"kexec", "disko", "install", "reboot"}, "auto", "disko", 2, 15 * time.Minute}
 			}},
 		{"phases deduplicated in the given order",
@@ -138,7 +137,7 @@ func TestParseArgsForms(t *testing.T) {
 		{"--flag=value form",
 			[]string{"--flake=.#x", "--ssh-port=23", "--phases=disko", "h"},
 			func(o *Options) (any, any) {
-				return []any{o.FlakeAttr, o.Port, o.Phases}, []any{`nixosConfigurations."x".config`, 23, []string{"disko"}}
+				return []any{o.FlakeAttr, o.conn.Port, o.Phases}, []any{`nixosConfigurations."x".config`, 23, []string{"disko"}}
 			}},
 	}
 	for _, tc := range tests {
@@ -204,7 +203,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 	var b strings.Builder
 	writeHelp(&b)
 	help := b.String()
-	for _, s := range specs() {
+	for _, s := range installFlags(&Options{}) {
 		if !strings.Contains(help, "--"+s.name) && !strings.Contains(help, "-"+s.name+" ") {
 			t.Errorf("--help does not list %s", s.name)
 		}

@@ -28,7 +28,7 @@ func TestHostKeyFlagRepeatable(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ParseArgs(%q): %v", tc.args, err)
 		}
-		topts, err := o.targetOptions(Env{Getenv: func(string) string { return "" }}, nil)
+		topts, err := o.conn.resolve(Env{Getenv: func(string) string { return "" }}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
