@@ -50,6 +50,8 @@ const (
 	faultWrongHash fault = "wrong-narhash" // narinfo NarHash not ours
 	faultWrongPath fault = "wrong-path"    // narinfo StorePath of another path
 	faultStall     fault = "stall"         // NAR headers, then nothing
+	faultTrickle   fault = "trickle"       // the NAR, a few bytes at a time
+	faultSlowInfo  fault = "slow-narinfo"  // the narinfo, a few bytes at a time
 	faultServer    fault = "500"           // NAR request answered 500
 	faultBigInfo   fault = "big-narinfo"   // narinfo of more than 64 KiB
 	faultHugeDict  fault = "huge-dict"     // xz NAR whose block asks for a 4 GiB dictionary
@@ -120,7 +122,7 @@ func (c *cacheServer) serve(w http.ResponseWriter, r *http.Request) {
 	name := strings.TrimPrefix(r.URL.Path, "/")
 	if hash, ok := strings.CutSuffix(name, ".narinfo"); ok && !strings.Contains(hash, "/") {
 		c.narinfos.Add(1)
-		c.serveNarinfo(w, hash)
+		c.serveNarinfo(w, r, hash)
 		return
 	}
 	if strings.HasPrefix(name, "nar/") && !strings.Contains(name, "..") {
@@ -131,7 +133,7 @@ func (c *cacheServer) serve(w http.ResponseWriter, r *http.Request) {
 	http.NotFound(w, r)
 }
 
-func (c *cacheServer) serveNarinfo(w http.ResponseWriter, hash string) {
+func (c *cacheServer) serveNarinfo(w http.ResponseWriter, r *http.Request, hash string) {
 	data, err := os.ReadFile(filepath.Join(c.dir, hash+".narinfo"))
 	f := c.faultFor(hash)
 	if err != nil || f == faultNotFound {
@@ -164,8 +166,32 @@ func (c *cacheServer) serveNarinfo(w http.ResponseWriter, hash string) {
 		text = strings.Replace(text, p, nix.StoreDir+"/"+strings.Repeat("0", 32)+"-other", 1)
 	case faultBigInfo:
 		text += strings.Repeat("Sig: x\n", 70<<10/7)
+	case faultSlowInfo:
+		c.trickle(w, r, []byte(text))
+		return
 	}
 	w.Write([]byte(text))
+}
+
+// trickle sends data 2 bytes every 20 ms (100 bytes a second) until it
+// is sent, the client has gone, or the test ends.
+func (c *cacheServer) trickle(w http.ResponseWriter, r *http.Request, data []byte) {
+	w.WriteHeader(http.StatusOK)
+	for len(data) > 0 {
+		n := min(2, len(data))
+		if _, err := w.Write(data[:n]); err != nil {
+			return
+		}
+		w.(http.Flusher).Flush()
+		data = data[n:]
+		select {
+		case <-c.stalled:
+			return
+		case <-r.Context().Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func (c *cacheServer) serveNar(w http.ResponseWriter, r *http.Request, name string) {
@@ -195,6 +221,9 @@ func (c *cacheServer) serveNar(w http.ResponseWriter, r *http.Request, name stri
 		data = setXZDict(data, 40)
 	case faultServer:
 		http.Error(w, "boom", http.StatusInternalServerError)
+		return
+	case faultTrickle:
+		c.trickle(w, r, data)
 		return
 	case faultStall:
 		w.WriteHeader(http.StatusOK)

@@ -69,7 +69,8 @@
 // refuses entry names that could escape the temporary. The content is
 // checked against our narHash, so signatures need no checking. A cache
 // that cannot be reached is asked no more in that run; a response that
-// sends nothing for the stall timeout is given up. Over https the agent uses
+// brings less than 64 KiB in a stall timeout before its end (nothing, or a
+// trickle) is given up, so no cache holds the install. Over https the agent uses
 // the system's CA files or, when there are none (a static binary on a
 // rescue system), the Mozilla roots built in (x509roots/fallback).
 //

@@ -20,6 +20,7 @@ import (
 	// https caches: these roots are used only when the system has none.
 	_ "golang.org/x/crypto/x509roots/fallback"
 
+	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/nar"
 	"github.com/nixos-via/nixos-via/internal/nix"
 )
@@ -331,6 +332,7 @@ func (s *substituter) get(ctx context.Context, u string, limit int64) ([]byte, i
 		return nil, resp.StatusCode, fmt.Errorf("GET %s: %s", u, resp.Status)
 	}
 	body := s.watch(resp.Body, cancel)
+	defer body.stop()
 	data, err := io.ReadAll(&capReader{r: body, left: limit})
 	if err != nil {
 		return nil, resp.StatusCode, fmt.Errorf("GET %s: %w", u, err)
@@ -351,10 +353,13 @@ func (s *substituter) open(ctx context.Context, u string) (*http.Response, error
 	return resp, nil
 }
 
-// watch ends a response whose body sends nothing for the stall timeout
-// (cancel aborts its request).
-func (s *substituter) watch(body io.Reader, cancel context.CancelFunc) io.Reader {
-	return &stallReader{r: body, timer: time.AfterFunc(s.req.StallTimeout, cancel), timeout: s.req.StallTimeout}
+// watch ends a response whose body brings less than minProgress in a
+// stall timeout before its end (cancel aborts its request); the caller
+// stops the watch when it is done with the body.
+func (s *substituter) watch(body io.Reader, cancel context.CancelFunc) *progressReader {
+	p := &progressReader{r: body, timeout: s.req.StallTimeout, cancel: cancel}
+	p.timer = time.AfterFunc(p.timeout, p.look)
+	return p
 }
 
 // download fetches f's NAR, unpacks it and restores it under a temporary
@@ -375,7 +380,9 @@ func (s *substituter) download(ctx context.Context, f found, buf []byte) (string
 		return "", fmt.Errorf("GET %s: %s", f.url, resp.Status)
 	}
 	size := f.info.NarSize
-	compressed := &capReader{r: s.watch(resp.Body, cancel), left: int64(size + narSlack(size))}
+	body := s.watch(resp.Body, cancel)
+	defer body.stop()
+	compressed := &capReader{r: body, left: int64(size + narSlack(size))}
 	if f.ni.Compression == "none" {
 		compressed.left = int64(size) + 1 // a byte more shows up as trailing data
 	}
@@ -455,26 +462,52 @@ func (c *capReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// stallReader resets timer on every read that brings data; when the timer
-// fires (the request is cancelled), reads fail saying it stalled.
-type stallReader struct {
+// minProgress is what a cache's response must bring in every stall
+// timeout, unless it ends sooner: a cache that trickles a few bytes at a
+// time is given up as one that sends nothing (a narinfo, at most 64 KiB,
+// must so arrive whole within one).
+const minProgress = 64 << 10
+
+// progressReader counts what r brings; every timeout, fewer than
+// minProgress bytes since the last look (and r not at its end) cancel the
+// request, and reads then fail saying it stalled.
+type progressReader struct {
 	r       io.Reader
-	timer   *time.Timer
 	timeout time.Duration
+	cancel  context.CancelFunc
+	timer   *time.Timer
+	n       atomic.Int64 // bytes since the last look
+	ended   atomic.Bool  // r returned an error or EOF
+	stalled atomic.Bool
 }
 
-func (s *stallReader) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
-	if n > 0 {
-		if !s.timer.Reset(s.timeout) {
-			return n, fmt.Errorf("no data for %s: %w", s.timeout, context.DeadlineExceeded)
+func (p *progressReader) look() {
+	if p.ended.Load() {
+		return
+	}
+	if p.n.Swap(0) < minProgress {
+		p.stalled.Store(true)
+		p.cancel()
+		return
+	}
+	p.timer.Reset(p.timeout)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.n.Add(int64(n))
+	if err != nil {
+		p.ended.Store(true)
+		p.timer.Stop()
+		if err != io.EOF && p.stalled.Load() {
+			err = fmt.Errorf("stalled: less than %s in %s: %w", event.Bytes(minProgress), p.timeout, context.DeadlineExceeded)
 		}
 	}
-	if err != nil && err != io.EOF && !s.timer.Stop() {
-		return n, fmt.Errorf("no data for %s: %w", s.timeout, err)
-	}
-	if err == io.EOF {
-		s.timer.Stop()
-	}
 	return n, err
+}
+
+// stop ends the watch.
+func (p *progressReader) stop() {
+	p.ended.Store(true)
+	p.timer.Stop()
 }

@@ -28,8 +28,9 @@ type SubstituteOptions struct {
 	Lookups, Jobs int
 	// ConnectTimeout bounds each connection to a cache (a cache that does
 	// not answer is asked no more); StallTimeout gives up a response that
-	// sends nothing for that long. 0 means DefaultConnectTimeout and
-	// DefaultStallTimeout.
+	// brings less than 64 KiB in that long before its end (one that sends
+	// nothing, or trickles), and the path is streamed. 0 means
+	// DefaultConnectTimeout and DefaultStallTimeout.
 	ConnectTimeout, StallTimeout time.Duration
 }
 

@@ -131,6 +131,8 @@ func TestSendStreamsWhatTheCacheGetsWrong(t *testing.T) {
 		{faultWrongPath, "xz", "single"},
 		{faultServer, "zstd", "blob-b"},
 		{faultStall, "xz", "blob-b"},
+		{faultTrickle, "none", "blob-b"},
+		{faultSlowInfo, "xz", "mid"},
 		{faultBigInfo, "xz", "top"},
 		{faultHugeDict, "xz", "blob-a"},
 	}

@@ -36,7 +36,7 @@ type substituteRequest struct {
 	Lookups        int           // narinfo requests in flight
 	Jobs           int           // NAR downloads in flight
 	ConnectTimeout time.Duration // per connection to a cache
-	StallTimeout   time.Duration // a response that sends nothing this long is given up
+	StallTimeout   time.Duration // a response that brings less than minProgress this long is given up
 	Paths          []nix.PathInfo
 }
 
