@@ -54,94 +54,101 @@ func imageEvents(env Env) event.Sink {
 	})
 }
 
-// imageCommon are the flags both verbs share.
-type imageCommon struct {
-	out, kernelVersion, compression, cmdline string
-	hostKeyFiles                             []string
-	authorizedKeys                           string
-	help                                     bool
+// imageFlags are the flags both verbs share, and what they load.
+type imageFlags struct {
+	fs                                                       *pflag.FlagSet
+	verb, outArg                                             string
+	out, kernelVersion, compression, cmdline, authorizedKeys string
+	hostKeyFiles                                             []string
+	help                                                     bool
+
+	kernel     images.Kernel
+	comp       images.Compression
+	hostKeys   []images.HostKey
+	authorized []string
 }
 
-func (c *imageCommon) register(fs *pflag.FlagSet, outHelp string) {
-	fs.StringVarP(&c.out, "out", "o", "", outHelp)
-	fs.StringVar(&c.kernelVersion, "kernel-version", "", "kernel from /boot and /lib/modules (default: newest *-cloud-amd64)")
-	fs.StringVar(&c.compression, "compression", "", "initrd compression: gzip, zstd or none")
-	fs.StringVar(&c.cmdline, "cmdline", "", "extra kernel command line, e.g. sysctl.kernel.kexec_load_disabled=1")
-	fs.StringArrayVar(&c.hostKeyFiles, "host-key", nil, "SSH host private key file (repeatable)")
-	fs.StringVar(&c.authorizedKeys, "authorized-keys", "", "authorized_keys file for root")
-	fs.BoolVarP(&c.help, "help", "h", false, "show help")
+func newImageFlags(verb, outArg, outHelp string) *imageFlags {
+	c := &imageFlags{fs: pflag.NewFlagSet("nixos-via image "+verb, pflag.ContinueOnError), verb: verb, outArg: outArg}
+	c.fs.SetOutput(io.Discard)
+	c.fs.StringVarP(&c.out, "out", "o", "", outHelp)
+	c.fs.StringVar(&c.kernelVersion, "kernel-version", "", "kernel from /boot and /lib/modules (default: newest *-cloud-amd64)")
+	c.fs.StringVar(&c.compression, "compression", "", "initrd compression: gzip, zstd or none")
+	c.fs.StringVar(&c.cmdline, "cmdline", "", "extra kernel command line, e.g. sysctl.kernel.kexec_load_disabled=1")
+	c.fs.StringArrayVar(&c.hostKeyFiles, "host-key", nil, "SSH host private key file (repeatable)")
+	c.fs.StringVar(&c.authorizedKeys, "authorized-keys", "", "authorized_keys file for root")
+	c.fs.BoolVarP(&c.help, "help", "h", false, "show help")
+	return c
 }
 
-func (c *imageCommon) load() (kernel images.Kernel, comp images.Compression, hostKeys []images.HostKey, authorized []string, err error) {
+// parse parses args and says whether to go on: not after an error, nor
+// after printing the help.
+func (c *imageFlags) parse(env Env, args []string) (bool, error) {
+	if err := c.fs.Parse(args); err != nil {
+		return false, usagef("image %s: %v", c.verb, err)
+	}
+	if c.fs.NArg() > 0 {
+		return false, usagef("image %s: unexpected arguments %q", c.verb, c.fs.Args())
+	}
+	if c.help {
+		fmt.Fprint(env.Stdout, imageUsage, "\nFlags of image "+c.verb+":\n", c.fs.FlagUsages())
+		return false, nil
+	}
+	if c.out == "" {
+		return false, usagef("image %s: --out %s is required", c.verb, c.outArg)
+	}
+	return true, nil
+}
+
+// load reads the kernel, the compression and the key files.
+func (c *imageFlags) load() (err error) {
 	if c.compression != "" {
-		if comp, err = images.ParseCompression(c.compression); err != nil {
-			return kernel, comp, nil, nil, usagef("image: --compression: %v", err)
+		if c.comp, err = images.ParseCompression(c.compression); err != nil {
+			return usagef("image: --compression: %v", err)
 		}
 	}
-	if kernel, err = images.HostKernel(c.kernelVersion); err != nil {
-		return kernel, comp, nil, nil, fmt.Errorf("image: %w", err)
+	if c.kernel, err = images.HostKernel(c.kernelVersion); err != nil {
+		return fmt.Errorf("image: %w", err)
 	}
 	for _, f := range c.hostKeyFiles {
 		data, err := os.ReadFile(f)
 		if err != nil {
-			return kernel, comp, nil, nil, usagef("image: --host-key: %v", err)
+			return usagef("image: --host-key: %v", err)
 		}
 		hk, err := images.ParseHostKey(data)
 		if err != nil {
-			return kernel, comp, nil, nil, usagef("image: --host-key %s: %v", f, err)
+			return usagef("image: --host-key %s: %v", f, err)
 		}
-		hostKeys = append(hostKeys, hk)
+		c.hostKeys = append(c.hostKeys, hk)
 	}
 	if c.authorizedKeys != "" {
-		if authorized, err = images.ReadAuthorizedKeys(c.authorizedKeys); err != nil {
-			return kernel, comp, nil, nil, usagef("image: --authorized-keys: %v", err)
+		if c.authorized, err = images.ReadAuthorizedKeys(c.authorizedKeys); err != nil {
+			return usagef("image: --authorized-keys: %v", err)
 		}
-	}
-	return kernel, comp, hostKeys, authorized, nil
-}
-
-func parseImageFlags(fs *pflag.FlagSet, args []string, verb string) error {
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		return usagef("image %s: %v", verb, err)
-	}
-	if fs.NArg() > 0 {
-		return usagef("image %s: unexpected arguments %q", verb, fs.Args())
 	}
 	return nil
 }
 
 func imageInstaller(ctx context.Context, env Env, args []string) error {
-	fs := pflag.NewFlagSet("nixos-via image installer", pflag.ContinueOnError)
-	var c imageCommon
-	var agent string
-	c.register(fs, "output tarball (.tar.gz)")
-	fs.StringVar(&agent, "agent", "", "static nixos-via binary to include (default: this executable)")
-	if err := parseImageFlags(fs, args, "installer"); err != nil {
+	c := newImageFlags("installer", "FILE.tar.gz", "output tarball (.tar.gz)")
+	agent := c.fs.String("agent", "", "static nixos-via binary to include (default: this executable)")
+	if ok, err := c.parse(env, args); !ok {
 		return err
-	}
-	if c.help {
-		fmt.Fprint(env.Stdout, imageUsage, "\nFlags of image installer:\n", fs.FlagUsages())
-		return nil
-	}
-	if c.out == "" {
-		return usagef("image installer: --out FILE.tar.gz is required")
 	}
 	if !strings.HasSuffix(c.out, ".tar.gz") && !strings.HasSuffix(c.out, ".tgz") {
 		return usagef("image installer: --out %q: want a .tar.gz file name", c.out)
 	}
-	if agent != "" {
-		if err := images.AgentFromPath(agent); err != nil {
+	if *agent != "" {
+		if err := images.AgentFromPath(*agent); err != nil {
 			return usagef("image installer: --agent: %v", err)
 		}
 	}
-	kernel, comp, hostKeys, authorized, err := c.load()
-	if err != nil {
+	if err := c.load(); err != nil {
 		return err
 	}
 	inst, err := images.BuildInstaller(ctx, c.out, images.InstallerOptions{
-		Kernel: kernel, Agent: agent, HostKeys: hostKeys, AuthorizedKeys: authorized,
-		Cmdline: c.cmdline, Compression: comp, Events: imageEvents(env),
+		Kernel: c.kernel, Agent: *agent, HostKeys: c.hostKeys, AuthorizedKeys: c.authorized,
+		Cmdline: c.cmdline, Compression: c.comp, Events: imageEvents(env),
 	})
 	if err != nil {
 		return err
@@ -151,68 +158,53 @@ func imageInstaller(ctx context.Context, env Env, args []string) error {
 }
 
 func imageProvider(ctx context.Context, env Env, args []string) error {
-	fs := pflag.NewFlagSet("nixos-via image provider", pflag.ContinueOnError)
-	var c imageCommon
-	var user, passwordEnv, userKeys, hostname, bootDisk string
-	var noKexec bool
-	c.register(fs, "output directory")
-	fs.StringVar(&bootDisk, "boot-disk", "", "also write a GPT disk image (raw, or qcow2 by its name) whose ESP boots the provider with systemd-boot under UEFI")
-	fs.StringVar(&user, "user", "", "non-root login user in group sudo")
-	fs.StringVar(&passwordEnv, "user-password-env", "", "read the user's sudo password from this environment variable (default: sudo without password)")
-	fs.StringVar(&userKeys, "user-authorized-keys", "", "authorized_keys file for --user (default: root's)")
-	fs.StringVar(&hostname, "hostname", "", "host name (default provider)")
-	fs.BoolVar(&noKexec, "no-kexec-tools", false, "leave kexec-tools out")
-	if err := parseImageFlags(fs, args, "provider"); err != nil {
+	c := newImageFlags("provider", "DIR", "output directory")
+	bootDisk := c.fs.String("boot-disk", "", "also write a GPT disk image (raw, or qcow2 by its name) whose ESP boots the provider with systemd-boot under UEFI")
+	user := c.fs.String("user", "", "non-root login user in group sudo")
+	passwordEnv := c.fs.String("user-password-env", "", "read the user's sudo password from this environment variable (default: sudo without password)")
+	userKeys := c.fs.String("user-authorized-keys", "", "authorized_keys file for --user (default: root's)")
+	hostname := c.fs.String("hostname", "", "host name (default provider)")
+	noKexec := c.fs.Bool("no-kexec-tools", false, "leave kexec-tools out")
+	if ok, err := c.parse(env, args); !ok {
 		return err
-	}
-	if c.help {
-		fmt.Fprint(env.Stdout, imageUsage, "\nFlags of image provider:\n", fs.FlagUsages())
-		return nil
-	}
-	if c.out == "" {
-		return usagef("image provider: --out DIR is required")
 	}
 	if len(c.hostKeyFiles) == 0 {
 		return usagef("image provider: at least one --host-key FILE is required")
 	}
-	if user == "" && (passwordEnv != "" || userKeys != "") {
+	if *user == "" && (*passwordEnv != "" || *userKeys != "") {
 		return usagef("image provider: --user-password-env and --user-authorized-keys need --user")
 	}
 	var password string
-	if passwordEnv != "" {
-		getenv := env.Getenv
-		if getenv == nil {
-			getenv = os.Getenv
-		}
-		if password = getenv(passwordEnv); password == "" {
-			return usagef("image provider: --user-password-env: $%s is empty or unset", passwordEnv)
+	if *passwordEnv != "" {
+		if password = env.Getenv(*passwordEnv); password == "" {
+			return usagef("image provider: --user-password-env: $%s is empty or unset", *passwordEnv)
 		}
 	}
-	kernel, comp, hostKeys, authorized, err := c.load()
-	if err != nil {
+	if err := c.load(); err != nil {
 		return err
 	}
 	var ukeys []string
-	if userKeys != "" {
-		if ukeys, err = images.ReadAuthorizedKeys(userKeys); err != nil {
+	if *userKeys != "" {
+		var err error
+		if ukeys, err = images.ReadAuthorizedKeys(*userKeys); err != nil {
 			return usagef("image provider: --user-authorized-keys: %v", err)
 		}
 	}
 	p, err := images.BuildProvider(ctx, c.out, images.ProviderOptions{
-		Kernel: kernel, HostKeys: hostKeys, RootAuthorizedKeys: authorized,
-		User: user, UserPassword: password, UserAuthorizedKeys: ukeys,
-		Cmdline: c.cmdline, Hostname: hostname, NoKexecTools: noKexec,
-		Compression: comp, Events: imageEvents(env),
+		Kernel: c.kernel, HostKeys: c.hostKeys, RootAuthorizedKeys: c.authorized,
+		User: *user, UserPassword: password, UserAuthorizedKeys: ukeys,
+		Cmdline: c.cmdline, Hostname: *hostname, NoKexecTools: *noKexec,
+		Compression: c.comp, Events: imageEvents(env),
 	})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "kernel\t%s\ninitrd\t%s\t%d bytes\ncmdline\t%s\n", p.Kernel, p.Initrd, p.InitrdBytes, p.Cmdline)
-	if bootDisk != "" {
-		if err := images.BuildBootDisk(ctx, bootDisk, p.Kernel, p.Initrd, p.Cmdline); err != nil {
+	if *bootDisk != "" {
+		if err := images.BuildBootDisk(ctx, *bootDisk, p.Kernel, p.Initrd, p.Cmdline); err != nil {
 			return err
 		}
-		fmt.Fprintf(env.Stdout, "boot disk\t%s\n", bootDisk)
+		fmt.Fprintf(env.Stdout, "boot disk\t%s\n", *bootDisk)
 	}
 	return nil
 }
