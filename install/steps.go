@@ -43,15 +43,22 @@ func report(s event.Sink, kind event.Kind, format string, a ...any) {
 }
 
 // UploadAgent uploads the local agent binary to remote (mode 0755) and
-// checks its sha256 there.
+// checks its sha256 there. An agent already there with that sha256 (the
+// disko phase uploaded it for a prebuilt script's closure, or a resumed
+// run did) is kept.
 func UploadAgent(ctx context.Context, conn *target.Conn, sink event.Sink, local, remote string) error {
-	report(sinkOr(sink), event.Step, "uploading the agent")
 	data, err := os.ReadFile(local)
 	if err != nil {
 		return err
 	}
 	sum := sha256.Sum256(data)
 	want := hex.EncodeToString(sum[:])
+	if out, err := conn.Output(ctx, "[ -x "+target.ShellQuote(remote)+" ] && sha256sum "+target.ShellQuote(remote)+" || true", nil); err == nil {
+		if got := strings.Fields(string(out)); len(got) > 0 && got[0] == want {
+			return nil
+		}
+	}
+	report(sinkOr(sink), event.Step, "uploading the agent")
 	if _, err := conn.Output(ctx, "mkdir -p "+target.ShellQuote(filepath.Dir(remote)), nil); err != nil {
 		return fmt.Errorf("upload %s: %w", remote, err)
 	}

@@ -81,6 +81,25 @@ func TestUploadAgent(t *testing.T) {
 	if got, want := rec.Messages(event.Step), []string{"uploading the agent"}; strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("steps %q, want %q", got, want)
 	}
+	// The same agent again (the disko phase uploaded it for a prebuilt
+	// script) is kept; another one replaces it.
+	again := &testutil.Recorder{}
+	if err := UploadAgent(testCtx(t), c, again, local, remote); err != nil {
+		t.Fatal(err)
+	}
+	if got := again.Messages(event.Step); len(got) != 0 {
+		t.Errorf("the same agent again: steps %q, want none (kept)", got)
+	}
+	data = append(data, "a newer build\n"...)
+	if err := os.WriteFile(local, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := UploadAgent(testCtx(t), c, again, local, remote); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(remote); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("another agent: remote has %d bytes (%v), want the %d new ones", len(got), err, len(data))
+	}
 }
 
 func TestExtraFiles(t *testing.T) {
