@@ -48,7 +48,7 @@ func Run(ctx context.Context, conn *target.Conn, sink event.Sink, opts Options) 
 	if err != nil {
 		return fmt.Errorf("copy the closure: %w", err)
 	}
-	report(sink, event.Info, "%s in %s", sendSummary(stats), time.Since(start).Round(100*time.Millisecond))
+	report(sink, event.Info, "%s in %s", SendSummary(stats), time.Since(start).Round(100*time.Millisecond))
 	if err := Register(ctx, conn, sink, RegisterOptions{Root: DefaultRoot, NixStore: opts.NixStore, Toplevel: opts.Toplevel, Closure: opts.Closure}); err != nil {
 		return err
 	}
@@ -73,7 +73,9 @@ func Run(ctx context.Context, conn *target.Conn, sink event.Sink, opts Options) 
 	return RemoveKeyFiles(ctx, conn, sink, opts.KeyFiles)
 }
 
-func sendSummary(s closure.SendStats) string {
+// SendSummary says in one line where the closure's paths came from: already
+// there, from the caches, or sent (how much, how compressed).
+func SendSummary(s closure.SendStats) string {
 	if s.Sent == 0 && s.Substituted == 0 {
 		return fmt.Sprintf("%d paths: all already there", s.Paths)
 	}

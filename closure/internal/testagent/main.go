@@ -22,17 +22,7 @@ func main() {
 	// the paths it verified (it sees stdin end).
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	var err error
-	switch a[1] {
-	case "query":
-		err = closure.AnswerQuery(ctx, os.Stdin, os.Stdout, a[3])
-	case "receive":
-		err = closure.ServeReceive(ctx, os.Stdin, os.Stdout, a[3])
-	case "substitute":
-		err = closure.ServeSubstitute(ctx, os.Stdin, os.Stdout, a[3])
-	default:
-		err = fmt.Errorf("unknown verb %q", a[1])
-	}
+	err := closure.Serve(ctx, a[1], os.Stdin, os.Stdout, a[3])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "agent:", err)
 		os.Exit(1)
