@@ -71,6 +71,9 @@ type cacheServer struct {
 	// beforeNar, when set, runs before a NAR is served, with the hash part
 	// of its path.
 	beforeNar func(hash string)
+	// cacheInfo, when set, is served as nix-cache-info instead of the
+	// directory's.
+	cacheInfo string
 }
 
 func startCache(t *testing.T, dir string) *cacheServer {
@@ -120,6 +123,14 @@ func (c *cacheServer) serve(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(c.delay)
 	}
 	name := strings.TrimPrefix(r.URL.Path, "/")
+	if name == "nix-cache-info" {
+		if c.cacheInfo != "" {
+			io.WriteString(w, c.cacheInfo)
+			return
+		}
+		http.ServeFile(w, r, filepath.Join(c.dir, name))
+		return
+	}
 	if hash, ok := strings.CutSuffix(name, ".narinfo"); ok && !strings.Contains(hash, "/") {
 		c.narinfos.Add(1)
 		c.serveNarinfo(w, r, hash)

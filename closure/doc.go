@@ -40,8 +40,11 @@
 // a request (text, see substitute_wire.go): the cache URLs, options
 // (narinfo lookups and NAR downloads in flight, connect and stall
 // timeouts), and every missing path with the sender's narHash, narSize,
-// references and deriver. The agent looks each path up in the caches in
-// order (<cache>/<hash part>.narinfo), fetches the NAR of the first
+// references and deriver. The agent reads each cache's nix-cache-info
+// and orders the caches by priority as Nix does (the URL's ?priority=,
+// else the cache's Priority, else 0; lower first, ties as listed; a cache
+// without nix-cache-info or for another store directory is left out),
+// then looks each path up in that order (<cache>/<hash part>.narinfo), fetches the NAR of the first
 // narinfo that is for that path with our narHash and narSize, unpacks it
 // (xz, zstd, bzip2, gzip or none) and restores it as a streamed path is
 // restored: same temporaries, the same narSize and narHash check, the same

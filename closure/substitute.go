@@ -39,8 +39,9 @@ func narSlack(narSize uint64) uint64 { return narSize/32 + 64<<10 }
 
 // ServeSubstitute is the agent side of `agent substitute`: it reads a
 // substitute request (the cache URLs and the wanted paths with the
-// sender's path-info) from stdin, fetches each path's narinfo and NAR from
-// the first cache that has it, checks the NAR against the sender's narHash
+// sender's path-info) from stdin, reads each cache's nix-cache-info (its
+// StoreDir and Priority), fetches each path's narinfo and NAR from the
+// first cache by priority that has it, checks the NAR against the sender's narHash
 // and narSize, restores and commits it into root exactly as Receive does,
 // and answers on stdout "got" for each path once it is in place and
 // recorded and "miss" for each it gave up, leaving nothing of it behind.
@@ -159,6 +160,10 @@ type substituter struct {
 	client *http.Client
 	rc     *receiver
 	dead   []atomic.Bool // per cache: a connection failed, ask it no more
+	// order is the caches to ask, by priority (rank); refused says why
+	// each of the others is left out.
+	order   []int
+	refused []error
 }
 
 // found is a path whose narinfo a cache has, with where its NAR is.
@@ -182,10 +187,11 @@ func newSubstituter(req substituteRequest, l layout, out *answerWriter) *substit
 		DisableCompression:    true, // NARs are compressed already; the bytes must be the cache's
 	}
 	s := &substituter{
-		req:    req,
-		out:    out,
-		client: &http.Client{Transport: transport},
-		dead:   make([]atomic.Bool, len(req.Caches)),
+		req:     req,
+		out:     out,
+		client:  &http.Client{Transport: transport},
+		dead:    make([]atomic.Bool, len(req.Caches)),
+		refused: make([]error, len(req.Caches)),
 	}
 	s.rc = &receiver{
 		l:         l,
@@ -203,6 +209,7 @@ func newSubstituter(req substituteRequest, l layout, out *answerWriter) *substit
 
 func (s *substituter) run(ctx context.Context) {
 	defer s.client.CloseIdleConnections()
+	s.rank(ctx)
 	go s.rc.committer()
 	lookups := make(chan nix.PathInfo)
 	downloads := make(chan found, s.req.Jobs)
@@ -274,13 +281,19 @@ func (s *substituter) collect(verified <-chan pendingPath) {
 	}
 }
 
-// lookup asks the caches in order for p's narinfo and returns the first
-// that is for p, with our narHash and narSize, and a NAR the agent can
-// fetch and unpack.
+// lookup asks the caches in priority order for p's narinfo and returns
+// the first that is for p, with our narHash and narSize, and a NAR the
+// agent can fetch and unpack.
 func (s *substituter) lookup(ctx context.Context, p nix.PathInfo) (found, error) {
 	hashPart := strings.TrimPrefix(p.Path, nix.StoreDir+"/")[:32]
 	var why []string
-	for i, cache := range s.req.Caches {
+	for _, err := range s.refused {
+		if err != nil {
+			why = append(why, err.Error())
+		}
+	}
+	for _, i := range s.order {
+		cache := s.req.Caches[i]
 		if s.dead[i].Load() {
 			continue
 		}

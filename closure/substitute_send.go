@@ -19,9 +19,12 @@ import (
 // itself (`agent substitute`); what the caches lack, refuse or get wrong is
 // streamed in the same Send. No caches: everything is streamed.
 type SubstituteOptions struct {
-	// Caches are http(s) binary cache URLs in order of preference (Nix
-	// substituter URLs; a query such as ?priority=40 is ignored). HTTPCaches
-	// sorts out the ones the agent cannot use.
+	// Caches are http(s) binary cache URLs (Nix substituter URLs). The
+	// agent asks them as Nix does: by priority, lower first (the URL's
+	// ?priority=N, else the Priority in the cache's nix-cache-info, else
+	// 0), ties in this order; a cache without nix-cache-info, or one for
+	// another store directory, is not asked. HTTPCaches sorts out the ones
+	// the agent cannot use.
 	Caches []string
 	// Lookups and Jobs are the narinfo requests and NAR downloads in
 	// flight; 0 means DefaultSubstituteLookups and DefaultSubstituteJobs.

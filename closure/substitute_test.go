@@ -384,3 +384,56 @@ func committed(root string, info nix.PathInfo) bool {
 	recs, err := l.records()
 	return err == nil && l.valid(recs, info.Path, info.NarHash)
 }
+
+// With two caches that both have every path, the agent asks them as Nix
+// does: by priority, lower first (the URL's ?priority= over the cache's
+// nix-cache-info Priority), ties in the order given; a cache for another
+// store directory is not asked.
+func TestSendAsksCachesByPriority(t *testing.T) {
+	_, infos := nixtest.Closure(t, "subst-prio")
+	dir := binaryCache(t, "zstd", paths(infos)...)
+	info := func(prio string) string {
+		s := "StoreDir: /nix/store\nWantMassQuery: 1\n"
+		if prio != "" {
+			s += "Priority: " + prio + "\n"
+		}
+		return s
+	}
+	tests := []struct {
+		name         string
+		first, other string // nix-cache-info of the cache listed first, and of the other
+		firstQuery   string // appended to the first cache's URL
+		want         string // "first" or "other": the cache every path came from
+	}{
+		{"lower priority listed second", info("50"), info("30"), "", "other"},
+		{"lower priority listed first", info("30"), info("50"), "", "first"},
+		{"URL priority over the cache's", info("50"), info("30"), "?priority=10", "first"},
+		{"URL priority makes it last", info("30"), info("50"), "?priority=60", "other"},
+		{"no Priority is 0", info(""), info("40"), "", "first"},
+		{"tie: as listed", info("40"), info("40"), "", "first"},
+		{"another store directory", "StoreDir: /gnu/store\nPriority: 10\n", info("50"), "", "other"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			first, other := startCache(t, dir), startCache(t, dir)
+			first.cacheInfo, other.cacheInfo = tt.first, tt.other
+			root := t.TempDir()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			stats, err := Send(ctx, &localRunner{}, infos, SendOptions{Agent: agentBin, Root: root, Substitute: fastSubstitute(first.URL+tt.firstQuery, other.URL)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkReceived(t, root, infos)
+			want, unused := first, other
+			if tt.want == "other" {
+				want, unused = other, first
+			}
+			got := map[string]int64{"first": first.nars.Load(), "other": other.nars.Load()}
+			if stats.Substituted != len(infos) || want.nars.Load() != int64(len(infos)) || unused.narinfos.Load()+unused.nars.Load() != 0 {
+				t.Errorf("substituted %d; NAR requests %v, narinfo requests first %d, other %d; want all %d NARs from %s and nothing asked of the other",
+					stats.Substituted, got, first.narinfos.Load(), other.narinfos.Load(), len(infos), tt.want)
+			}
+		})
+	}
+}

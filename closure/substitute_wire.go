@@ -15,7 +15,7 @@ import (
 // The substitute protocol (text, uncompressed; see the package comment):
 //
 //	sender: "nixos-via-substitute 1\n"
-//	        "cache <url>\n" for each cache, in order of preference
+//	        "cache <url>\n" for each cache, as configured (the agent ranks them)
 //	        "option <name> <value>\n" for lookups, jobs, connect-timeout, stall-timeout
 //	        per path "path <store path> <narHash> <narSize> <deriver or ->\n"
 //	                 and "ref <store path>\n" for each reference
