@@ -14,7 +14,8 @@ import (
 // conn is how to reach the host, as the connection flags give it: the
 // target options but the secrets, where resolve reads those, and the
 // first connection's deadline. Every subcommand that connects (install,
-// facts) declares its connection flags with flags and timeoutFlag.
+// facts) declares its connection flags with flags and timeoutFlag, parses
+// them with parseFlags and dials with what resolve returns.
 type conn struct {
 	target.Options
 	EnvPassword     bool
@@ -36,8 +37,10 @@ func (c *conn) flags() []flagSpec {
 	}
 }
 
-// timeoutFlag is --timeout-connect (default 2m).
+// timeoutFlag is --timeout-connect; it sets the default, 2m, as pflag's
+// XxxVar do.
 func (c *conn) timeoutFlag() flagSpec {
+	c.Timeout = 2 * time.Minute
 	return flagSpec{name: "timeout-connect", group: gOut, arg: "DUR", help: "deadline for the first SSH connection (default 2m)", to: duration(&c.Timeout, "timeout-connect")}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/nixos-via/nixos-via/sequence"
 )
@@ -12,7 +11,7 @@ import (
 // runFacts is `nixos-via facts [flags] [user@]host`: the connection flags
 // of the drop-in command line, and its own.
 func runFacts(ctx context.Context, env Env, args []string) error {
-	c := conn{Timeout: 2 * time.Minute}
+	var c conn
 	var asJSON bool
 	table := append(c.flags(), c.timeoutFlag(),
 		flagSpec{name: "json", group: gOut, help: "print JSON", to: &asJSON},

@@ -145,17 +145,9 @@ func usagef(format string, a ...any) error { return phase.Usagef(format, a...) }
 func parseFlags(table []flagSpec, args []string, positional func([]string) error) (fs *pflag.FlagSet, help bool, err error) {
 	fs = pflag.NewFlagSet("nixos-via", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	byName := map[string]flagSpec{}
 	pairs := map[string][]twoArgs{}
 	var after []func() error
 	for _, s := range table {
-		byName["--"+s.name] = s
-		if len(s.name) == 1 {
-			byName["-"+s.name] = s
-		}
-		if s.short != "" {
-			byName["-"+s.short] = s
-		}
 		name, short := s.name, s.short
 		if len(name) == 1 { // -i: pflag wants single letters as shorthands
 			name, short = "identity-file", s.name
@@ -191,7 +183,7 @@ func parseFlags(table []flagSpec, args []string, positional func([]string) error
 			})
 		}
 	}
-	rest, err := splitTwoArgFlags(args, byName, pairs)
+	rest, err := splitTwoArgFlags(args, table, pairs)
 	if err != nil {
 		return fs, false, err
 	}
@@ -214,7 +206,17 @@ func parseFlags(table []flagSpec, args []string, positional func([]string) error
 
 // splitTwoArgFlags takes the two-argument flags out of args into pairs,
 // because pflag knows only flags of one argument.
-func splitTwoArgFlags(args []string, byName map[string]flagSpec, pairs map[string][]twoArgs) (rest []string, err error) {
+func splitTwoArgFlags(args []string, table []flagSpec, pairs map[string][]twoArgs) (rest []string, err error) {
+	byName := map[string]flagSpec{}
+	for _, s := range table {
+		byName["--"+s.name] = s
+		if len(s.name) == 1 {
+			byName["-"+s.name] = s
+		}
+		if s.short != "" {
+			byName["-"+s.short] = s
+		}
+	}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if a == "--" {
@@ -251,7 +253,7 @@ func splitTwoArgFlags(args []string, byName map[string]flagSpec, pairs map[strin
 // ParseArgs parses the drop-in command line. It reports usage errors as
 // *UsageError and wants help when the result's second value is true.
 func ParseArgs(args []string) (*Options, bool, error) {
-	o := &Options{conn: conn{Timeout: 2 * time.Minute}}
+	o := &Options{}
 	o.Phases, o.CopyJobs, o.Substitute, o.MachineSubstituters = phase.All(), 2, true, true
 	o.Kexec.DownTimeout, o.Kexec.UpTimeout, o.RebootTimeout = 10*time.Minute, 10*time.Minute, 15*time.Minute
 	fs, help, err := parseFlags(installFlags(o), args, o.conn.host)
