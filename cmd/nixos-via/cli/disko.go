@@ -38,9 +38,11 @@ type diskoFlags struct {
 	layoutFile, flake, modeName, root        string
 	printScript, printConfig, validate, help bool
 	timeout                                  time.Duration
+	mode                                     disko.Mode
 }
 
-func (d *diskoFlags) parse(args []string) (*pflag.FlagSet, error) {
+// parse parses args and refuses a bad combination.
+func (d *diskoFlags) parse(args []string) error {
 	fs := pflag.NewFlagSet("nixos-via disko", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&d.layoutFile, "layout", "", "layout file: .json or a pure .nix ('-' = JSON on stdin)")
@@ -52,40 +54,36 @@ func (d *diskoFlags) parse(args []string) (*pflag.FlagSet, error) {
 	fs.BoolVar(&d.printConfig, "print-config", false, "print the NixOS configuration the layout implies")
 	fs.BoolVar(&d.validate, "validate", false, "only validate the layout")
 	fs.BoolVarP(&d.help, "help", "h", false, "show this help")
-	if err := fs.Parse(args); err != nil {
-		return fs, usagef("%v", err)
+	var err error
+	switch err = fs.Parse(args); {
+	case err != nil:
+		return usagef("%v", err)
+	case d.help:
+		return nil
+	case fs.NArg() > 0:
+		return usagef("unexpected argument %q", fs.Arg(0))
+	case (d.layoutFile == "") == (d.flake == ""):
+		return usagef("give exactly one of --layout FILE and --flake REF#HOST")
+	case btoi(d.printScript)+btoi(d.printConfig)+btoi(d.validate) > 1:
+		return usagef("--print, --print-config and --validate exclude each other")
 	}
-	return fs, nil
-}
-
-// check refuses a bad combination and returns the mode.
-func (d *diskoFlags) check(fs *pflag.FlagSet) (disko.Mode, error) {
-	if fs.NArg() > 0 {
-		return 0, usagef("unexpected argument %q", fs.Arg(0))
-	}
-	if (d.layoutFile == "") == (d.flake == "") {
-		return 0, usagef("give exactly one of --layout FILE and --flake REF#HOST")
-	}
-	outputs := 0
-	for _, b := range []bool{d.printScript, d.printConfig, d.validate} {
-		if b {
-			outputs++
-		}
-	}
-	if outputs > 1 {
-		return 0, usagef("--print, --print-config and --validate exclude each other")
-	}
-	mode, err := disko.ParseMode(d.modeName)
-	if err != nil {
-		return 0, usagef("--mode: %v", err)
+	if d.mode, err = disko.ParseMode(d.modeName); err != nil {
+		return usagef("--mode: %v", err)
 	}
 	if !filepath.IsAbs(d.root) {
-		return 0, usagef("--root-mountpoint %q is not an absolute path", d.root)
+		return usagef("--root-mountpoint %q is not an absolute path", d.root)
 	}
 	if d.timeout <= 0 {
-		return 0, usagef("--device-timeout must be positive")
+		return usagef("--device-timeout must be positive")
 	}
-	return mode, nil
+	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // runDisko is `nixos-via disko …` (args exclude the word "disko"): the
@@ -93,63 +91,58 @@ func (d *diskoFlags) check(fs *pflag.FlagSet) (disko.Mode, error) {
 // rendered by package disko. Exit codes: 0 ok,
 // 1 invalid layout or failure, 2 usage error.
 func runDisko(ctx context.Context, env Env, args []string) error {
-	fail := func(err error) error {
-		return &commandError{prefix: "nixos-via disko", help: "Run 'nixos-via disko --help' for the flags.\n", err: err}
-	}
 	var d diskoFlags
-	fs, err := d.parse(args)
-	if err != nil {
-		return fail(err)
-	}
-	if d.help {
+	err := d.parse(args)
+	switch {
+	case err != nil:
+	case d.help:
 		fmt.Fprint(env.Stdout, diskoUsage)
 		return nil
+	default:
+		err = d.output(ctx, env)
 	}
-	mode, err := d.check(fs)
 	if err != nil {
-		return fail(err)
-	}
-	src := sequence.LayoutSource{File: d.layoutFile, Flake: d.flake, Stdin: env.Stdin}
-	layout, err := sequence.ReadLayout(ctx, src)
-	if err != nil {
-		return fail(err)
-	}
-	if err := d.output(env, src.Name(), layout, mode); err != nil {
-		return fail(err)
+		return &commandError{prefix: "nixos-via disko", help: "Run 'nixos-via disko --help' for the flags.\n", err: err}
 	}
 	return nil
 }
 
-// output prints what the flags ask for.
-func (d *diskoFlags) output(env Env, source string, layout *disko.Layout, mode disko.Mode) error {
+// output reads the layout and prints what the flags ask for.
+func (d *diskoFlags) output(ctx context.Context, env Env) error {
+	src := sequence.LayoutSource{File: d.layoutFile, Flake: d.flake, Stdin: env.Stdin}
+	layout, err := sequence.ReadLayout(ctx, src)
+	if err != nil {
+		return err
+	}
+	source := src.Name()
 	opts := disko.RenderOptions{RootMountpoint: d.root, DeviceTimeout: d.timeout}
 	invalid := func(err error) error { return fmt.Errorf("invalid layout %s: %v", source, err) }
 	switch {
-	case d.validate:
-		// Rendering is part of validation: a layout that cannot be
-		// rendered is not valid.
-		if _, err := layout.Plan(mode, opts); err != nil {
-			return invalid(err)
-		}
-		fmt.Fprintf(env.Stdout, "%s: valid (%s)\n", source, layout.Summary())
 	case d.printConfig:
 		b, err := layout.NixOSJSON()
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(env.Stdout, "%s\n", b)
+		return nil
 	case d.printScript:
-		script, err := layout.Script(mode, opts)
+		script, err := layout.Script(d.mode, opts)
 		if err != nil {
 			return invalid(err)
 		}
 		fmt.Fprint(env.Stdout, script)
-	default:
-		if _, err := layout.Plan(mode, opts); err != nil {
-			return invalid(err)
-		}
-		fmt.Fprint(env.Stdout, layout.WipeSummary(mode))
-		fmt.Fprintln(env.Stdout, "Nothing was run. Running a layout on a target belongs to the install flow: nixos-via --flake REF#HOST [user@]HOST; use --print to get the script.")
+		return nil
 	}
+	// Rendering is part of validation: a layout that cannot be rendered
+	// is not valid.
+	if _, err := layout.Plan(d.mode, opts); err != nil {
+		return invalid(err)
+	}
+	if d.validate {
+		fmt.Fprintf(env.Stdout, "%s: valid (%s)\n", source, layout.Summary())
+		return nil
+	}
+	fmt.Fprint(env.Stdout, layout.WipeSummary(d.mode))
+	fmt.Fprintln(env.Stdout, "Nothing was run. Running a layout on a target belongs to the install flow: nixos-via --flake REF#HOST [user@]HOST; use --print to get the script.")
 	return nil
 }
