@@ -72,7 +72,7 @@ func TestInstallToDir(t *testing.T) {
 	needRootAndNix(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	local := filepath.Join(t.TempDir(), "root")
+	local := rootDir(t)
 	extras := extraFiles(t)
 	rec := &testutil.Recorder{}
 	opts := Options{Root: local, Nix: testNix, FlakeRef: testFlake, FlakeAttr: testAttr, ExtraFiles: extras, Chown: chown}
@@ -288,6 +288,41 @@ func dumpDB(ctx context.Context, t *testing.T, root string, infos []nix.PathInfo
 		t.Fatalf("%s: empty registration", root)
 	}
 	return string(out)
+}
+
+// rootDir is a new directory for a root that enter mounts in. It is
+// removed at the end of the test only once nothing is mounted under it in
+// this machine's namespace (leftovers are unmounted first): should enter
+// ever leak its bind mounts, removing the directory would otherwise
+// remove this machine's /dev entries through them.
+func rootDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "installdir-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(dir, "root")
+	t.Cleanup(func() {
+		mounted := func() (points []string) {
+			for _, line := range strings.Split(mountinfo(t), "\n") {
+				if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], root+"/") {
+					points = append(points, f[4])
+				}
+			}
+			return points
+		}
+		for i := 0; i < 3 && len(mounted()) > 0; i++ {
+			for _, p := range mounted() {
+				exec.Command("umount", "-R", "-l", p).Run()
+			}
+		}
+		if left := mounted(); len(left) > 0 {
+			t.Errorf("mounted under %s after the test: %q; %s is left in place", root, left, dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	return root
 }
 
 func mountinfo(t *testing.T) string {
