@@ -134,7 +134,13 @@ func (w *comeUp) wait(ctx context.Context, timeout time.Duration) (*target.Conn,
 		case done:
 			return c, nil
 		}
-		refused = rf
+		// Whom any attempt saw refused stays refused: a later attempt
+		// that the deadline cut before the login must not forget it.
+		for _, u := range rf {
+			if !slices.Contains(refused, u) {
+				refused = append(refused, u)
+			}
+		}
 		if err != nil {
 			w.saw(&last, err)
 			return nil, err

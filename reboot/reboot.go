@@ -30,6 +30,9 @@ type Options struct {
 	// LoginUser is whom the run logged in as, tried when the
 	// configuration has that user.
 	LoginUser string
+	// Rebooting, when set, is called just before the reboot command is
+	// sent: from then on the host may be running the new system.
+	Rebooting func()
 }
 
 // Run is the reboot phase: it unmounts the root (exporting ZFS pools), reboots the installer
@@ -79,6 +82,9 @@ sync
 	res.SSHOptions = nil
 	installerKeys := conn.HostKeys()
 	report(sink, event.Step, "rebooting into the installed system")
+	if opts.Rebooting != nil {
+		opts.Rebooting()
+	}
 	// Detached, so the command returns before the host goes down.
 	detach := "(\n" + rebootScript(2*time.Second, forceAfter(opts.Timeout)) + ") </dev/null >/dev/null 2>&1 &"
 	if _, err := conn.Output(ctx, detach, nil); err != nil {

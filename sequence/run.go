@@ -38,13 +38,22 @@ type run struct {
 	closure  []nix.PathInfo    // its closure
 	nixStore string            // the system's own nix-store
 	caches   []string          // the binary caches the target substitutes from
+
+	state     HostState // how far the run got with the host
+	firstPort int       // the port of the first connection
 }
 
 // Run does the whole install of p. Everything that can be checked locally
 // is checked before the first connection; nothing destructive runs before
-// the pre-flight checks on the host have passed.
+// the pre-flight checks on the host have passed. A failure once the host
+// was changed is a *Stopped: where the host is and how to go on.
 func Run(ctx context.Context, p Plan, sink event.Sink) error {
 	r := &run{p: &p, sink: sink}
+	return r.stopped(r.run(ctx))
+}
+
+func (r *run) run(ctx context.Context) error {
+	p := *r.p
 	// With --generate-hardware-config the configuration depends on the
 	// file the host generates, so evaluation and build wait for it
 	// (prebuilt --store-paths cannot depend on it).
@@ -121,7 +130,10 @@ func (r *run) connect(ctx context.Context) error {
 		return err
 	}
 	r.conn, r.facts = conn, facts
-	r.loginUser = conn.Resolved().User
+	r.loginUser, r.firstPort = conn.Resolved().User, conn.Resolved().Port
+	if facts.IsInstaller {
+		r.state = Installer
+	}
 	r.info(phase.Probe, "%s %s, %s, %d MiB RAM, %s, logged in as %s", facts.OSName, facts.Arch, facts.Kernel, facts.MemTotalKiB>>10, facts.Firmware, facts.User)
 	return nil
 }
@@ -142,7 +154,7 @@ func (r *run) toInstaller(ctx context.Context, tb *kexec.Tarball) error {
 		if err != nil {
 			return err
 		}
-		r.conn, r.facts = conn, facts
+		r.conn, r.facts, r.state = conn, facts, Installer
 	} else if !r.facts.IsRoot && r.facts.Escalation == "" {
 		return &phase.Refusal{Check: "root", Msg: fmt.Sprintf("the login user %s is not root and has neither sudo nor doas", r.facts.User)}
 	}
@@ -167,21 +179,27 @@ func (r *run) phases(ctx context.Context) error {
 		}
 	}
 	if p.Has(phase.Disko) && r.diskoDone {
+		r.state = DisksReady
 		r.info(phase.Disko, "this installer already applied this exact layout since it booted and /mnt is mounted: "+
 			"nothing is erased again and the install resumes (reboot the installer to start from scratch)")
 	} else if p.Has(phase.Disko) {
+		r.state = Partitioning
 		if err := diskorun.Run(ctx, r.conn, r.sink, r.diskoOptions()); err != nil {
 			return &phase.Error{Phase: phase.Disko, Err: err}
 		}
+		r.state = DisksReady
 	}
 	if p.Has(phase.Install) {
+		r.state = max(r.state, Installing)
 		if err := install.Run(ctx, r.conn, r.sink, r.installOptions(agent)); err != nil {
 			return &phase.Error{Phase: phase.Install, Err: err}
 		}
+		r.state = Installed
 	}
 	if p.Has(phase.Reboot) {
 		conn, err := reboot.Run(ctx, r.conn, r.sink, reboot.Options{Toplevel: r.toplevel, CopyHostKeys: p.CopyHostKeys,
-			Timeout: p.RebootTimeout, Home: p.Home, Boot: r.boot, LoginUser: r.loginUser})
+			Timeout: p.RebootTimeout, Home: p.Home, Boot: r.boot, LoginUser: r.loginUser,
+			Rebooting: func() { r.state = Rebooted }})
 		if err != nil {
 			return &phase.Error{Phase: phase.Reboot, Err: err}
 		}

@@ -270,6 +270,17 @@ func TestInstallResumesAfterACut(t *testing.T) {
 	if code != cli.ExitInstall {
 		t.Fatalf("first run: exit %d, want %d (install failed by the cut)\n%s", code, cli.ExitInstall, out.String())
 	}
+	// It says where the host is and which command goes on.
+	words := []string{"nixos-via"}
+	for _, a := range args {
+		words = append(words, target.ShellQuote(a))
+	}
+	for _, want := range []string{"The host now: the host runs the installer in RAM with the new system partly copied into /mnt",
+		"To go on from here once the cause is fixed, run: " + strings.Join(words, " ") + "\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the failed run does not say %q:\n%s", want, out.String())
+		}
+	}
 	// The same command again: the installer remembers it applied this
 	// layout, so nothing is erased and only the missing paths are sent.
 	out2 := mustSucceed(t, ctx, m, "resumed run", nil, args...)

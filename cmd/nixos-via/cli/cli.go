@@ -141,6 +141,12 @@ func (e *commandError) Unwrap() error { return e.err }
 func finish(env Env, err error) int {
 	code := ExitCode(err)
 	var ce *commandError
+	var se *stoppedError
+	defer func() {
+		if errors.As(err, &se) {
+			fmt.Fprint(env.Stderr, se.hint)
+		}
+	}()
 	switch {
 	case err == nil:
 	case errors.As(err, &ce):
@@ -218,7 +224,7 @@ func runInstall(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	return sequence.Run(ctx, plan, ui)
+	return withResumeHint(sequence.Run(ctx, plan, ui), args, o.Host)
 }
 
 // checkImplemented refuses flags and phases this build cannot honour yet,

@@ -330,6 +330,9 @@ func TestHardwareConfigMissingToolStopsBeforeEvaluation(t *testing.T) {
 	if strings.Contains(stderr, "evaluating") {
 		t.Errorf("the layout was evaluated although the hardware config failed:\n%s", stderr)
 	}
+	if want := "The host now: "; !strings.Contains(stderr, want) {
+		t.Errorf("the failure does not say where the host is (%q):\n%s", want, stderr)
+	}
 	if got, _ := os.ReadFile(hw); string(got) != "{}\n" {
 		t.Errorf("got %s = %q, want the earlier content", hw, got)
 	}

@@ -1,0 +1,97 @@
+package sequence
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/nixos-via/nixos-via/internal/phase"
+)
+
+// HostState is how far a run got with the host: what a failure or an
+// interrupt leaves behind.
+type HostState int
+
+const (
+	Untouched    HostState = iota // nothing on the host changed yet
+	Installer                     // the installer runs in RAM; the disks are untouched
+	Partitioning                  // disko was erasing, partitioning and formatting
+	DisksReady                    // the disks are partitioned, formatted and mounted at /mnt
+	Installing                    // the closure partly copied, or the bootloader not yet installed
+	Installed                     // installed, not yet rebooted
+	Rebooted                      // rebooted into the new system
+)
+
+// String says what the host is now, as the failure message reads it.
+func (s HostState) String() string {
+	switch s {
+	case Untouched:
+		return "nothing on the host was changed: it still runs its original system"
+	case Installer:
+		return "the host runs the installer in RAM; its disks are untouched"
+	case Partitioning:
+		return "the host runs the installer in RAM; its disks were being erased, partitioned and formatted and may be half done"
+	case DisksReady:
+		return "the host runs the installer in RAM; its disks are partitioned, formatted and mounted at /mnt"
+	case Installing:
+		return "the host runs the installer in RAM with the new system partly copied into /mnt (every path that arrived is complete and checked)"
+	case Installed:
+		return "the new system is installed in /mnt with its bootloader; the host still runs the installer and was not rebooted"
+	case Rebooted:
+		return "the new system is installed and the host was told to reboot into it"
+	}
+	return fmt.Sprintf("state %d", int(s))
+}
+
+// Stopped is a failed or interrupted Run: the error, where it left the
+// host and how to go on. Error is the cause's message alone; the CLI
+// prints State and Next after it.
+type Stopped struct {
+	Err   error
+	State HostState
+	// Rerun says the same command, run again, goes on where this one
+	// stopped (the installer is found, an applied layout is not erased
+	// again, the copy resumes). Login and Port, when set, are the
+	// installer's: the re-run must reach it there.
+	Rerun bool
+	Login string
+	Port  int
+	// Advice is what to do instead when a re-run would not go on.
+	Advice string
+}
+
+func (s *Stopped) Error() string { return s.Err.Error() }
+func (s *Stopped) Unwrap() error { return s.Err }
+
+// stopped wraps err with where r left the host. A usage error or a
+// refusal before the host was changed stays as it is: it says itself
+// that nothing was touched, and running it again would fail again.
+func (r *run) stopped(err error) error {
+	if err == nil {
+		return nil
+	}
+	var (
+		ue *phase.UsageError
+		rf *phase.Refusal
+	)
+	if r.state == Untouched && (errors.As(err, &ue) || errors.As(err, &rf)) {
+		return err
+	}
+	s := &Stopped{Err: err, State: r.state}
+	switch r.state {
+	case Installer, Partitioning, DisksReady, Installing, Installed:
+		s.Rerun = true
+	case Rebooted:
+		s.Advice = "do not run the install again: it would kexec the new system and erase its disks; " +
+			"look at the host's console, or wait and log in to check it"
+	}
+	if r.state >= Installer && r.state < Rebooted && r.conn != nil {
+		res := r.conn.Resolved()
+		if res.User != r.loginUser {
+			s.Login = res.User
+		}
+		if r.p.Kexec.PostKexecPort != 0 && res.Port != r.firstPort {
+			s.Port = res.Port
+		}
+	}
+	return s
+}
