@@ -102,12 +102,14 @@ func phaseExitCode(p string) int {
 // subcommands are the first words that name a subcommand, each run as
 // runX(ctx, env, args) with args after that word.
 var subcommands = map[string]func(context.Context, Env, []string) error{
-	"facts":   runFacts,
-	"disko":   runDisko,
-	"agent":   runAgent,
-	"image":   runImage,
-	"version": runVersion,
-	"help":    runHelp,
+	"facts":          runFacts,
+	"disko":          runDisko,
+	"agent":          runAgent,
+	"image":          runImage,
+	"install-to-dir": runInstallToDir,
+	"enter":          runEnter,
+	"version":        runVersion,
+	"help":           runHelp,
 }
 
 // Run runs the command line in env and returns the exit code.
