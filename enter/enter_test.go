@@ -1,6 +1,7 @@
 package enter
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -92,4 +93,88 @@ func TestInRoot(t *testing.T) {
 			t.Errorf("isFile(%s) = %v, want %v", tc.path, f, tc.isFile)
 		}
 	}
+}
+
+// TestEnterLeavesSharedMountsAlone runs enter in a mount namespace whose
+// every mount is shared, as systemd leaves a machine's: the command runs
+// in the root (it sees its own /proc, /dev and /sys there), and afterwards
+// the namespace has exactly the mounts it had before; nothing enter
+// mounted propagated back, and nothing of the namespace was unmounted.
+func TestEnterLeavesSharedMountsAlone(t *testing.T) {
+	if os.Getenv("NIXOS_VIA_ENTER_HELPER") != "" {
+		helperEnter(t)
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (namespaces, mounts, chroot)")
+	}
+	root := fakeRoot(t)
+	dir := t.TempDir()
+	driver := `set -e
+mount --make-rshared /
+cat /proc/self/mountinfo > "$1/before"
+NIXOS_VIA_ENTER_HELPER="$2" "$3" -test.run '^TestEnterLeavesSharedMountsAlone$' -test.count=1 > "$1/out" 2>&1 || { cat "$1/out"; exit 1; }
+cat /proc/self/mountinfo > "$1/after"
+`
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command("unshare", "-m", "sh", "-c", driver, "sh", dir, root, exe).CombinedOutput(); err != nil {
+		t.Fatalf("the namespace's driver: %v\n%s", err, b)
+	}
+	before, _ := os.ReadFile(filepath.Join(dir, "before"))
+	after, _ := os.ReadFile(filepath.Join(dir, "after"))
+	if string(before) != string(after) {
+		t.Errorf("the mounts after enter:\n%s\nwant those before it:\n%s", after, before)
+	}
+	if out, _ := os.ReadFile(filepath.Join(dir, "out")); !strings.Contains(string(out), "in the root: dev=yes proc=yes sys=yes") {
+		t.Errorf("the command's output:\n%s\nwant it to see /dev, /proc and /sys in the root", out)
+	}
+}
+
+// helperEnter is the test binary run inside the shared namespace: enter
+// the root named by NIXOS_VIA_ENTER_HELPER and report what it sees.
+func helperEnter(t *testing.T) {
+	var out strings.Builder
+	err := Run(Options{Root: os.Getenv("NIXOS_VIA_ENTER_HELPER"), NoActivate: true, Stdout: &out, Stderr: &out,
+		Command: []string{"/bin/sh", "-c", `d=no p=no s=no; [ -c /dev/null ] && d=yes; [ -r /proc/self/mountinfo ] && p=yes; [ -d /sys/kernel ] && s=yes; echo "in the root: dev=$d proc=$p sys=$s"`}})
+	fmt.Print(out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fakeRoot is a root with etc/NIXOS and this machine's /bin/sh with its
+// libraries, enough to run a shell in a chroot of it.
+func fakeRoot(t *testing.T) string {
+	t.Helper()
+	r := t.TempDir()
+	sh, err := filepath.EvalSymlinks("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("ldd", sh).Output()
+	if err != nil {
+		t.Fatalf("ldd %s: %v", sh, err)
+	}
+	files := map[string]string{sh: filepath.Join(r, "bin/sh")}
+	for _, f := range strings.Fields(string(out)) {
+		if strings.HasPrefix(f, "/") {
+			files[f] = filepath.Join(r, f)
+		}
+	}
+	for src, dst := range files {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Dir(dst), 0o755)
+		if err := os.WriteFile(dst, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.MkdirAll(filepath.Join(r, "etc"), 0o755)
+	os.WriteFile(filepath.Join(r, "etc/NIXOS"), nil, 0o644)
+	return r
 }
