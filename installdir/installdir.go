@@ -206,7 +206,8 @@ func markNixOS(root string) error {
 // database already has: registration removed the receiver's records, and
 // the database is now the record of what is valid. It asks the system's
 // own nix-store in a chroot of DIR (`--dump-db`), when DIR has a
-// database and that nix-store; without them every path is sent.
+// database and that nix-store; without them, or when the dump fails (a
+// warning), every path is sent.
 func recordRegistered(ctx context.Context, sink event.Sink, root string, s system) error {
 	if _, err := os.Stat(filepath.Join(root, "nix/var/nix/db/db.sqlite")); err != nil {
 		return nil
@@ -217,12 +218,19 @@ func recordRegistered(ctx context.Context, sink event.Sink, root string, s syste
 		return nil
 	}
 	out, err := target.Local{}.Output(ctx, "chroot "+target.ShellQuote(root)+" "+target.ShellQuote(s.nixStore)+" --dump-db", nil)
-	if err != nil {
-		return fmt.Errorf("read the registration of %s: %w", root, err)
+	var registered []nix.PathInfo
+	if err == nil {
+		registered, err = nix.ParseRegistration(strings.NewReader(string(out)))
 	}
-	registered, err := nix.ParseRegistration(strings.NewReader(string(out)))
 	if err != nil {
-		return fmt.Errorf("read the registration of %s: %w", root, err)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		// Sending a path again is safe (the receiver replaces it): a
+		// database this nix-store cannot read costs time, not the install.
+		sink.Emit(event.Event{Phase: phase.Install, Kind: event.Warn, Msg: fmt.Sprintf(
+			"could not read the registration of %s (%v): every path of the closure is sent again", root, err)})
+		return nil
 	}
 	want := map[string]bool{}
 	for _, info := range s.closure {
