@@ -15,9 +15,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 
 	"github.com/nixos-via/nixos-via/internal/phase"
 )
@@ -59,9 +63,9 @@ func (e *ExitError) Error() string { return fmt.Sprintf("%s exited %d", e.Comman
 // ExitStatus is the command's exit status.
 func (e *ExitError) ExitStatus() int { return e.Status }
 
-// Run runs the command in the root and waits for it. The command gets the
-// terminal and its signals itself (as with nixos-enter, a Ctrl-C goes to
-// it); a command that fails is an *ExitError.
+// Run runs the command in the root and waits for it. On a terminal the
+// command is its foreground process group, so a Ctrl-C goes to it alone
+// (not to nixos-via); a command that fails is an *ExitError.
 func Run(opts Options) error {
 	if err := check(opts); err != nil {
 		return err
@@ -97,7 +101,32 @@ func Run(opts Options) error {
 	// its own; the network stays this machine's (the activation gets a
 	// network namespace of its own, see script).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWPID}
+	if tty, ok := terminal(opts.Stdin); ok {
+		// On a terminal the command is the foreground process group, so
+		// what is typed there (Ctrl-C, Ctrl-Z) goes to it alone, never to
+		// nixos-via; the terminal is ours again when it ends.
+		cmd.SysProcAttr.Foreground, cmd.SysProcAttr.Ctty = true, 0 // its stdin
+		defer takeForeground(tty)
+	}
 	return result(cmd.Run(), command)
+}
+
+// terminal is r as a terminal, when it is one.
+func terminal(r io.Reader) (*os.File, bool) {
+	f, ok := r.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil, false
+	}
+	return f, true
+}
+
+// takeForeground makes this process's group the terminal's foreground
+// group again (as a shell does when a job ends), with SIGTTOU, which a
+// background group's TIOCSPGRP raises, ignored meanwhile.
+func takeForeground(tty *os.File) {
+	signal.Ignore(syscall.SIGTTOU)
+	defer signal.Reset(syscall.SIGTTOU)
+	unix.IoctlSetPointerInt(int(tty.Fd()), unix.TIOCSPGRP, unix.Getpgrp())
 }
 
 // check refuses what cannot be entered, before anything is mounted.

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nixos-via/nixos-via/internal/phase"
 )
 
@@ -177,4 +179,46 @@ func fakeRoot(t *testing.T) string {
 	os.MkdirAll(filepath.Join(r, "etc"), 0o755)
 	os.WriteFile(filepath.Join(r, "etc/NIXOS"), nil, 0o644)
 	return r
+}
+
+// TestEnterOnATerminal runs enter (the test binary again) on a
+// pseudo-terminal (script(1)): the command is the terminal's foreground
+// process group, so a Ctrl-C there (here: the command sending SIGINT to
+// its own process group) reaches the command and not nixos-via, and the
+// terminal is nixos-via's again afterwards.
+func TestEnterOnATerminal(t *testing.T) {
+	if os.Getenv("NIXOS_VIA_ENTER_TTY") != "" {
+		helperTerminal(t)
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (namespaces, mounts, chroot)")
+	}
+	if _, err := exec.LookPath("script"); err != nil {
+		t.Skip("no script(1) for a pseudo-terminal (Debian: util-linux)")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("script", "-qec", exe+" -test.run '^TestEnterOnATerminal$' -test.count=1 -test.v", "/dev/null")
+	cmd.Env = append(os.Environ(), "NIXOS_VIA_ENTER_TTY="+fakeRoot(t))
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "nixos-via survived the Ctrl-C; the terminal is its own again") {
+		t.Errorf("enter on a terminal: %v\n%s\nwant the command alone interrupted and the terminal given back", err, out)
+	}
+}
+
+// helperTerminal is the test binary run on the pseudo-terminal.
+func helperTerminal(t *testing.T) {
+	err := Run(Options{Root: os.Getenv("NIXOS_VIA_ENTER_TTY"), NoActivate: true, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+		Command: []string{"/bin/sh", "-c", "kill -INT 0; echo not interrupted"}})
+	if err == nil {
+		t.Fatal("the command was not interrupted")
+	}
+	fg, ierr := unix.IoctlGetInt(0, unix.TIOCGPGRP)
+	if ierr != nil || fg != unix.Getpgrp() {
+		t.Fatalf("the terminal's foreground group is %d (%v), want ours, %d", fg, ierr, unix.Getpgrp())
+	}
+	fmt.Println("nixos-via survived the Ctrl-C; the terminal is its own again")
 }
