@@ -461,6 +461,9 @@ Usage:
   nixos-via facts [--json] [user@]HOST  show what the host is (arch, RAM, firmware, disks ...)
   nixos-via disko --layout FILE ...     validate or render a disko layout
   nixos-via image installer|provider    build installer or test images
+  nixos-via install-to-dir --flake REF#NAME DIR
+                                        install into a directory here (as nixos-install --root)
+  nixos-via enter DIR [-- CMD]          run a command or shell in an installed root (as nixos-enter)
   nixos-via version                     print the version
 
 A first word that is a subcommand name is the subcommand; to install onto a

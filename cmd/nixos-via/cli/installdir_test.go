@@ -22,6 +22,8 @@ func TestInstallToDirAndEnterCommandLines(t *testing.T) {
 		wantCode int
 		want     string // in stdout (exit 0) or stderr
 	}{
+		{"--help lists install-to-dir", []string{"--help"}, ExitOK, "nixos-via install-to-dir --flake REF#NAME DIR"},
+		{"--help lists enter", []string{"--help"}, ExitOK, "nixos-via enter DIR [-- CMD]"},
 		{"install-to-dir help", []string{"install-to-dir", "--help"}, ExitOK, "--extra-files DIR"},
 		{"install-to-dir help lists --system", []string{"install-to-dir", "-h"}, ExitOK, "--system PATH"},
 		{"install-to-dir without a dir", []string{"install-to-dir", "--flake", ".#x"}, ExitUsage, "nixos-via install-to-dir: want one directory"},
@@ -85,6 +87,13 @@ func TestInstallToDirThenEnter(t *testing.T) {
 	code, stdout, stderr = runCLI(t, nil, install...)
 	if code != ExitOK || !strings.Contains(stdout+stderr, "paths: all already there") {
 		t.Errorf("install-to-dir again: exit %d, output\n%s%s\nwant every path already there", code, stdout, stderr)
+	}
+	// The same system, prebuilt (as nixos-install --system takes it).
+	_, top, _ := strings.Cut(stdout+stderr, "installed ")
+	top, _, _ = strings.Cut(top, " ")
+	code, stdout, stderr = runCLI(t, nil, "install-to-dir", "--system", top, dir)
+	if code != ExitOK || !strings.Contains(stdout+stderr, "paths: all already there") || strings.Contains(stdout+stderr, "building ") {
+		t.Errorf("install-to-dir --system %s: exit %d, output\n%s%s\nwant nothing built and every path already there", top, code, stdout, stderr)
 	}
 	// The bootloader step runs only when asked, for real: the test
 	// system's switch-to-configuration refuses a /boot that is no mounted
