@@ -399,7 +399,7 @@ func (s *substituter) download(ctx context.Context, f found, buf []byte) (string
 	if f.ni.Compression == "none" {
 		compressed.left = int64(size) + 1 // a byte more shows up as trailing data
 	}
-	dec, err := decompress(f.ni.Compression, bufio.NewReaderSize(compressed, 64<<10))
+	dec, err := decompress(f.ni.Compression, bufio.NewReaderSize(compressed, 64<<10), size)
 	if err != nil {
 		return "", fmt.Errorf("GET %s: %s: %w", f.url, f.ni.Compression, err)
 	}
@@ -431,13 +431,14 @@ func (s *substituter) download(ctx context.Context, f found, buf []byte) (string
 	return tmp, nil
 }
 
-// decompress unpacks a NAR compressed as a narinfo's Compression says.
-func decompress(method string, r io.Reader) (io.ReadCloser, error) {
+// decompress unpacks a NAR of size bytes compressed as a narinfo's
+// Compression says.
+func decompress(method string, r io.Reader, size uint64) (io.ReadCloser, error) {
 	switch method {
 	case "none":
 		return io.NopCloser(r), nil
 	case "xz":
-		d, err := newXZReader(r, maxXZDict)
+		d, err := newXZReader(r, maxXZDict, int64(size))
 		if err != nil {
 			return nil, err
 		}

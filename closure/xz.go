@@ -31,6 +31,7 @@ const maxXZDict = 64 << 20
 type xzReader struct {
 	r       *countingByteReader
 	maxDict int64
+	size    int64         // the uncompressed size, if known (else 0): no dictionary need be larger
 	check   int           // bytes of each block's check field
 	flags   [2]byte       // the stream flags, repeated in the footer
 	block   *lzma.Reader2 // the block being read; nil between blocks
@@ -46,12 +47,16 @@ var xzMagic = []byte{0xFD, '7', 'z', 'X', 'Z', 0x00}
 // errXZDict is a block asking for a dictionary beyond the bound.
 var errXZDict = errors.New("xz: dictionary larger than the bound")
 
-func newXZReader(r io.Reader, maxDict int64) (*xzReader, error) {
+// newXZReader reads xz from r. size, when not 0, is what it decodes to (a
+// NAR's narSize): a dictionary never needs to hold more than the whole
+// output, so a block's is allocated no larger (a 2 MiB NAR of xz -6 gets
+// 2 MiB, not 8; a NAR beyond size fails later, at the caller's bound).
+func newXZReader(r io.Reader, maxDict, size int64) (*xzReader, error) {
 	br, ok := r.(*bufio.Reader)
 	if !ok {
 		br = bufio.NewReaderSize(r, 64<<10)
 	}
-	x := &xzReader{r: &countingByteReader{r: br}, maxDict: maxDict}
+	x := &xzReader{r: &countingByteReader{r: br}, maxDict: maxDict, size: size}
 	if err := x.streamHeader(); err != nil {
 		return nil, err
 	}
@@ -164,6 +169,9 @@ func (x *xzReader) nextBlock() error {
 		return fmt.Errorf("%w: a block wants %d MiB, at most %d MiB", errXZDict, dict>>20, x.maxDict>>20)
 	}
 	x.header = int64(len(h))
+	if x.size > 0 && dict > x.size {
+		dict = x.size
+	}
 	x.block, err = lzma.Reader2Config{DictCap: max(int(dict), lzma.MinDictCap)}.NewReader2(x.r)
 	if err != nil {
 		return fmt.Errorf("xz: %w", err)

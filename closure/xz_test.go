@@ -108,7 +108,7 @@ func TestXZReaderDecodes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, err := newXZReader(bytes.NewReader(tt.xz(t)), maxXZDict)
+			r, err := newXZReader(bytes.NewReader(tt.xz(t)), maxXZDict, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -130,18 +130,20 @@ func TestXZReaderBoundsTheDictionary(t *testing.T) {
 	valid := xzGo(t, sample)
 	tests := []struct {
 		name    string
-		code    byte // the dictionary size code
+		code    byte  // the dictionary size code
+		size    int64 // the output's size as the caller knows it, or 0
 		refused bool
 	}{
-		{"64 MiB", 28, false},
-		{"96 MiB", 29, true},
-		{"4 GiB", 40, true},
+		{"64 MiB", 28, 0, false},
+		{"64 MiB, 200 KiB of output", 28, int64(len(sample)), false},
+		{"96 MiB", 29, 0, true},
+		{"4 GiB", 40, 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var before, after runtime.MemStats
 			runtime.ReadMemStats(&before)
-			r, err := newXZReader(bytes.NewReader(setXZDict(valid, tt.code)), maxXZDict)
+			r, err := newXZReader(bytes.NewReader(setXZDict(valid, tt.code)), maxXZDict, tt.size)
 			var got []byte
 			if err == nil {
 				got, err = io.ReadAll(r)
@@ -159,6 +161,9 @@ func TestXZReaderBoundsTheDictionary(t *testing.T) {
 			}
 			if err != nil || !bytes.Equal(got, sample) {
 				t.Errorf("decoding gave %d bytes and error %v, want the %d compressed", len(got), err, len(sample))
+			}
+			if tt.size > 0 && allocated > 16<<20 {
+				t.Errorf("allocated %d MiB for %d bytes of output", allocated>>20, tt.size)
 			}
 		})
 	}
