@@ -232,14 +232,14 @@ func (e *env) freshRoot(b *testing.B, name string) string {
 
 // viaSend runs `via send`. With NIXOS_VIA_BENCH_PROFILE=DIR, the sender and
 // each agent write CPU profiles into DIR (send-*.prof, agent-*.prof).
-func (e *env) viaSend(b *testing.B, name, root string, jobs int) result {
+func (e *env) viaSend(b *testing.B, name, root string, jobs int, extra ...string) result {
 	agent, sendEnv := e.via, []string(nil)
 	if dir := os.Getenv("NIXOS_VIA_BENCH_PROFILE"); dir != "" {
 		agent = fmt.Sprintf("VIA_CPUPROFILE=%s/agent-%d-$$.prof %s", dir, jobs, e.via)
 		sendEnv = append(sendEnv, fmt.Sprintf("VIA_CPUPROFILE=%s/send-%d-%d.prof", dir, jobs, time.Now().UnixNano()))
 	}
-	r := e.run(b, name, fmt.Sprintf("%s send --store-root %s --paths %s --port %d --key %s --known-hosts %s --root %s --agent '%s' --jobs %d",
-		e.via, e.store, e.pathsFile, e.proxy.Port, e.server.ClientKey, e.knownHosts, root, agent, jobs), sendEnv...)
+	r := e.run(b, name, fmt.Sprintf("%s send --store-root %s --paths %s --port %d --key %s --known-hosts %s --root %s --agent '%s' --jobs %d %s",
+		e.via, e.store, e.pathsFile, e.proxy.Port, e.server.ClientKey, e.knownHosts, root, agent, jobs, strings.Join(extra, " ")), sendEnv...)
 	var stats struct {
 		Sent        int
 		Compression string

@@ -3,8 +3,8 @@
 // closure package, exactly as the install phase does; `via agent` is the
 // on-target agent. VIA_CPUPROFILE=FILE writes a CPU profile.
 //
-//	via send --store-root DIR --paths FILE --port N --key FILE --known-hosts FILE --root DIR --agent CMD [--jobs N]
-//	via agent query|receive --root DIR
+//	via send --store-root DIR --paths FILE --port N --key FILE --known-hosts FILE --root DIR --agent CMD [--jobs N] [--caches URL,...]
+//	via agent query|receive|substitute --root DIR
 package main
 
 import (
@@ -36,13 +36,13 @@ func main() {
 		}
 	}
 	if len(os.Args) < 2 {
-		fail(2, "usage: via send ... | via agent query|receive --root DIR")
+		fail(2, "usage: via send ... | via agent query|receive|substitute --root DIR")
 	}
 	switch os.Args[1] {
 	case "agent":
 		a := os.Args[2:]
 		if len(a) != 3 || a[1] != "--root" {
-			fail(2, "usage: via agent query|receive --root DIR")
+			fail(2, "usage: via agent query|receive|substitute --root DIR")
 		}
 		var err error
 		switch a[0] {
@@ -50,6 +50,8 @@ func main() {
 			err = closure.AnswerQuery(ctx, os.Stdin, os.Stdout, a[2])
 		case "receive":
 			err = closure.ServeReceive(ctx, os.Stdin, os.Stdout, a[2])
+		case "substitute":
+			err = closure.ServeSubstitute(ctx, os.Stdin, os.Stdout, a[2])
 		default:
 			fail(2, "unknown agent verb "+a[0])
 		}
@@ -81,6 +83,7 @@ func send(ctx context.Context, args []string) error {
 	root := fs.String("root", "", "target root")
 	agent := fs.String("agent", "", "agent command on the target")
 	jobs := fs.Int("jobs", 1, "parallel channels")
+	caches := fs.String("caches", "", "binary caches the agent substitutes from, comma-separated (none: stream everything)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -128,14 +131,16 @@ func send(ctx context.Context, args []string) error {
 		return d.err
 	}
 	conn := d.conn
-	stats, err := closure.Send(ctx, conn, infos, closure.SendOptions{
-		Agent: *agent, Root: *root, Jobs: *jobs, LocalRoot: *storeRoot,
-	})
+	opts := closure.SendOptions{Agent: *agent, Root: *root, Jobs: *jobs, LocalRoot: *storeRoot}
+	if *caches != "" {
+		opts.Substitute.Caches = strings.Split(*caches, ",")
+	}
+	stats, err := closure.Send(ctx, conn, infos, opts)
 	if err != nil {
 		return err
 	}
 	return json.NewEncoder(os.Stdout).Encode(map[string]any{
-		"paths": stats.Paths, "present": stats.Present, "sent": stats.Sent,
+		"paths": stats.Paths, "present": stats.Present, "sent": stats.Sent, "substituted": stats.Substituted,
 		"nar_bytes": stats.NarBytes, "stream_bytes": stats.WireBytes, "compression": stats.Compression,
 		"seconds": time.Since(start).Seconds(),
 	})
