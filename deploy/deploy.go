@@ -122,7 +122,8 @@ func unchanged(err error) error {
 	return &Error{Err: err}
 }
 
-// Check refuses options that cannot work, before anything is touched.
+// Check refuses options that cannot work (but the system, which is
+// checked by Run), before anything is touched.
 func (o Options) Check() error {
 	switch o.Action {
 	case "", ActionSwitch, ActionBoot, ActionTest, ActionDryActivate:
@@ -139,9 +140,6 @@ func (o Options) Check() error {
 		if strings.TrimSpace(c) == "" {
 			return phase.Usagef("--check: empty command")
 		}
-	}
-	if err := nix.CheckStorePath(o.Toplevel); err != nil {
-		return phase.Usagef("deploy: toplevel: %v", err)
 	}
 	return nil
 }
@@ -186,6 +184,9 @@ func Run(ctx context.Context, conn *target.Conn, sink event.Sink, opts Options) 
 	}
 	if err := opts.Check(); err != nil {
 		return err
+	}
+	if err := nix.CheckStorePath(opts.Toplevel); err != nil {
+		return phase.Usagef("deploy: toplevel: %v", err)
 	}
 	if opts.ConfirmTimeout == 0 {
 		opts.ConfirmTimeout = DefaultConfirmTimeout

@@ -158,7 +158,7 @@ func (h *host) read(t *testing.T, rel string) string {
 // what the host ended as.
 type hostEnd struct {
 	Running, Profile, Gen2 string
-	Switches           string // stc.log
+	Switches               string // stc.log
 }
 
 func (h *host) end(t *testing.T) hostEnd {
@@ -178,9 +178,9 @@ func TestDeploy(t *testing.T) {
 		action   string
 		noMagic  bool
 		confirm  time.Duration // the confirm timeout, when not the default
-		wantErr  string // "": none; "rolled back: REASON"; "changed"
-		wantGen2 bool   // system-2-link is the new system
-		wantNew  bool   // the new system runs
+		wantErr  string        // "": none; "rolled back: REASON"; "changed"
+		wantGen2 bool          // system-2-link is the new system
+		wantNew  bool          // the new system runs
 		wantProf string
 		switches string // what ran: the systems as N(ew) and O(ld)
 	}{

@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"strings"
 
+	"github.com/nixos-via/nixos-via/deploy"
 	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 	"github.com/nixos-via/nixos-via/sequence"
@@ -44,6 +45,15 @@ const (
 	notImplementedMsg = "not implemented yet"
 )
 
+// Exit codes of deploy: rolled back to the previous generation; failed
+// before the host's system changed; failed with the host maybe on the new
+// one (no magic rollback, or the rollback failed).
+const (
+	ExitRolledBack      = 10
+	ExitDeployUnchanged = 11
+	ExitDeployFailed    = 12
+)
+
 // PhaseError is a failure inside one phase; the phase picks the exit code.
 type PhaseError = phase.Error
 
@@ -62,6 +72,8 @@ func ExitCode(err error) int {
 		we *target.WaitError
 		pe *PhaseError
 		rf refusal
+		rb *deploy.RolledBackError
+		de *deploy.Error
 	)
 	switch {
 	case err == nil:
@@ -74,6 +86,12 @@ func ExitCode(err error) int {
 		return ExitHostKey
 	case errors.As(err, &rf) && rf.Refused():
 		return ExitRefused
+	case errors.As(err, &rb):
+		return ExitRolledBack
+	case errors.As(err, &de) && de.Changed:
+		return ExitDeployFailed
+	case errors.As(err, &de):
+		return ExitDeployUnchanged
 	case errors.As(err, &pe):
 		return phaseExitCode(pe.Phase)
 	case errors.As(err, &ce), errors.As(err, &ae), errors.As(err, &we):
@@ -103,6 +121,7 @@ func phaseExitCode(p string) int {
 // runX(ctx, env, args) with args after that word.
 var subcommands = map[string]func(context.Context, Env, []string) error{
 	"facts":          runFacts,
+	"deploy":         runDeploy,
 	"disko":          runDisko,
 	"agent":          runAgent,
 	"image":          runImage,
