@@ -507,3 +507,24 @@ func TestRemoveWorkDirAfterInterrupt(t *testing.T) {
 		t.Errorf("%s after an interrupted run: %v, want it removed", w.Path, err)
 	}
 }
+
+// TestFetchNeverWritesThroughASymlink: each symlink of this tarball points
+// inside it when read where its name says, but x -> . makes x/x/x/y the
+// real y, so y/l -> ../../../.. is four levels above the unpack directory:
+// the file written through l must not land outside the cache.
+func TestFetchNeverWritesThroughASymlink(t *testing.T) {
+	base := t.TempDir()
+	data := makeTarball(t, append(installerEntries("#!/bin/sh\n", 4096),
+		tarEntry{name: "x", link: "."},
+		tarEntry{name: "x/x/x/y/f", mode: 0o644, data: []byte("a file")},
+		tarEntry{name: "x/x/x/y/l", link: "../../../.."},
+		tarEntry{name: "x/x/x/y/l/evil", mode: 0o644, data: []byte("outside")},
+	))
+	_, err := Fetch(context.Background(), writeFile(t, data), filepath.Join(base, "cache"), "", nil, nil)
+	if _, statErr := os.Stat(filepath.Join(base, "evil")); statErr == nil {
+		t.Fatalf("the tarball wrote %s, outside the cache (Fetch = %v)", filepath.Join(base, "evil"), err)
+	}
+	if err == nil || !strings.Contains(err.Error(), "symlink") {
+		t.Errorf("Fetch = %v, want a refusal naming the symlink the entry goes through", err)
+	}
+}

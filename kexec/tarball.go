@@ -251,6 +251,11 @@ func unpack(ctx context.Context, file, dir string) error {
 			return fmt.Errorf("installer tarball %s: entry %q leaves the archive", file, h.Name)
 		}
 		p := filepath.Join(tmp, filepath.FromSlash(name))
+		if link := symlinkOnTheWay(tmp, name); link != "" {
+			// Each link is checked where its name says it is; one that
+			// goes through another link can point anywhere.
+			return fmt.Errorf("installer tarball %s: entry %q goes through the symlink %q: refused, it could lead out of the archive", file, h.Name, link)
+		}
 		switch h.Typeflag {
 		case tar.TypeDir:
 			if err := os.MkdirAll(p, 0o755); err != nil {
@@ -291,6 +296,20 @@ func unpack(ctx context.Context, file, dir string) error {
 		return fmt.Errorf("installer cache: %w", err)
 	}
 	return nil
+}
+
+// symlinkOnTheWay returns the first directory of name (slash-separated,
+// relative to root) that is a symlink in root, or "".
+func symlinkOnTheWay(root, name string) string {
+	dir := ""
+	parts := strings.Split(name, "/")
+	for _, part := range parts[:len(parts)-1] {
+		dir = path.Join(dir, part)
+		if fi, err := os.Lstat(filepath.Join(root, filepath.FromSlash(dir))); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			return dir
+		}
+	}
+	return ""
 }
 
 // inspect checks the layout (kexec/run, kexec/bzImage, kexec/initrd) and
