@@ -235,8 +235,11 @@ func BenchmarkSubstitute(b *testing.B) {
 	if only := os.Getenv("NIXOS_VIA_BENCH_ONLY"); only != "" {
 		var keep []method
 		for _, m := range methods {
-			if strings.Contains(m.name, only) {
-				keep = append(keep, m)
+			for _, o := range strings.Split(only, ",") {
+				if strings.Contains(m.name, o) {
+					keep = append(keep, m)
+					break
+				}
 			}
 		}
 		methods = keep
