@@ -280,6 +280,11 @@ func (d *deployer) status(ctx context.Context, c *target.Conn) (hostStatus, erro
 			st.lockID, st.lockAlive, _ = strings.Cut(v, " ")
 		}
 	}
+	if len(st.paths) == 0 && st.current != "" {
+		// No Nix to list its closure: the system itself still shows
+		// what changes.
+		st.paths = []string{st.current}
+	}
 	if st.nixStore == "" {
 		return st, fmt.Errorf("deploy status: no answer (got %q)", out)
 	}

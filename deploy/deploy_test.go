@@ -7,10 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/nix"
 	"github.com/nixos-via/nixos-via/internal/sshtest"
 	"github.com/nixos-via/nixos-via/internal/target"
@@ -245,4 +247,94 @@ func text(rec *testutil.Recorder) string {
 		fmt.Fprintf(&b, "%s %s: %s\n", e.Phase, e.Kind, e.Msg)
 	}
 	return b.String()
+}
+
+// TestDeployLock: a deploy refuses while another one holds the host's
+// deploy lock, touching nothing; a lock whose holder is gone is taken over.
+func TestDeployLock(t *testing.T) {
+	tests := []struct {
+		name    string
+		pid     string // the lock holder's
+		wantErr bool
+	}{
+		{"held by a live process", strconv.Itoa(os.Getpid()), true},
+		{"holder gone", "999999999", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			h := newHost(t)
+			lock := filepath.Join(h.root, "var/lib/nixos-via/deploy/lock")
+			os.MkdirAll(lock, 0o755)
+			os.WriteFile(filepath.Join(lock, "pid"), []byte(tc.pid+"\n"), 0o644)
+			os.WriteFile(filepath.Join(lock, "id"), []byte("other\n"), 0o644)
+			top, infos := system(t, "2.0-ok", "ok")
+			var rec testutil.Recorder
+			err := Run(ctx, h.dial(t), &rec, h.options(top, infos))
+			var de *Error
+			if got := errors.As(err, &de) && !de.Changed && strings.Contains(err.Error(), "another deploy (other)"); got != tc.wantErr {
+				t.Fatalf("error %v, want refusal %v\n%s", err, tc.wantErr, text(&rec))
+			}
+			want := hostEnd{Running: top, Profile: "system-2-link", Gen2: top, Switches: top + " switch"}
+			if tc.wantErr {
+				want = hostEnd{Running: h.old, Profile: "system-1-link"}
+				if _, err := os.Stat(filepath.Join(h.root, top)); err == nil {
+					t.Errorf("the refused deploy copied %s", top)
+				}
+			}
+			if g := h.end(t); g != want {
+				t.Errorf("host ended as %+v, want %+v", g, want)
+			}
+		})
+	}
+}
+
+// TestDeployCutThenRerun: nixos-via dies (its connection cut) while the
+// host switches; the host still ends the deploy on its own (no
+// confirmation: rolled back), and the next run reports that outcome
+// before it deploys.
+func TestDeployCutThenRerun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	h := newHost(t)
+	top, infos := system(t, "2.0-slow", "slow")
+	o := h.options(top, infos)
+	o.ConfirmTimeout = 3 * time.Second
+	runCtx, kill := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- Run(runCtx, h.dial(t), nil, o) }()
+	// The switch has started: nixos-via dies with its connection.
+	for h.read(t, "stc.log") == "" {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the switch never started")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	kill()
+	h.proxy.Cut()
+	<-done
+	os.WriteFile(filepath.Join(h.root, "proceed"), nil, 0o644)
+	state := filepath.Join(h.root, "var/lib/nixos-via/deploy")
+	for !final(h.read(t, "var/lib/nixos-via/deploy/"+h.read(t, "var/lib/nixos-via/deploy/last")+"/state")) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the host did not end the deploy; state dir %s", state)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if g, want := h.end(t), (hostEnd{Running: h.old, Profile: "system-1-link", Switches: top + " switch\n" + h.old + " switch"}); g != want {
+		t.Errorf("after the cut the host ended as %+v, want %+v", g, want)
+	}
+	// The re-run says what happened, then deploys.
+	o.ConfirmTimeout = DefaultConfirmTimeout
+	var rec testutil.Recorder
+	if err := Run(ctx, h.dial(t), &rec, o); err != nil {
+		t.Fatalf("re-run: %v\n%s", err, text(&rec))
+	}
+	want := "ended while no nixos-via was connected: rolled-back no confirmation within 3s"
+	if got := strings.Join(rec.Messages(event.Warn), "\n"); !strings.Contains(got, want) {
+		t.Errorf("re-run warnings %q, want %q", got, want)
+	}
 }
