@@ -33,6 +33,9 @@ type Options struct {
 	// Terminal is where the passphrases of Needs.Passphrases are typed;
 	// nil when there is none (then there must be no passphrase to ask).
 	Terminal *Terminal
+	// Prebuilt, when set, is the script to run instead of Layout's
+	// (--store-paths); Layout, Script and Needs are then unset.
+	Prebuilt *Prebuilt
 }
 
 // Terminal is this process's terminal, handed to the script for its
@@ -48,7 +51,9 @@ type Terminal struct {
 // script and the install after it need (Precheck), runs the script (on
 // the terminal when the layout asks for a passphrase), and records the
 // applied layout. The wipe itself was listed and confirmed before
-// (CheckDisks).
+// (CheckDisks). A Prebuilt script has its tools in its closure, which is
+// copied into the installer's /nix/store before it runs (runPrebuilt); the
+// installer is checked for what the install after it needs.
 func Run(ctx context.Context, conn *target.Conn, sink event.Sink, opts Options) error {
 	for _, k := range opts.KeyFiles {
 		if err := uploadSecret(ctx, conn, k.Local, k.Remote); err != nil {
@@ -62,13 +67,17 @@ func Run(ctx context.Context, conn *target.Conn, sink event.Sink, opts Options) 
 		return err
 	}
 	step(sink, "partitioning, formatting and mounting under /mnt")
-	if err := runScript(ctx, conn, sink, opts); err != nil {
+	run, applied := runScript, opts.Script
+	if opts.Prebuilt != nil {
+		run, applied = runPrebuilt, opts.Prebuilt.Script
+	}
+	if err := run(ctx, conn, sink, opts); err != nil {
 		return err
 	}
 	if opts.Wipes {
 		// Remember, in the installer's RAM, that this layout is in place,
 		// so a run cut later can be repeated without erasing the copy.
-		cmd := "mkdir -p /run/nixos-via && echo " + digest(opts.Script) + " > " + marker
+		cmd := "mkdir -p /run/nixos-via && echo " + digest(applied) + " > " + marker
 		if _, err := conn.Output(ctx, cmd, nil); err != nil {
 			return fmt.Errorf("record the applied layout: %w", err)
 		}
@@ -110,6 +119,9 @@ func runScript(ctx context.Context, conn *target.Conn, sink event.Sink, opts Opt
 // the installer, with the disks' devices.
 func (o Options) Requirements() Requirements {
 	req := Requirements{Tools: append(append([]string(nil), o.Needs.Tools...), o.ExtraTools...)}
+	if o.Layout == nil {
+		return req
+	}
 	for _, k := range o.Needs.KeyFiles {
 		req.Files = append(req.Files, File{Path: k.Path, What: k.JSONPath})
 	}

@@ -21,12 +21,22 @@ const notImplementedMsg = "not implemented yet"
 // the system (install or reboot phase) on this machine.
 func (r *run) buildLocal(ctx context.Context) error {
 	p := r.p
+	if err := r.decideBuildOn(ctx); err != nil {
+		return err
+	}
+	if r.conn != nil {
+		// Deferred until the hardware configuration was generated: the
+		// host is in the installer already.
+		if err := r.checkRemoteBuild(ctx); err != nil {
+			return err
+		}
+	}
 	if p.Has(phase.Disko) {
 		if err := r.loadLayout(ctx); err != nil {
 			return err
 		}
 	}
-	if p.Has(phase.Install) || p.Has(phase.Reboot) {
+	if (p.Has(phase.Install) || p.Has(phase.Reboot)) && !r.remoteBuild() {
 		if err := r.buildSystem(ctx); err != nil {
 			return err
 		}
@@ -51,7 +61,7 @@ func (r *run) buildLocal(ctx context.Context) error {
 func (r *run) loadLayout(ctx context.Context) error {
 	p := r.p
 	if p.StorePaths != nil {
-		return phase.Usagef("%s: the disko phase with --store-paths (a prebuilt disko script needs Nix on the target); use --flake", notImplementedMsg)
+		return r.loadPrebuilt(ctx)
 	}
 	attr := nix.LayoutAttr(p.FlakeRef, p.FlakeAttr)
 	r.step(phase.Build, "evaluating the disk layout %s", attr)

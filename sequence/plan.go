@@ -39,6 +39,9 @@ type Plan struct {
 	// of the flake.
 	StorePaths *StorePaths
 	DiskoMode  string // disko (wipe, format, mount), format or mount
+	// BuildOn is where the system is built: BuildOnAuto ("" too),
+	// BuildOnLocal or BuildOnRemote (--build-on).
+	BuildOn string
 
 	// KeyFiles are copied to the installer before the disko script.
 	KeyFiles []diskorun.KeyFile

@@ -33,11 +33,12 @@ type run struct {
 	loginUser string // whom the run first logged in as
 	diskoDone bool   // the installer already applied this layout (a resumed run)
 
-	boot     reboot.BootConfig // how the installed system comes up
-	toplevel string            // the system to install
-	closure  []nix.PathInfo    // its closure
-	nixStore string            // the system's own nix-store
-	caches   []string          // the binary caches the target substitutes from
+	boot     reboot.BootConfig  // how the installed system comes up
+	toplevel string             // the system to install
+	closure  []nix.PathInfo     // its closure
+	nixStore string             // the system's own nix-store
+	prebuilt *diskorun.Prebuilt // --store-paths' disko script, read (loadPrebuilt)
+	caches   []string           // the binary caches the target substitutes from
 
 	state     HostState // how far the run got with the host
 	firstPort int       // the port of the first connection
@@ -66,6 +67,13 @@ func (r *run) run(ctx context.Context) error {
 		return err
 	}
 	defer func() { r.conn.Close() }()
+	if !r.willKexec() {
+		// Already in an installer: a remote build is settled before the
+		// wipe is even asked about.
+		if err := r.checkRemoteBuild(ctx); err != nil {
+			return err
+		}
+	}
 	if !deferBuild {
 		if err := r.checkLayoutOnHost(ctx); err != nil {
 			return err
@@ -155,6 +163,9 @@ func (r *run) toInstaller(ctx context.Context, tb *kexec.Tarball) error {
 			return err
 		}
 		r.conn, r.facts, r.state = conn, facts, Installer
+		if err := r.checkRemoteBuild(ctx); err != nil {
+			return err
+		}
 	} else if !r.facts.IsRoot && r.facts.Escalation == "" {
 		return &phase.Refusal{Check: "root", Msg: fmt.Sprintf("the login user %s is not root and has neither sudo nor doas", r.facts.User)}
 	}
@@ -171,7 +182,7 @@ func (r *run) toInstaller(ctx context.Context, tb *kexec.Tarball) error {
 func (r *run) phases(ctx context.Context) error {
 	p := r.p
 	var agent string
-	if p.Has(phase.Install) {
+	if p.Has(phase.Install) || (p.Has(phase.Disko) && r.prebuilt != nil) {
 		// Fail before disko when the agent cannot run on the target.
 		var err error
 		if agent, err = install.AgentBinary(p.Agent, r.facts.Arch); err != nil {
@@ -183,6 +194,11 @@ func (r *run) phases(ctx context.Context) error {
 		r.info(phase.Disko, "this installer already applied this exact layout since it booted and /mnt is mounted: "+
 			"nothing is erased again and the install resumes (reboot the installer to start from scratch)")
 	} else if p.Has(phase.Disko) {
+		if r.prebuilt != nil {
+			if err := r.prebuiltToInstaller(ctx, agent); err != nil {
+				return err
+			}
+		}
 		r.state = Partitioning
 		if err := diskorun.Run(ctx, r.conn, r.sink, r.diskoOptions()); err != nil {
 			return &phase.Error{Phase: phase.Disko, Err: err}
@@ -213,7 +229,7 @@ func (r *run) phases(ctx context.Context) error {
 
 func (r *run) diskoOptions() diskorun.Options {
 	o := diskorun.Options{Layout: r.layout, Script: r.script, Needs: r.needs, Wipes: r.p.wipes(),
-		KeyFiles: r.p.KeyFiles, Terminal: r.p.Terminal}
+		KeyFiles: r.p.KeyFiles, Terminal: r.p.Terminal, Prebuilt: r.prebuilt}
 	if r.p.Has(phase.Install) {
 		o.ExtraTools = install.Tools()
 	}
@@ -234,6 +250,9 @@ func (r *run) installOptions(agent string) install.Options {
 // layout (a resumed run) and otherwise checks the layout's disks on the
 // host and lists, and asks about, what the disko phase will erase.
 func (r *run) checkLayoutOnHost(ctx context.Context) error {
+	if r.prebuilt != nil {
+		return r.checkPrebuiltOnHost(ctx)
+	}
 	if r.layout == nil {
 		return nil
 	}

@@ -258,9 +258,6 @@ func checkImplemented(o *Options) error {
 	if o.From != "" {
 		missing = append(missing, "--from")
 	}
-	if o.BuildOn == "remote" {
-		missing = append(missing, "--build-on remote")
-	}
 	if len(o.SSHStoreSettings) > 0 {
 		missing = append(missing, "--ssh-store-setting (nixos-via does not use nix's ssh store)")
 	}
