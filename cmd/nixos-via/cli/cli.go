@@ -214,16 +214,6 @@ func Version() string {
 	return "dev"
 }
 
-// phaseImplemented says whether this build can run phase p. Others are
-// refused with a clear message before anything is touched.
-func phaseImplemented(p string) bool {
-	switch p {
-	case phase.Kexec, phase.Disko, phase.Install, phase.Reboot:
-		return true
-	}
-	return false
-}
-
 // runInstall is the drop-in nixos-anywhere command.
 func runInstall(ctx context.Context, env Env, args []string) error {
 	o, help, err := ParseArgs(args)
@@ -248,7 +238,7 @@ func runInstall(ctx context.Context, env Env, args []string) error {
 	return withResumeHint(sequence.Run(ctx, plan, ui), args, o.Host)
 }
 
-// checkImplemented refuses flags and phases this build cannot honour yet,
+// checkImplemented refuses flags this build cannot honour yet,
 // so that nothing is silently ignored.
 func checkImplemented(o *Options) error {
 	var missing []string
@@ -260,11 +250,6 @@ func checkImplemented(o *Options) error {
 	}
 	if len(o.SSHStoreSettings) > 0 {
 		missing = append(missing, "--ssh-store-setting (nixos-via does not use nix's ssh store)")
-	}
-	for _, p := range o.Phases {
-		if !phaseImplemented(p) {
-			missing = append(missing, "phase "+p)
-		}
 	}
 	if len(missing) > 0 {
 		return usagef("%s: %s", notImplementedMsg, strings.Join(missing, ", "))

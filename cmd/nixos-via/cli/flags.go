@@ -40,10 +40,6 @@ type Options struct {
 	sequence.Plan
 	conn conn
 
-	// BuildOn is auto, local or remote. When sequence.Plan gets its own
-	// BuildOn, delete this one: it would shadow the Plan's, which would
-	// then stay empty.
-	BuildOn          string
 	From             string
 	VMTest           bool
 	SSHStoreSettings []twoArgs

@@ -20,7 +20,6 @@ import (
 // terminal gives (the wipe confirmation and the passphrase prompts).
 func (o *Options) plan(env Env, sink event.Sink) (sequence.Plan, error) {
 	p := o.Plan
-	p.BuildOn = o.BuildOn // --build-on, where the sequencer decides
 	var err error
 	p.Target, err = o.conn.resolve(env, func(m string) { sink.Emit(event.Event{Kind: event.Warn, Msg: m}) })
 	if err != nil {
