@@ -26,6 +26,7 @@ import (
 	"github.com/nixos-via/nixos-via/internal/nix"
 	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
+	"github.com/nixos-via/nixos-via/sequence"
 )
 
 // Options say what to install into which directory.
@@ -110,40 +111,20 @@ type system struct {
 // buildSystem builds the toplevel (or takes --system) and reads its
 // closure, as the remote install does before it connects.
 func buildSystem(ctx context.Context, sink event.Sink, o Options) (system, error) {
-	var s system
+	p := sequence.Plan{Nix: o.Nix, FlakeRef: o.FlakeRef, FlakeAttr: o.FlakeAttr}
 	if o.System != "" {
 		top, err := filepath.EvalSymlinks(o.System)
 		if err != nil {
-			return s, phase.Usagef("--system %s: %v", o.System, err)
+			return system{}, phase.Usagef("--system %s: %v", o.System, err)
 		}
-		s.toplevel = top
-	} else {
-		attr := o.FlakeRef + "#" + o.FlakeAttr + ".system.build.toplevel"
-		sink.Emit(event.Event{Phase: phase.Build, Kind: event.Step, Msg: "building " + attr})
-		outs, err := o.Nix.Build(ctx, attr)
-		if err != nil {
-			return s, fmt.Errorf("build the system: %w", err)
-		}
-		if len(outs) != 1 {
-			return s, fmt.Errorf("build the system: got %d outputs, want 1", len(outs))
-		}
-		s.toplevel = outs[0]
+		p.StorePaths = &sequence.StorePaths{System: top}
 	}
-	infos, err := o.Nix.Closure(ctx, s.toplevel)
+	top, infos, err := sequence.BuildSystem(ctx, p, sink)
 	if err != nil {
-		return s, fmt.Errorf("closure of %s: %w", s.toplevel, err)
+		return system{}, err
 	}
-	s.closure = infos
-	var size uint64
-	for _, info := range infos {
-		size += info.NarSize
-	}
-	sink.Emit(event.Event{Phase: phase.Build, Kind: event.Info, Msg: fmt.Sprintf("system %s: %d paths, %s", s.toplevel, len(infos), event.Bytes(int64(size)))})
-	s.nixStore = install.FindNixStore(s.toplevel, infos)
-	if s.nixStore == "" {
-		return s, fmt.Errorf("the system %s has no nix-store (looked in sw/bin and the closure): it cannot register its own store", s.toplevel)
-	}
-	return s, nil
+	// BuildSystem refuses a system without one, as the install does.
+	return system{toplevel: top, closure: infos, nixStore: install.FindNixStore(top, infos)}, nil
 }
 
 // installSystem copies, registers and finishes the system in Root.
