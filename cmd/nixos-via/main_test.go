@@ -1,38 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nixos-via/nixos-via/cmd/nixos-via/cli"
+	"github.com/nixos-via/nixos-via/internal/testutil"
 )
-
-// syncBuffer is a bytes.Buffer safe for the signal goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestOnInterrupt: the first Ctrl-C cancels the run (which then cleans
 // up), the second exits at once with the interrupted code.
 func TestOnInterrupt(t *testing.T) {
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	exited := make(chan int, 1)
 	ctx, stop := onInterrupt(&out, func(code int) { exited <- code })
 	defer stop()

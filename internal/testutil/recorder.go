@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"bytes"
 	"sync"
 
 	"github.com/nixos-via/nixos-via/internal/event"
@@ -36,4 +37,24 @@ func (r *Recorder) Messages(k event.Kind) []string {
 		}
 	}
 	return out
+}
+
+// SyncBuffer is a bytes.Buffer safe to read while another goroutine
+// writes it (a command's output, a signal handler's message).
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String is what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

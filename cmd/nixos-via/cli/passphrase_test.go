@@ -1,19 +1,18 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/nixos-via/nixos-via/internal/sshtest"
+	"github.com/nixos-via/nixos-via/internal/testutil"
 )
 
 // openPTY opens a pseudo-terminal pair: the master the test types into,
@@ -42,24 +41,6 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 	return m, s
 }
 
-// syncBuffer is a bytes.Buffer safe to read while it is written.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestDiskoPassphraseOnTheTerminal: a LUKS device that asks for its
 // passphrase gets this process's terminal: the disko script's prompt
 // shows, the passphrase typed (twice) goes to it and is never shown or
@@ -77,7 +58,7 @@ func TestDiskoPassphraseOnTheTerminal(t *testing.T) {
     "content": {"type": "filesystem", "format": "ext4", "mountpoint": "/"}}}}}}}}`, loop)
 	ref := layoutFlake(t, layout)
 	master, slave := openPTY(t)
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	const pass = "correct horse battery"
 	typed := make(chan error, 1)
 	go func() {
