@@ -95,10 +95,17 @@ type Options struct {
 // generation again.
 type RolledBackError struct {
 	ID     string
-	Reason string // why: "no confirmation within 30s", "check failed: ..."
+	Reason string // the host's why: "no confirmation within 30s", "check failed: ..."
+	// Seen is what nixos-via saw on its side when it had something to
+	// add, such as why no new SSH connection came up; often empty, as
+	// the host may roll back before nixos-via gives up.
+	Seen string
 }
 
 func (e *RolledBackError) Error() string {
+	if e.Seen != "" {
+		return fmt.Sprintf("rolled back to the previous generation: %s (%s) (deploy %s)", e.Reason, e.Seen, e.ID)
+	}
 	return fmt.Sprintf("rolled back to the previous generation: %s (deploy %s)", e.Reason, e.ID)
 }
 
@@ -623,10 +630,12 @@ func (d *deployer) outcomeFresh(ctx context.Context, from int, why string) error
 	if !final(w.state) {
 		return &Error{Changed: true, Err: fmt.Errorf("deploy %s did not end within %s; it is at %q", d.id, timeout, w.state)}
 	}
-	if why != "" && word(w.state) == "rolled-back" {
-		w.state += " (" + why + ")"
+	err = d.result(ctx, c, w.state)
+	var rb *RolledBackError
+	if errors.As(err, &rb) {
+		rb.Seen = why
 	}
-	return d.result(ctx, c, w.state)
+	return err
 }
 
 // result is the error (or nil) of a final state, seen over c.
