@@ -457,6 +457,8 @@ from the disko layout, streams the system closure and reboots into it.
 
 Usage:
   nixos-via [flags] [user@]HOST         install (drop-in for nixos-anywhere)
+  nixos-via deploy [flags] [user@]HOST  switch a running NixOS host to a new system, with
+                                        magic rollback (nixos-via deploy --help)
   nixos-via facts [--json] [user@]HOST  show what the host is (arch, RAM, firmware, disks ...)
   nixos-via disko --layout FILE ...     validate or render a disko layout
   nixos-via image installer|provider    build installer or test images
@@ -474,7 +476,8 @@ Environment: SSHPASS (with --env-password), SSH_AUTH_SOCK (ssh-agent).
 Exit codes: 0 ok, 1 failure, 2 usage, 3 unreachable, 4 host key mismatch,
 5 pre-flight refused, 6 kexec failed (or the hardware config could not be
 generated), 7 disko failed, 8 install failed, 9 reboot not confirmed,
-130 interrupted.
+130 interrupted; deploy also: 10 rolled back, 11 failed before the host
+changed, 12 failed and the host may run the new system.
 `)
 }
 
