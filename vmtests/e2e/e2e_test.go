@@ -19,7 +19,6 @@ import (
 
 	"github.com/nixos-via/nixos-via/images"
 	"github.com/nixos-via/nixos-via/internal/target"
-	"github.com/nixos-via/nixos-via/internal/testutil"
 	"github.com/nixos-via/nixos-via/vmtests/testimg"
 	"github.com/nixos-via/nixos-via/vmtests/vm"
 )
@@ -331,58 +330,6 @@ func secretKey(t *testing.T) (string, string) {
 		t.Fatal(err)
 	}
 	return p, pass
-}
-
-func TestInstallLUKSKeyFile(t *testing.T) {
-	w := setup(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
-	defer cancel()
-	m := w.bootWith(t, "luks-keyfile", 1, 512, true)
-	keyFile, pass := secretKey(t)
-	// Install without rebooting, to look at the installer afterwards.
-	out := mustSucceed(t, ctx, m, "", nil, w.installArgs(m, "luks-keyfile", "--disk-encryption-keys", "/tmp/secret.key", keyFile, "--phases", "kexec,disko,install")...)
-	if strings.Contains(out, pass) {
-		t.Errorf("nixos-via printed the LUKS key")
-	}
-	inst := dialInstalled(t, ctx, w, m) // still the installer, with the host's key
-	if got := run(t, ctx, inst, "test -e /tmp/secret.key && echo present || echo gone"); got != "gone" {
-		t.Errorf("/tmp/secret.key in the installer after install: %s", got)
-	}
-	if got := run(t, ctx, inst, "cryptsetup status crypted | head -n1"); !strings.Contains(got, "is active") {
-		t.Errorf("cryptsetup status crypted = %q", got)
-	}
-	inst.Close()
-	// Nobody types the passphrase the installed initrd asks for (the key
-	// file existed at install time only): the reboot phase says the
-	// system waits for it, succeeds, and records no key.
-	khBefore, _ := os.ReadFile(m.knownHosts)
-	args := w.installArgs(m, "luks-keyfile", "--phases", "reboot")
-	args = append(args[:len(args)-1], "--timeout-reboot", "75s", args[len(args)-1])
-	out = mustSucceed(t, ctx, m, "reboot phase", nil, args...)
-	if !strings.Contains(out, "waits for the passphrase of LUKS crypted") {
-		t.Errorf("the reboot phase does not say the system waits for its passphrase:\n%s", out)
-	}
-	if kh, _ := os.ReadFile(m.knownHosts); !bytes.Equal(kh, khBefore) {
-		t.Errorf("known_hosts changed while the system waited for its passphrase:\n%s", kh)
-	}
-	if err := <-typePassphraseAtPrompt(t, ctx, m, pass); err != nil {
-		t.Fatalf("answering the LUKS prompt: %v", err)
-	}
-	c := waitUpAcceptNew(t, ctx, w, m)
-	if sys := run(t, ctx, c, "readlink /run/current-system"); !strings.Contains(sys, "nixos-system-luks-keyfile-") {
-		t.Errorf("/run/current-system = %s, want the luks-keyfile system", sys)
-	}
-	checkRootOn(t, ctx, c, "crypted")
-	c.Close()
-	if strings.Contains(m.v.Console(), pass) {
-		t.Errorf("the LUKS key appears on the console")
-	}
-	stopCtx, stop := context.WithTimeout(context.Background(), 30*time.Second)
-	defer stop()
-	m.v.Stop(stopCtx)
-	if found, err := testutil.FileContains(m.v.DiskPaths[0], []byte(pass)); err != nil || found {
-		t.Errorf("the LUKS key is on the installed disk (found=%v, err=%v)", found, err)
-	}
 }
 
 // checkRootOn asserts that / is mounted from the device-mapper device dm

@@ -20,7 +20,6 @@ import (
 	"github.com/nixos-via/nixos-via/images"
 	"github.com/nixos-via/nixos-via/internal/sshtest"
 	"github.com/nixos-via/nixos-via/internal/target"
-	"github.com/nixos-via/nixos-via/vmtests/testimg"
 )
 
 // nixosViaEnv runs the CLI in-process with the given environment variables
@@ -137,25 +136,6 @@ func TestRefusalsTouchNothing(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestInstallAsSudoUser logs into the provider as a non-root user whose
-// sudo needs a password, given by --sudo-password-env.
-func TestInstallAsSudoUser(t *testing.T) {
-	w := setup(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
-	defer cancel()
-	m := w.boot(t, "sudo-user", 1, 512)
-	args := w.installArgs(m, "sudo-user", "--sudo-password-env", "VIA_SUDO_PW")
-	args[len(args)-1] = fmt.Sprintf("%s@127.0.0.1:%d", testimg.User, m.port)
-	out := mustSucceed(t, ctx, m, "", map[string]string{"VIA_SUDO_PW": testimg.UserPassword}, args...)
-	if strings.Contains(out, testimg.UserPassword) {
-		t.Errorf("nixos-via printed the sudo password")
-	}
-	if !strings.Contains(out, "logged in as "+testimg.User) {
-		t.Errorf("output does not show the non-root login:\n%s", out)
-	}
-	checkInstalled(t, ctx, w, m, "sudo-user", out)
 }
 
 // TestInstallExtras: --extra-files with modes, --chown, and --copy-host-keys
