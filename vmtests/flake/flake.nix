@@ -83,6 +83,12 @@
         # the VM's QEMU forwards 10.0.2.100:80 (guestfwd) to a server the
         # e2e test runs on 127.0.0.1. Only the guest ever uses this URL.
         substitute = efiExt4 // { substituters = [ "http://10.0.2.100/" ]; };
+        # Deployed onto an installed efi-ext4 (vmtests/e2e deploy test):
+        # the next configuration (another hostname, sshd with one more
+        # setting, so a switch restarts it), and one that drops our key, so
+        # logging in after it fails and magic rollback must undo it.
+        efi-ext4-next = efiExt4 // { sshExtra = "ClientAliveInterval 60"; };
+        efi-ext4-nokey = efiExt4 // { rootKey = false; };
       };
 
       # sshd as services.openssh has it: port 22, root by key only, no
@@ -107,6 +113,8 @@
         sshPort = toString (sshOf s).port;
         permitRootLogin = (sshOf s).permitRootLogin;
         sshUsers = builtins.concatStringsSep " " (sshOf s).users;
+        sshExtra = s.sshExtra or "";
+        rootKey = if s.rootKey or true then "1" else "";
       };
 
       nixosSystem = hostName: s: {
@@ -126,7 +134,7 @@
             ports = [ (sshOf s).port ];
             settings.PermitRootLogin = (sshOf s).permitRootLogin;
           };
-          users.users = { root.openssh.authorizedKeys.keys = [ testKey ]; }
+          users.users = { root.openssh.authorizedKeys.keys = if s.rootKey or true then [ testKey ] else [ ]; }
             // builtins.listToAttrs (map (u: { name = u; value = { isNormalUser = true; extraGroups = [ "wheel" ]; openssh.authorizedKeys.keys = [ testKey ]; }; }) (sshOf s).users);
           boot.initrd.luks.devices = luksDevices hostName;
           boot.initrd.network.ssh = { enable = false; port = 22; };

@@ -26,6 +26,8 @@ copy_dyn() {
 copy_dyn /usr/sbin/sshd "$out/bin/sshd"
 copy_dyn /usr/bin/ssh-keygen "$out/bin/ssh-keygen"
 copy_dyn /usr/lib/openssh/sftp-server "$out/libexec/sftp-server"
+# flock(1), which busybox lacks: switch-to-configuration's lock, as NixOS's.
+copy_dyn /usr/bin/flock "$out/bin/flock"
 copy_dyn /usr/bin/nix "$out/bin/nix"
 # Nix picks its personality from argv[0], like busybox. The wrapper lets it
 # run in a chroot of a root that has no /etc/passwd yet (a fresh install),
@@ -40,7 +42,7 @@ exec $out/libexec/nix-store "\$@"
 EOT
 chmod 0755 "$out/bin/nix-store"
 
-for f in "$out/bin/sshd" "$out/bin/ssh-keygen" "$out/libexec/sftp-server" "$out/bin/nix"; do
+for f in "$out/bin/sshd" "$out/bin/ssh-keygen" "$out/bin/flock" "$out/libexec/sftp-server" "$out/bin/nix"; do
 	patchelf --set-interpreter "$out/lib/ld-linux-x86-64.so.2" --set-rpath "$out/lib" "$f"
 done
 for f in "$out"/lib/*.so*; do

@@ -66,6 +66,7 @@ PidFile /run/sshd.pid
 Subsystem sftp $tools/libexec/sftp-server
 SetEnv PATH=/run/current-system/sw/bin
 EOT
-cp "$authorizedKeys" "$etc/ssh/authorized_keys.d/root"
+[ -z "$sshExtra" ] || printf '%s\n' "$sshExtra" >> "$etc/ssh/sshd_config"
+[ -z "$rootKey" ] || cp "$authorizedKeys" "$etc/ssh/authorized_keys.d/root"
 for u in $sshUsers; do cp "$authorizedKeys" "$etc/ssh/authorized_keys.d/$u"; done
 printf '%s\n' $sshUsers > "$etc/ssh-users"
