@@ -249,7 +249,7 @@ func checkInstalled(t *testing.T, ctx context.Context, w *world, m *machine, sce
 // reboot) of the test systems that need nothing but their disks, RAM and,
 // for LUKS, the passphrase typed at the installed initrd's prompt, then
 // checks the booted system (checkInstalled) and what the scenario adds:
-//   - EFIExt4: GPT, ESP + ext4 on one disk
+//   - EFIExt4: GPT, ESP + ext4 on one disk; then deploys to it (checkDeploys)
 //   - RAID1: two disks, an mdadm RAID1 root whose level is checked
 //   - LVMOnLUKS: LUKS -> LVM root + swap LVs, / on vtpool-root
 //   - SmallRAM: the efi-ext4 install on a 384 MiB host
@@ -262,8 +262,9 @@ func TestInstallScenarios(t *testing.T) {
 		memMiB   int
 		luks     bool // disko gets a key file and the installed initrd asks for its passphrase
 		check    func(t *testing.T, ctx context.Context, c *target.Conn)
+		deploy   bool // then deploy to the installed system (checkDeploys)
 	}{
-		{name: "EFIExt4", scenario: "efi-ext4", disks: 1, memMiB: 512},
+		{name: "EFIExt4", scenario: "efi-ext4", disks: 1, memMiB: 512, deploy: true},
 		{name: "RAID1", scenario: "raid1", disks: 2, memMiB: 512, check: func(t *testing.T, ctx context.Context, c *target.Conn) {
 			if got := run(t, ctx, c, "cat /sys/block/md*/md/level | head -n1"); got != "raid1" {
 				t.Errorf("md level = %q, want raid1", got)
@@ -295,6 +296,9 @@ func TestInstallScenarios(t *testing.T) {
 			checkInstalled(t, ctx, w, m, tc.scenario, out)
 			if tc.check != nil {
 				tc.check(t, ctx, dialInstalled(t, ctx, w, m))
+			}
+			if tc.deploy {
+				checkDeploys(t, ctx, w, m)
 			}
 		})
 	}
