@@ -39,6 +39,19 @@ type Needs struct {
 	// percent and 100% partitions count as nothing. A disk without a
 	// partition table needs 0.
 	DiskMinBytes map[string]int64
+	// Names are the device-mapper, md and LVM names the script creates
+	// (LUKS containers, mdadm arrays, volume groups), in the modes that
+	// format: one already in use on the host on a disk the layout does
+	// not erase stops the script after the wipe.
+	Names []DeviceName
+}
+
+// DeviceName is a name the script gives a device it creates.
+type DeviceName struct {
+	Kind     string // "LUKS container", "mdadm array" or "volume group"
+	Name     string
+	Dev      string // the device node the name takes; "" for a volume group
+	JSONPath string // where the layout names it
 }
 
 // KeyFile is a file the script reads key material from.
@@ -90,6 +103,9 @@ func (l *Layout) Needs(mode Mode) (Needs, error) {
 			return Needs{}, fmt.Errorf("needs of mode %s: %s", mode, strings.Join(b.errors, "; "))
 		}
 	}
+	if mode.formats() {
+		n.Names = l.deviceNames()
+	}
 	for _, d := range l.Disks {
 		min, err := diskMinBytes(d)
 		if err != nil {
@@ -98,6 +114,24 @@ func (l *Layout) Needs(mode Mode) (Needs, error) {
 		n.DiskMinBytes[d.Attr] = min
 	}
 	return n, nil
+}
+
+// deviceNames lists the names the layout's LUKS containers, mdadm arrays
+// and volume groups take on the host, in layout order.
+func (l *Layout) deviceNames() []DeviceName {
+	var names []DeviceName
+	l.eachContent(func(_ Device, c Content) {
+		if x, ok := c.(*LUKS); ok {
+			names = append(names, DeviceName{Kind: "LUKS container", Name: x.Name, Dev: x.MapperPath(), JSONPath: x.JSONPath()})
+		}
+	})
+	for _, a := range l.MDArrays {
+		names = append(names, DeviceName{Kind: "mdadm array", Name: a.Name, Dev: a.DevPath(), JSONPath: a.JSONPath()})
+	}
+	for _, v := range l.VGs {
+		names = append(names, DeviceName{Kind: "volume group", Name: v.Name, JSONPath: v.JSONPath()})
+	}
+	return names
 }
 
 func isHookStep(s Step) bool { return strings.HasSuffix(s.Guard, "Hook") }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-via/nixos-via/disko"
 	"github.com/nixos-via/nixos-via/diskorun"
 	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/sshtest"
@@ -59,7 +60,26 @@ func TestPrecheck(t *testing.T) {
 	}
 	defer conn.Close()
 	dev, hash := loopDisk(t)
+	// A partition, and a link to it as /dev/md/NAME is one, stand for a
+	// device a LUKS, md or LVM name of the layout already has on the host.
+	if out, err := exec.Command("sgdisk", "-n", "1:2048:+8M", dev).CombinedOutput(); err != nil {
+		t.Skipf("sgdisk: %v %s", err, out)
+	}
+	if out, err := exec.Command("partx", "-a", dev).CombinedOutput(); err != nil {
+		t.Skipf("partx -a %s: %v %s", dev, err, out)
+	}
+	t.Cleanup(func() { exec.Command("partx", "-d", dev).Run() })
+	part := dev + "p1"
 	dir := t.TempDir()
+	mdLink := filepath.Join(dir, "md-raid")
+	if err := os.Symlink(part, mdLink); err != nil {
+		t.Fatal(err)
+	}
+	names := []disko.DeviceName{
+		{Kind: "LUKS container", Name: "crypted", Dev: "/dev/mapper/nixos-via-test-absent", JSONPath: "disk.main.content.partitions.luks.content"},
+		{Kind: "mdadm array", Name: "raid", Dev: mdLink, JSONPath: "mdadm.raid"},
+		{Kind: "volume group", Name: "nixos-via-test-absent-vg", JSONPath: "lvm_vg.pool"},
+	}
 	key := filepath.Join(dir, "secret.key")
 	empty := filepath.Join(dir, "empty.key")
 	os.WriteFile(key, []byte("k"), 0o600)
@@ -87,6 +107,12 @@ func TestPrecheck(t *testing.T) {
 		{"disk too small", diskorun.Requirements{
 			Disks: []diskorun.Disk{{Name: "main", Device: dev, MinBytes: 100 << 20}},
 		}, []string{"disk.main: " + dev + " has 64.0 MiB but the layout's fixed sizes need 100.0 MiB"}},
+		{"names free, or in use on the disks the layout erases", diskorun.Requirements{
+			Names: names, Erased: []string{dev},
+		}, nil},
+		{"a name in use on a disk the layout does not erase", diskorun.Requirements{
+			Names: names, Erased: []string{"/dev/nixos-via-no-disk"},
+		}, []string{`mdadm.raid: the mdadm array name "raid" is already in use on the host, on ` + dev + ", which the layout does not erase"}},
 		{"disk not there", diskorun.Requirements{
 			Disks: []diskorun.Disk{{Name: "data", Device: "/dev/nixos-via-no-disk", MinBytes: 1}},
 		}, []string{"disk.data: cannot read the size of /dev/nixos-via-no-disk on the host"}},

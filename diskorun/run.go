@@ -129,7 +129,11 @@ func (o Options) Requirements() Requirements {
 		if n := o.Needs.DiskMinBytes[t.Name]; n > 0 {
 			req.Disks = append(req.Disks, Disk{Name: t.Name, Device: t.Device, MinBytes: n})
 		}
+		if len(o.Needs.Names) > 0 {
+			req.Erased = append(req.Erased, t.Device)
+		}
 	}
+	req.Names = o.Needs.Names
 	return req
 }
 
