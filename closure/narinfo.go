@@ -26,6 +26,10 @@ type narinfo struct {
 	Compression string // "xz", "zstd", "bzip2", "gzip" or "none"
 	NarHash     nar.Hash
 	NarSize     uint64
+	// References and Deriver are absolute store paths (the narinfo names
+	// them by base name); only a closure walk (BinaryCache) uses them.
+	References []string
+	Deriver    string
 }
 
 // decompressors are the narinfo Compression values the agent can unpack.
@@ -35,6 +39,25 @@ var decompressors = map[string]bool{"xz": true, "zstd": true, "bzip2": true, "gz
 // its StorePath, NarHash and NarSize are want's, its URL is a clean path
 // inside the cache, and its compression is one the agent unpacks.
 func parseNarinfo(data []byte, want nix.PathInfo) (narinfo, error) {
+	ni, err := readNarinfo(data)
+	if err != nil {
+		return ni, err
+	}
+	switch {
+	case ni.StorePath != want.Path:
+		return ni, fmt.Errorf("narinfo is for %q, want %s", truncate(ni.StorePath), want.Path)
+	case ni.NarHash != want.NarHash:
+		return ni, fmt.Errorf("narinfo NarHash %s, our path-info says %s", ni.NarHash, want.NarHash)
+	case ni.NarSize != want.NarSize:
+		return ni, fmt.Errorf("narinfo NarSize %d, our path-info says %d", ni.NarSize, want.NarSize)
+	}
+	return ni, nil
+}
+
+// readNarinfo parses data as a narinfo on its own: bounded, every field
+// Nix needs present once, its store paths valid, its URL a clean path
+// inside the cache and its compression one the agent unpacks.
+func readNarinfo(data []byte) (narinfo, error) {
 	var ni narinfo
 	if len(data) > maxNarinfoSize {
 		return ni, fmt.Errorf("narinfo is more than %d bytes", maxNarinfoSize)
@@ -56,7 +79,7 @@ func parseNarinfo(data []byte, want nix.PathInfo) (narinfo, error) {
 			}
 		}
 		switch k {
-		case "StorePath", "URL", "Compression", "NarHash", "NarSize":
+		case "StorePath", "URL", "Compression", "NarHash", "NarSize", "References", "Deriver":
 			if seen[k] {
 				return ni, fmt.Errorf("narinfo has %s twice", k)
 			}
@@ -81,6 +104,20 @@ func parseNarinfo(data []byte, want nix.PathInfo) (narinfo, error) {
 				return ni, fmt.Errorf("narinfo NarSize %q: %w", truncate(v), err)
 			}
 			ni.NarSize = n
+		case "References":
+			for _, base := range strings.Fields(v) {
+				if err := nix.CheckStorePathBase(base); err != nil {
+					return ni, fmt.Errorf("narinfo References: %w", err)
+				}
+				ni.References = append(ni.References, nix.StoreDir+"/"+base)
+			}
+		case "Deriver":
+			if v != "" && v != "unknown-deriver" {
+				if err := nix.CheckStorePathBase(v); err != nil {
+					return ni, fmt.Errorf("narinfo Deriver: %w", err)
+				}
+				ni.Deriver = nix.StoreDir + "/" + v
+			}
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -94,14 +131,10 @@ func parseNarinfo(data []byte, want nix.PathInfo) (narinfo, error) {
 	if ni.Compression == "" {
 		ni.Compression = "bzip2" // Nix's default for a narinfo without the field
 	}
-	switch {
-	case ni.StorePath != want.Path:
-		return ni, fmt.Errorf("narinfo is for %q, want %s", truncate(ni.StorePath), want.Path)
-	case ni.NarHash != want.NarHash:
-		return ni, fmt.Errorf("narinfo NarHash %s, our path-info says %s", ni.NarHash, want.NarHash)
-	case ni.NarSize != want.NarSize:
-		return ni, fmt.Errorf("narinfo NarSize %d, our path-info says %d", ni.NarSize, want.NarSize)
-	case !decompressors[ni.Compression]:
+	if err := nix.CheckStorePath(ni.StorePath); err != nil {
+		return ni, fmt.Errorf("narinfo StorePath: %w", err)
+	}
+	if !decompressors[ni.Compression] {
 		return ni, fmt.Errorf("narinfo Compression %q: not one of xz, zstd, bzip2, gzip, none", truncate(ni.Compression))
 	}
 	if _, err := narURL("http://cache.invalid", ni.URL); err != nil {

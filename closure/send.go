@@ -47,6 +47,9 @@ type SendOptions struct {
 	// Substitute, when it names caches, has the agent fetch the missing
 	// paths from them itself, beside the stream; the rest is streamed.
 	Substitute SubstituteOptions
+	// Source, when set, gives the NARs instead of the local store (--from);
+	// LocalRoot is then unused.
+	Source NARSource
 
 	// readCPU, nil for /proc/stat, is where the compressor learns how
 	// many CPUs this machine has idle (tests give a quiet or a busy one).
@@ -75,8 +78,8 @@ type SendStats struct {
 // Send copies the paths in infos that are not yet valid under opts.Root on the
 // target: it starts opts.Jobs `agent receive` sessions, asks the first which
 // paths are present (a query ahead of its stream), then streams the rest
-// over them. Every NAR is read from the local store and checked against its
-// narHash before it is sent; a mismatch stops the copy. With
+// over them. Every NAR is read from the local store (or opts.Source) and
+// checked against its narHash before it is sent; a mismatch stops the copy. With
 // opts.Substitute.Caches, an `agent substitute` session fetches the missing
 // paths from the caches first, and only those it does not get are streamed,
 // each as soon as the agent gives it up.
@@ -374,7 +377,7 @@ func sendChannel(ctx context.Context, session *receiveSession, queue <-chan nix.
 	}
 	fw := newFrameWriter(enc)
 	fw.magic()
-	ps := &pathSender{opts: opts, fw: fw, prog: prog}
+	ps := &pathSender{ctx: ctx, opts: opts, fw: fw, prog: prog}
 	// A reader goroutine serialises and checks the next paths while this one
 	// compresses and sends the current one.
 	readCtx, stopReading := context.WithCancel(ctx)
@@ -443,6 +446,7 @@ type channelStats struct {
 }
 
 type pathSender struct {
+	ctx  context.Context // of the channel, for a Source
 	opts SendOptions
 	fw   *frameWriter
 	prog *progress
@@ -474,11 +478,23 @@ func (ps *pathSender) limit() uint64 {
 }
 
 func (ps *pathSender) check(info nix.PathInfo, res nar.Result) error {
+	if (res.Hash != info.NarHash || res.Size != info.NarSize) && ps.opts.Source != nil {
+		return fmt.Errorf("%s: the NAR from --from is %s (%d bytes) but its narinfo says %s (%d bytes); refusing to send it",
+			info.Path, res.Hash, res.Size, info.NarHash, info.NarSize)
+	}
 	if res.Hash != info.NarHash || res.Size != info.NarSize {
 		return fmt.Errorf("%s: local NAR is %s (%d bytes) but path-info says %s (%d bytes); refusing to send a path that changed or is corrupt (nix-store --verify --check-contents)",
 			info.Path, res.Hash, res.Size, info.NarHash, info.NarSize)
 	}
 	return nil
+}
+
+// dump writes info's NAR to w from the local store or opts.Source.
+func (ps *pathSender) dump(w io.Writer, info nix.PathInfo) (nar.Result, error) {
+	if ps.opts.Source != nil {
+		return ps.opts.Source.NAR(ps.ctx, info, w)
+	}
+	return nar.Dump(w, ps.local(info.Path))
 }
 
 // readAhead takes paths from queue and serialises each small one into
@@ -502,7 +518,7 @@ func (ps *pathSender) readAhead(ctx context.Context, queue <-chan nix.PathInfo) 
 				}
 				p.buf.Reset()
 				p.buf.Grow(int(info.NarSize)) // once, instead of doubling while dumping
-				res, err := nar.Dump(p.buf, ps.local(info.Path))
+				res, err := ps.dump(p.buf, info)
 				if err == nil {
 					err = ps.check(info, res)
 				}
@@ -532,6 +548,21 @@ func (ps *pathSender) write(p prepared) error {
 			return err
 		}
 		ps.prog.add(1, info.NarSize)
+		return nil
+	}
+	if ps.opts.Source != nil {
+		// Too big to hold and not here: streamed as it comes, checked at
+		// its end (a mismatch stops the copy, and the receiver refuses the
+		// path on its own check).
+		ps.fw.pathHeader(info)
+		res, err := ps.opts.Source.NAR(ps.ctx, info, &progressWriter{w: ps.fw, prog: ps.prog})
+		if err != nil {
+			return err
+		}
+		if err := ps.check(info, res); err != nil {
+			return err
+		}
+		ps.prog.add(1, 0)
 		return nil
 	}
 	// Too big to hold: a first pass checks it, a second streams it while
