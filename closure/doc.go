@@ -77,6 +77,21 @@
 // the system's CA files or, when there are none (a static binary on a
 // rescue system), the Mozilla roots built in (x509roots/fallback).
 //
+// # From a binary cache (--from)
+//
+// BinaryCache reads a closure that is not in the local store from a
+// file:// or http(s):// binary cache: Closure walks the narinfo References
+// from the toplevel (16 requests in flight, at most 100,000 paths, each
+// narinfo checked as a substituter's: 64 KiB, valid store paths, a clean
+// URL below the cache, a known compression), and as Send's Source it
+// fetches, unpacks and checks each NAR against its narinfo's NarHash and
+// NarSize before (or, for a path too big to hold, while) it is streamed;
+// the agent checks it again. Here the cache's narinfo is the trust root:
+// nothing local says what the path should be, and its signatures are not
+// checked, so give --from only a store you trust as you trust the local
+// one. When the cache is http(s) the target may also substitute from it:
+// the path-info the agent checks against is then the same narinfo's.
+//
 // # What is on the target
 //
 // A received path appears at <root>/nix/store/<name> only when it is complete:

@@ -25,6 +25,9 @@ type Options struct {
 	// Substitute names the binary caches the agent fetches what it can of
 	// the closure from itself; the rest is streamed (no caches: all).
 	Substitute closure.SubstituteOptions
+	// Source, when set, gives the closure's NARs instead of the local store
+	// (--from).
+	Source closure.NARSource
 	// ExtraFiles is a local directory whose contents are copied into the
 	// root (--extra-files), then Chown applies.
 	ExtraFiles   string
@@ -44,7 +47,7 @@ func Run(ctx context.Context, conn *target.Conn, sink event.Sink, opts Options) 
 	}
 	report(sink, event.Step, "copying the system closure into %s/nix/store", DefaultRoot)
 	start := time.Now()
-	stats, err := closure.Send(ctx, conn, opts.Closure, closure.SendOptions{Agent: AgentPath, Root: DefaultRoot, Jobs: opts.Jobs, Sink: sink, Substitute: opts.Substitute})
+	stats, err := closure.Send(ctx, conn, opts.Closure, closure.SendOptions{Agent: AgentPath, Root: DefaultRoot, Jobs: opts.Jobs, Sink: sink, Substitute: opts.Substitute, Source: opts.Source})
 	if err != nil {
 		return fmt.Errorf("copy the closure: %w", err)
 	}

@@ -42,7 +42,7 @@ func (r *run) buildLocal(ctx context.Context) error {
 		}
 	}
 	if p.Has(phase.Install) && p.Substitute {
-		r.caches = r.substituters(ctx)
+		r.caches = r.withFromCache(r.substituters(ctx))
 	}
 	if p.Has(phase.Reboot) && p.StorePaths == nil {
 		// How the installed system comes up, for the check after the
@@ -120,6 +120,9 @@ func DiskoMode(m string) (disko.Mode, error) {
 // its closure, before anything on the target is touched.
 func (r *run) buildSystem(ctx context.Context) error {
 	p := r.p
+	if p.From != "" {
+		return r.systemFromStore(ctx)
+	}
 	if p.StorePaths != nil {
 		top, err := filepath.EvalSymlinks(p.StorePaths.System)
 		if err != nil {

@@ -38,7 +38,11 @@ type Plan struct {
 	// StorePaths, when set, is a prebuilt system (--store-paths) instead
 	// of the flake.
 	StorePaths *StorePaths
-	DiskoMode  string // disko (wipe, format, mount), format or mount
+	// From, when set, is the store the closure comes from instead of the
+	// local one (--from: a file:// or http(s):// binary cache); the system
+	// is then evaluated (or --store-paths' SYSTEM), never built here.
+	From      string
+	DiskoMode string // disko (wipe, format, mount), format or mount
 	// BuildOn is where the system is built: BuildOnAuto ("" too),
 	// BuildOnLocal or BuildOnRemote (--build-on).
 	BuildOn string

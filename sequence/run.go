@@ -39,6 +39,7 @@ type run struct {
 	nixStore string             // the system's own nix-store
 	prebuilt *diskorun.Prebuilt // --store-paths' disko script, read (loadPrebuilt)
 	caches   []string           // the binary caches the target substitutes from
+	source   closure.NARSource  // where the closure's NARs come from (--from); nil: the local store
 
 	state     HostState // how far the run got with the host
 	firstPort int       // the port of the first connection
@@ -238,7 +239,7 @@ func (r *run) diskoOptions() diskorun.Options {
 
 func (r *run) installOptions(agent string) install.Options {
 	o := install.Options{Agent: agent, Toplevel: r.toplevel, Closure: r.closure, NixStore: r.nixStore, Jobs: r.p.CopyJobs,
-		Substitute: closure.SubstituteOptions{Caches: r.caches},
+		Substitute: closure.SubstituteOptions{Caches: r.caches}, Source: r.source,
 		ExtraFiles: r.p.ExtraFiles, Chown: r.p.Chown, CopyHostKeys: r.p.CopyHostKeys}
 	for _, k := range r.p.KeyFiles {
 		o.KeyFiles = append(o.KeyFiles, k.Remote)
