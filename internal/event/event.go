@@ -26,6 +26,7 @@ const (
 // Event is one report from a phase.
 type Event struct {
 	Time  time.Time         `json:"time"`
+	Host  string            `json:"host,omitempty"`
 	Phase string            `json:"phase,omitempty"`
 	Kind  Kind              `json:"kind"`
 	Msg   string            `json:"msg,omitempty"`

@@ -1,0 +1,181 @@
+// Package fleet deploys to a set of hosts: it names them (NAME=[user@]host[:port]
+// pairs), selects some (--on name,glob*,@tag), runs one function per host in
+// parallel with its own sink (events carry the host's name), and summarizes.
+// One host's failure never stops another's.
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nixos-via/nixos-via/internal/event"
+)
+
+// Host is one member of a fleet.
+type Host struct {
+	Name string
+	User string
+	Addr string
+	Port int
+	Tags []string
+}
+
+// ParsePair reads NAME=[user@]host[:port].
+func ParsePair(s string) (Host, error) {
+	name, dest, ok := strings.Cut(s, "=")
+	if !ok || name == "" || dest == "" {
+		return Host{}, fmt.Errorf("host %q: want NAME=[user@]host[:port]", s)
+	}
+	h := Host{Name: name}
+	if u, rest, ok := strings.Cut(dest, "@"); ok {
+		if u == "" {
+			return Host{}, fmt.Errorf("host %q: empty user", s)
+		}
+		h.User, dest = u, rest
+	}
+	if i := strings.LastIndex(dest, ":"); i >= 0 && !strings.Contains(dest[:i], ":") {
+		p, err := strconv.Atoi(dest[i+1:])
+		if err != nil || p < 1 || p > 65535 {
+			return Host{}, fmt.Errorf("host %q: bad port %q", s, dest[i+1:])
+		}
+		h.Port, dest = p, dest[:i]
+	}
+	if dest == "" {
+		return Host{}, fmt.Errorf("host %q: empty address", s)
+	}
+	h.Addr = dest
+	return h, nil
+}
+
+// Select returns the hosts matching on, a comma-separated list of names,
+// globs (path.Match) and @tags; an empty on selects all. A term that
+// matches no host is an error, so a typo never deploys nothing silently.
+func Select(hosts []Host, on string) ([]Host, error) {
+	if strings.TrimSpace(on) == "" {
+		return hosts, nil
+	}
+	picked := make(map[string]bool)
+	for _, term := range strings.Split(on, ",") {
+		term = strings.TrimSpace(term)
+		if term == "" {
+			continue
+		}
+		n := 0
+		for _, h := range hosts {
+			ok, err := match(h, term)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				picked[h.Name] = true
+				n++
+			}
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("--on %q: no host matches", term)
+		}
+	}
+	var out []Host
+	for _, h := range hosts {
+		if picked[h.Name] {
+			out = append(out, h)
+		}
+	}
+	return out, nil
+}
+
+func match(h Host, term string) (bool, error) {
+	if tag, ok := strings.CutPrefix(term, "@"); ok {
+		for _, t := range h.Tags {
+			if t == tag {
+				return true, nil
+			}
+		}
+		return false, nil
+	}
+	ok, err := path.Match(term, h.Name)
+	if err != nil {
+		return false, fmt.Errorf("--on %q: %w", term, err)
+	}
+	return ok, nil
+}
+
+// Result is one host's outcome.
+type Result struct {
+	Host  string
+	Err   error
+	Code  int // exit code; 0 on success
+	Time  time.Duration
+	Bytes int64
+}
+
+// Func deploys to one host, reporting to sink; it returns the bytes sent.
+type Func func(ctx context.Context, h Host, sink event.Sink) (int64, error)
+
+// Run calls f for every host, at most parallel at once (10 when < 1); each
+// host's events reach sink with Host set. code maps an error to an exit
+// code. Results are in the hosts' order.
+func Run(ctx context.Context, hosts []Host, parallel int, sink event.Sink, f Func, code func(error) int) []Result {
+	if parallel < 1 {
+		parallel = 10
+	}
+	res := make([]Result, len(hosts))
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for i, h := range hosts {
+		wg.Add(1)
+		go func(i int, h Host) {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			start := time.Now()
+			hs := event.Func(func(e event.Event) { e.Host = h.Name; sink.Emit(e) })
+			n, err := f(ctx, h, hs)
+			r := Result{Host: h.Name, Err: err, Time: time.Since(start), Bytes: n}
+			if err != nil {
+				r.Code = code(err)
+			}
+			res[i] = r
+		}(i, h)
+	}
+	wg.Wait()
+	return res
+}
+
+// ExitCode is 0 when every host succeeded, otherwise the highest per-host
+// code: nixos-via's higher codes are the more serious outcomes (12 > 11 >
+// 10 > others), so the fleet's code is its worst host's.
+func ExitCode(res []Result) int {
+	worst := 0
+	for _, r := range res {
+		if r.Code > worst {
+			worst = r.Code
+		}
+	}
+	return worst
+}
+
+// Summary writes a table: host, result, time, bytes sent.
+func Summary(w io.Writer, res []Result) {
+	rs := append([]Result(nil), res...)
+	sort.SliceStable(rs, func(i, j int) bool { return rs[i].Host < rs[j].Host })
+	fmt.Fprintf(w, "%-20s %-8s %10s %12s\n", "HOST", "RESULT", "TIME", "BYTES")
+	for _, r := range rs {
+		result := "ok"
+		if r.Err != nil {
+			result = "failed"
+		}
+		fmt.Fprintf(w, "%-20s %-8s %10s %12d", r.Host, result, r.Time.Round(time.Millisecond), r.Bytes)
+		if r.Err != nil {
+			fmt.Fprintf(w, "  %v", r.Err)
+		}
+		fmt.Fprintln(w)
+	}
+}
