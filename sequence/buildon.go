@@ -20,8 +20,9 @@ const (
 // nixos-anywhere does: auto builds here when this machine's Nix builds
 // for the configuration's system (its own, an extra platform, or a
 // trivial derivation for it builds), else on the installer. Nothing is
-// built for a prebuilt --store-paths system or without the install and
-// reboot phases, so there is nothing to decide.
+// built for a prebuilt --store-paths system, with --from or without the
+// install and reboot phases, so there is nothing to decide (--from with
+// --build-on remote is refused).
 //
 // Where the configuration's system does not evaluate (a configuration
 // without pkgs), nixos-anywhere asks the installer's Nix after the kexec;
@@ -29,6 +30,14 @@ const (
 // local build that cannot be done says why.
 func (r *run) decideBuildOn(ctx context.Context) error {
 	p := r.p
+	if p.From != "" {
+		// The system comes built from the store: nothing is built anywhere.
+		if p.BuildOn == BuildOnRemote {
+			return phase.Usagef("--from %s with --build-on remote: the system comes from the store, nothing is built; leave out --build-on", p.From)
+		}
+		p.BuildOn = BuildOnLocal
+		return nil
+	}
 	switch p.BuildOn {
 	case BuildOnLocal, BuildOnRemote:
 		return nil

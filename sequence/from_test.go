@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nixos-via/nixos-via/internal/event"
+	"github.com/nixos-via/nixos-via/internal/nix"
 	"github.com/nixos-via/nixos-via/internal/nix/nixtest"
 	"github.com/nixos-via/nixos-via/internal/phase"
 )
@@ -121,6 +122,24 @@ func TestWithFromCache(t *testing.T) {
 		r := &run{p: &Plan{From: tt.from, Substitute: tt.substitute}}
 		if got := r.withFromCache(local); !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("--from %q substitute %v: caches %q, want %q", tt.from, tt.substitute, got, tt.want)
+		}
+	}
+}
+
+// --from needs no builder: --build-on auto settles on local without asking
+// the local Nix, and --build-on remote is refused, touching nothing.
+func TestDecideBuildOnFrom(t *testing.T) {
+	for _, tt := range []struct {
+		buildOn, want string
+		usage         bool
+	}{{"", BuildOnLocal, false}, {BuildOnAuto, BuildOnLocal, false}, {BuildOnLocal, BuildOnLocal, false}, {BuildOnRemote, BuildOnRemote, true}} {
+		p := &Plan{From: "file:///srv/cache", BuildOn: tt.buildOn, Phases: []string{phase.Install}, FlakeRef: "path:/nonexistent", FlakeAttr: `nixosConfigurations."h".config`,
+			Nix: nix.CLI{Nix: "/nonexistent/nix"}}
+		r := &run{p: p, sink: event.Discard{}}
+		err := r.decideBuildOn(context.Background())
+		var usage *phase.UsageError
+		if got := errors.As(err, &usage); got != tt.usage || p.BuildOn != tt.want {
+			t.Errorf("--build-on %q: BuildOn %q, error %v; want %q, usage error %v", tt.buildOn, p.BuildOn, err, tt.want, tt.usage)
 		}
 	}
 }
