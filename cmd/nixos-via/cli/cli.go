@@ -245,9 +245,6 @@ func checkImplemented(o *Options) error {
 	if o.VMTest {
 		missing = append(missing, "--vm-test")
 	}
-	if o.From != "" {
-		missing = append(missing, "--from")
-	}
 	if len(o.SSHStoreSettings) > 0 {
 		missing = append(missing, "--ssh-store-setting (nixos-via does not use nix's ssh store)")
 	}

@@ -40,7 +40,6 @@ type Options struct {
 	sequence.Plan
 	conn conn
 
-	From             string
 	VMTest           bool
 	SSHStoreSettings []twoArgs
 	NoDiskoDeps      bool // accepted, ignored
@@ -92,7 +91,7 @@ func installFlags(o *Options) []flagSpec {
 		{name: "option", group: gBuild, arg: "KEY VALUE", help: "a Nix option for every nix call (repeatable)", to: o.nixOptions},
 		{name: "show-trace", group: gBuild, help: "show Nix evaluation traces", to: func() error { o.Nix.Args = append(o.Nix.Args, "--show-trace"); return nil }},
 		{name: "build-on", group: gBuild, arg: "WHERE", help: "where to build: auto, local or remote (default auto)", to: &o.BuildOn},
-		{name: "from", group: gBuild, arg: "STORE", help: "copy the closure from this store instead of the local one (not implemented yet)", to: &o.From},
+		{name: "from", group: gBuild, arg: "STORE", help: "copy the closure from this store (file://DIR or an http(s):// binary cache) instead of building it here; nothing lands in the local store (ssh:// not implemented yet)", to: &o.From},
 		{name: "no-substitute-on-destination", group: gBuild, help: "stream the whole closure from here (by default the target fetches what the binary caches have itself: the local Nix's substituters after --option, and the configuration's nix.settings.substituters; http(s) only, checked against the local narHash); implies --no-use-machine-substituters", to: func() error { o.Substitute, o.MachineSubstituters = false, false; return nil }},
 		{name: "no-use-machine-substituters", group: gBuild, help: "the target substitutes from the local Nix's substituters only, not also from the configuration's nix.settings.substituters", to: func() error { o.MachineSubstituters = false; return nil }},
 		{name: "ssh-store-setting", group: gBuild, arg: "KEY VALUE", help: "a setting of nix's ssh store (not implemented yet: nixos-via does not use nix's ssh store)", to: func(p []twoArgs) error { o.SSHStoreSettings = p; return nil }},
@@ -394,6 +393,9 @@ func (o *Options) check(diskoModeGiven bool) error {
 	}
 	if !slices.Contains([]string{"disko", "format", "mount"}, o.DiskoMode) {
 		return usagef("--disko-mode %q: want disko, format or mount", o.DiskoMode)
+	}
+	if o.From != "" && !strings.HasPrefix(o.From, "file://") && !strings.HasPrefix(o.From, "http://") && !strings.HasPrefix(o.From, "https://") {
+		return usagef("--from %q: %s: only file:// and http(s):// binary caches are read", o.From, notImplementedMsg)
 	}
 	if o.StorePaths != nil && o.Flake != "" {
 		return usagef("--flake and --store-paths exclude each other")
