@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/nixos-via/nixos-via/internal/flagtable"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
 
@@ -28,8 +29,8 @@ type conn struct {
 func (c *conn) flags() []flagSpec {
 	return []flagSpec{
 		{name: "target-host", group: gTarget, arg: "HOST", help: "the host to install, as [user@]host[:port] (same as the positional HOST)", to: &c.Destination},
-		{name: "i", group: gTarget, arg: "KEY", help: "private key file for SSH (asks for its passphrase on a terminal)", to: c.identity},
-		{name: "ssh-port", short: "p", group: gTarget, arg: "PORT", help: "SSH port (default 22 or ssh_config's)", to: port(&c.Port, "-p/--ssh-port")},
+		{name: "identity-file", short: "i", shortOnly: true, group: gTarget, arg: "KEY", help: "private key file for SSH (asks for its passphrase on a terminal)", to: c.identity},
+		{name: "ssh-port", short: "p", group: gTarget, arg: "PORT", help: "SSH port (default 22 or ssh_config's)", to: flagtable.Port(&c.Port, "-p/--ssh-port")},
 		{name: "ssh-option", group: gTarget, arg: "OPT", help: "an OpenSSH -o option, e.g. ProxyJump=bastion, \"ProxyCommand=nc %h %p\", HostKeyAlgorithms=ssh-ed25519 (repeatable)", to: c.sshOptions},
 		{name: "env-password", group: gTarget, help: "authenticate with the password in $SSHPASS", to: &c.EnvPassword},
 		{name: "host-key", group: gTarget, arg: "SHA256:FP", help: "accept only host keys with these fingerprints (repeatable; after kexec, any key of the host's set)", to: c.hostKeys},

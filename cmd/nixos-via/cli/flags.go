@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/nixos-via/nixos-via/diskorun"
 	"github.com/nixos-via/nixos-via/hwconfig"
 	"github.com/nixos-via/nixos-via/install"
+	"github.com/nixos-via/nixos-via/internal/flagtable"
 	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 	"github.com/nixos-via/nixos-via/sequence"
@@ -30,7 +30,7 @@ type KeyFile = diskorun.KeyFile
 type Chown = install.Ownership
 
 // twoArgs is the value of a two-argument flag, as given.
-type twoArgs [2]string
+type twoArgs = flagtable.Pair
 
 // Options is the parsed drop-in command line. The flag table (installFlags)
 // writes every flag straight to where it goes: the sequencer's Plan, how
@@ -51,21 +51,6 @@ type Options struct {
 	Deprecated []string // warnings for deprecated flags that were used
 }
 
-// flagSpec is one flag: how it is spelled and shown in --help, and where
-// its value goes.
-type flagSpec struct {
-	name, short string
-	group       string
-	arg         string // "" for a switch; "A B" for two arguments
-	help        string
-	// to receives the value. A *bool or *string is set as pflag parses.
-	// A func() error (a switch that is on), func(string) error (the last
-	// value), func([]string) error (every value) or func([]twoArgs) error
-	// (a two-argument flag's pairs) is called after parsing, in the
-	// table's order, when the flag was given.
-	to any
-}
-
 const (
 	gTarget = "Target and SSH"
 	gBuild  = "What to install (build)"
@@ -83,7 +68,7 @@ var groups = []string{gTarget, gBuild, gKexec, gDisko, gInst, gFlow, gOut, gDep}
 // its place in o.
 func installFlags(o *Options) []flagSpec {
 	return append(o.conn.flags(), []flagSpec{
-		{name: "post-kexec-ssh-port", group: gTarget, arg: "PORT", help: "SSH port of the installer after kexec (default 22, with or without -p)", to: port(&o.Kexec.PostKexecPort, "--post-kexec-ssh-port")},
+		{name: "post-kexec-ssh-port", group: gTarget, arg: "PORT", help: "SSH port of the installer after kexec (default 22, with or without -p)", to: flagtable.Port(&o.Kexec.PostKexecPort, "--post-kexec-ssh-port")},
 
 		{name: "flake", short: "f", group: gBuild, arg: "REF#NAME", help: "flake to install: nixosConfigurations.NAME of REF", to: o.flake},
 		{name: "store-paths", short: "s", group: gBuild, arg: "DISKO SYSTEM", help: "install prebuilt paths: a disko script and a system toplevel", to: o.storePaths},
@@ -134,119 +119,6 @@ func installFlags(o *Options) []flagSpec {
 type UsageError = phase.UsageError
 
 func usagef(format string, a ...any) error { return phase.Usagef(format, a...) }
-
-// parseFlags parses args by table. pflag reads the flags of one argument
-// and the switches; the two-argument flags are taken out before it sees
-// them, knowing which other flags take a value, so that a value that
-// looks like a flag is never misread. Unless help is asked for, the
-// positional arguments go to positional, then the table's functions run.
-func parseFlags(table []flagSpec, args []string, positional func([]string) error) (fs *pflag.FlagSet, help bool, err error) {
-	fs = pflag.NewFlagSet("nixos-via", pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	pairs := map[string][]twoArgs{}
-	var after []func() error
-	for _, s := range table {
-		name, short := s.name, s.short
-		if len(name) == 1 { // -i: pflag wants single letters as shorthands
-			name, short = "identity-file", s.name
-		}
-		given := func() bool { return fs.Changed(name) }
-		var call func() error
-		switch to := s.to.(type) {
-		case *bool:
-			fs.BoolVarP(to, name, short, false, s.help)
-		case *string:
-			fs.StringVarP(to, name, short, "", s.help)
-		case func() error:
-			on := fs.BoolP(name, short, false, s.help)
-			given, call = func() bool { return *on }, to
-		case func(string) error:
-			v := fs.StringP(name, short, "", s.help)
-			call = func() error { return to(*v) }
-		case func([]string) error:
-			v := fs.StringArrayP(name, short, nil, s.help)
-			call = func() error { return to(*v) }
-		case func([]twoArgs) error:
-			key := s.name
-			given, call = func() bool { return len(pairs[key]) > 0 }, func() error { return to(pairs[key]) }
-		default:
-			panic("flag --" + s.name + ": unknown target type")
-		}
-		if call != nil {
-			after = append(after, func() error {
-				if !given() {
-					return nil
-				}
-				return call()
-			})
-		}
-	}
-	rest, err := splitTwoArgFlags(args, table, pairs)
-	if err != nil {
-		return fs, false, err
-	}
-	if err := fs.Parse(rest); err != nil {
-		return fs, false, usagef("%v", err)
-	}
-	if h := fs.Lookup("help"); h != nil && h.Value.String() == "true" {
-		return fs, true, nil
-	}
-	if err := positional(fs.Args()); err != nil {
-		return fs, false, err
-	}
-	for _, f := range after {
-		if err := f(); err != nil {
-			return fs, false, err
-		}
-	}
-	return fs, false, nil
-}
-
-// splitTwoArgFlags takes the two-argument flags out of args into pairs,
-// because pflag knows only flags of one argument.
-func splitTwoArgFlags(args []string, table []flagSpec, pairs map[string][]twoArgs) (rest []string, err error) {
-	byName := map[string]flagSpec{}
-	for _, s := range table {
-		byName["--"+s.name] = s
-		if len(s.name) == 1 {
-			byName["-"+s.name] = s
-		}
-		if s.short != "" {
-			byName["-"+s.short] = s
-		}
-	}
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			rest = append(rest, args[i:]...)
-			break
-		}
-		name, _, hasValue := strings.Cut(a, "=")
-		s, known := byName[name]
-		if !known || !strings.HasPrefix(a, "-") {
-			rest = append(rest, a)
-			continue
-		}
-		if strings.Contains(s.arg, " ") {
-			if hasValue {
-				return nil, usagef("%s takes two arguments (%s), not %s=...", name, s.arg, name)
-			}
-			if i+2 >= len(args) {
-				return nil, usagef("%s needs two arguments: %s %s", name, name, s.arg)
-			}
-			pairs[s.name] = append(pairs[s.name], twoArgs{args[i+1], args[i+2]})
-			i += 2
-			continue
-		}
-		rest = append(rest, a)
-		if s.arg != "" && !hasValue && i+1 < len(args) {
-			// The next argument is this flag's value, whatever it looks like.
-			i++
-			rest = append(rest, args[i])
-		}
-	}
-	return rest, nil
-}
 
 // ParseArgs parses the drop-in command line. It reports usage errors as
 // *UsageError and wants help when the result's second value is true.
@@ -330,12 +202,7 @@ func (o *Options) chown(p []twoArgs) error {
 }
 
 func (o *Options) copyJobs(v string) error {
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > 64 {
-		return usagef("--copy-jobs %q: want a number from 1 to 64", v)
-	}
-	o.CopyJobs = n
-	return nil
+	return flagtable.Count(&o.CopyJobs, "copy-jobs", 1, 64)(v)
 }
 
 func (o *Options) phases(v string) error {
@@ -425,32 +292,6 @@ func (o *Options) check(diskoModeGiven bool) error {
 	return nil
 }
 
-// port is a flag whose value is a TCP port.
-func port(dst *int, flag string) func(string) error {
-	return func(v string) error {
-		p, err := strconv.Atoi(v)
-		if err != nil || p < 1 || p > 65535 {
-			return usagef("%s: invalid port %q", flag, v)
-		}
-		*dst = p
-		return nil
-	}
-}
-
-// duration is a flag whose value is a positive duration, for every dst.
-func duration(dst *time.Duration, flag string, more ...*time.Duration) func(string) error {
-	return func(v string) error {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return usagef("--%s %q: want a duration like 90s or 5m", flag, v)
-		}
-		for _, p := range append(more, dst) {
-			*p = d
-		}
-		return nil
-	}
-}
-
 // writeHelp prints the drop-in command line's help.
 func writeHelp(w io.Writer) {
 	fmt.Fprint(w, `nixos-via installs NixOS on a machine you reach over SSH: it builds the
@@ -483,26 +324,39 @@ changed, 12 failed and the host may run the new system.
 `)
 }
 
-// writeFlagGroups prints table's flags under their group headings, in the
-// order of groups.
-func writeFlagGroups(w io.Writer, table []flagSpec, groups []string) {
-	for _, g := range groups {
-		fmt.Fprintf(w, "\n%s:\n", g)
-		for _, s := range table {
-			if s.group != g {
-				continue
-			}
-			left := "    --" + s.name
-			switch {
-			case s.short != "":
-				left = fmt.Sprintf("-%s, --%s", s.short, s.name)
-			case len(s.name) == 1:
-				left = "-" + s.name
-			}
-			if s.arg != "" {
-				left += " " + s.arg
-			}
-			fmt.Fprintf(w, "  %-40s %s\n", left, s.help)
-		}
+// flagSpec is a flagtable.Flag as cli's tables spell it: every table of
+// cli (the connection flags that install, facts and deploy share among
+// them) is written with these short field names.
+type flagSpec struct {
+	name, short string
+	shortOnly   bool // shown as -short alone (-i)
+	group       string
+	arg         string // "" for a switch; "A B" for two arguments
+	help        string
+	to          any // where the value goes: see flagtable.Flag's To
+}
+
+func flagTable(specs []flagSpec) []flagtable.Flag {
+	table := make([]flagtable.Flag, len(specs))
+	for i, s := range specs {
+		table[i] = flagtable.Flag{Name: s.name, Short: s.short, ShortOnly: s.shortOnly, Group: s.group, Arg: s.arg, Help: s.help, To: s.to}
 	}
+	return table
+}
+
+// parseFlags parses args by specs: flagtable.Parse.
+func parseFlags(specs []flagSpec, args []string, positional func([]string) error) (*pflag.FlagSet, bool, error) {
+	return flagtable.Parse(flagTable(specs), args, positional)
+}
+
+// writeFlagGroups prints specs under their group headings, in the order
+// of groups: flagtable.WriteGroups.
+func writeFlagGroups(w io.Writer, specs []flagSpec, groups []string) {
+	flagtable.WriteGroups(w, flagTable(specs), groups)
+}
+
+// duration is flagtable.Duration: a flag --name whose value is a positive
+// duration.
+func duration(dst *time.Duration, name string, more ...*time.Duration) func(string) error {
+	return flagtable.Duration(dst, name, more...)
 }
