@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/nixos-via/nixos-via/deploy"
+	"github.com/nixos-via/nixos-via/enter"
 	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 	"github.com/nixos-via/nixos-via/sequence"
@@ -74,10 +75,14 @@ func ExitCode(err error) int {
 		rf refusal
 		rb *deploy.RolledBackError
 		de *deploy.Error
+		ee *enter.ExitError
 	)
 	switch {
 	case err == nil:
 		return ExitOK
+	case errors.As(err, &ee):
+		// As nixos-enter: the command's own status, for scripts.
+		return min(max(ee.ExitStatus(), 1), 255)
 	case errors.Is(err, context.Canceled):
 		return ExitInterrupted
 	case errors.As(err, &ue):
@@ -168,8 +173,10 @@ func finish(env Env, err error) int {
 			fmt.Fprint(env.Stderr, se.hint)
 		}
 	}()
+	var ee *enter.ExitError
 	switch {
-	case err == nil:
+	case err == nil, errors.As(err, &ee):
+		// The command said why it failed on its own stderr.
 	case errors.As(err, &ce):
 		fmt.Fprintf(env.Stderr, "%s: %v\n", ce.prefix, ce.err)
 		if code == ExitUsage {

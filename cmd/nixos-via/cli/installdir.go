@@ -69,7 +69,7 @@ Runs COMMAND (default: a login shell) inside the NixOS root DIR, as
 nixos-enter --root DIR does: in private mount, UTS and pid namespaces with
 /dev, /proc, /sys and /run mounted, after the system's activation (in a
 network namespace of its own). The mounts vanish with the command; none
-of this machine's is touched. Needs root. Exits 1 when COMMAND fails.
+of this machine's is touched. Needs root. Exits with COMMAND's status.
 `
 
 // gEnter is the one group of enter's flags.
