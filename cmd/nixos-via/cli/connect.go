@@ -16,7 +16,7 @@ import (
 // target options but the secrets, where resolve reads those, and the
 // first connection's deadline. Every subcommand that connects (install,
 // facts) declares its connection flags with flags and timeoutFlag, parses
-// them with parseFlags and dials with what resolve returns.
+// them with flagtable.Parse and dials with what resolve returns.
 type conn struct {
 	target.Options
 	EnvPassword     bool
@@ -26,23 +26,23 @@ type conn struct {
 }
 
 // flags are the flags that say how to reach the host.
-func (c *conn) flags() []flagSpec {
-	return []flagSpec{
-		{name: "target-host", group: gTarget, arg: "HOST", help: "the host to install, as [user@]host[:port] (same as the positional HOST)", to: &c.Destination},
-		{name: "identity-file", short: "i", shortOnly: true, group: gTarget, arg: "KEY", help: "private key file for SSH (asks for its passphrase on a terminal)", to: c.identity},
-		{name: "ssh-port", short: "p", group: gTarget, arg: "PORT", help: "SSH port (default 22 or ssh_config's)", to: flagtable.Port(&c.Port, "-p/--ssh-port")},
-		{name: "ssh-option", group: gTarget, arg: "OPT", help: "an OpenSSH -o option, e.g. ProxyJump=bastion, \"ProxyCommand=nc %h %p\", HostKeyAlgorithms=ssh-ed25519 (repeatable)", to: c.sshOptions},
-		{name: "env-password", group: gTarget, help: "authenticate with the password in $SSHPASS", to: &c.EnvPassword},
-		{name: "host-key", group: gTarget, arg: "SHA256:FP", help: "accept only host keys with these fingerprints (repeatable; after kexec, any key of the host's set)", to: c.hostKeys},
-		{name: "sudo-password-env", group: gTarget, arg: "VAR", help: "read the sudo password of a non-root login from $VAR (else asked on a terminal)", to: &c.SudoPasswordEnv},
+func (c *conn) flags() []flagtable.Flag {
+	return []flagtable.Flag{
+		{Name: "target-host", Group: gTarget, Arg: "HOST", Help: "the host to install, as [user@]host[:port] (same as the positional HOST)", To: &c.Destination},
+		{Name: "identity-file", Short: "i", ShortOnly: true, Group: gTarget, Arg: "KEY", Help: "private key file for SSH (asks for its passphrase on a terminal)", To: c.identity},
+		{Name: "ssh-port", Short: "p", Group: gTarget, Arg: "PORT", Help: "SSH port (default 22 or ssh_config's)", To: flagtable.Port(&c.Port, "-p/--ssh-port")},
+		{Name: "ssh-option", Group: gTarget, Arg: "OPT", Help: "an OpenSSH -o option, e.g. ProxyJump=bastion, \"ProxyCommand=nc %h %p\", HostKeyAlgorithms=ssh-ed25519 (repeatable)", To: c.sshOptions},
+		{Name: "env-password", Group: gTarget, Help: "authenticate with the password in $SSHPASS", To: &c.EnvPassword},
+		{Name: "host-key", Group: gTarget, Arg: "SHA256:FP", Help: "accept only host keys with these fingerprints (repeatable; after kexec, any key of the host's set)", To: c.hostKeys},
+		{Name: "sudo-password-env", Group: gTarget, Arg: "VAR", Help: "read the sudo password of a non-root login from $VAR (else asked on a terminal)", To: &c.SudoPasswordEnv},
 	}
 }
 
 // timeoutFlag is --timeout-connect; it sets the default, 2m, as pflag's
 // XxxVar do.
-func (c *conn) timeoutFlag() flagSpec {
+func (c *conn) timeoutFlag() flagtable.Flag {
 	c.Timeout = 2 * time.Minute
-	return flagSpec{name: "timeout-connect", group: gOut, arg: "DUR", help: "deadline for the first SSH connection (default 2m)", to: duration(&c.Timeout, "timeout-connect")}
+	return flagtable.Flag{Name: "timeout-connect", Group: gOut, Arg: "DUR", Help: "deadline for the first SSH connection (default 2m)", To: flagtable.Duration(&c.Timeout, "timeout-connect")}
 }
 
 func (c *conn) identity(v string) error {

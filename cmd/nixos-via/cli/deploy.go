@@ -7,6 +7,7 @@ import (
 
 	"github.com/nixos-via/nixos-via/deploy"
 	"github.com/nixos-via/nixos-via/install"
+	"github.com/nixos-via/nixos-via/internal/flagtable"
 	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/sequence"
 )
@@ -38,23 +39,23 @@ func runDeploy(ctx context.Context, env Env, args []string) error {
 	var noMagic bool
 	d := deploy.Options{Jobs: 2, ConfirmTimeout: deploy.DefaultConfirmTimeout}
 	table := append(c.flags(), c.timeoutFlag(),
-		flagSpec{name: "flake", short: "f", group: gBuild, arg: "REF#NAME", help: "flake to deploy: nixosConfigurations.NAME of REF", to: o.flake},
-		flagSpec{name: "system", group: gBuild, arg: "PATH", help: "deploy this system toplevel, already built", to: &system},
-		flagSpec{name: "option", group: gBuild, arg: "KEY VALUE", help: "a Nix option for every nix call (repeatable)", to: o.nixOptions},
-		flagSpec{name: "print-build-logs", short: "L", group: gBuild, help: "print full build logs", to: &o.printBuildLog},
-		flagSpec{name: "action", group: gDeploy, arg: "ACTION", help: "switch-to-configuration's action: switch (default), boot, test or dry-activate", to: &d.Action},
-		flagSpec{name: "confirm-timeout", group: gDeploy, arg: "DUR", help: "how long the host waits for the confirmation before it rolls back (default 30s)", to: duration(&d.ConfirmTimeout, "confirm-timeout")},
-		flagSpec{name: "check", group: gDeploy, arg: "CMD", help: "run CMD on the host (sh -c, as root) before confirming; a failure rolls back (repeatable)", to: func(v []string) error { d.Checks = v; return nil }},
-		flagSpec{name: "no-magic-rollback", group: gDeploy, help: "switch without waiting for a confirmation (a failing switch then stays as it is)", to: &noMagic},
-		flagSpec{name: "copy-jobs", group: gDeploy, arg: "N", help: "parallel streams for the closure copy (default 2)", to: o.copyJobs},
-		flagSpec{name: "agent", group: gDeploy, arg: "FILE", help: "static nixos-via binary to run on the host (default: this one)", to: &o.Agent},
-		flagSpec{name: "json", group: gOut, help: "print one JSON event per line on stdout instead of progress text", to: &o.JSON},
-		flagSpec{name: "debug", group: gOut, help: "print every remote command", to: &c.Debug},
-		flagSpec{name: "help", short: "h", group: gOut, help: "show this help", to: &o.help})
-	_, help, err := parseFlags(table, args, c.host)
+		flagtable.Flag{Name: "flake", Short: "f", Group: gBuild, Arg: "REF#NAME", Help: "flake to deploy: nixosConfigurations.NAME of REF", To: o.flake},
+		flagtable.Flag{Name: "system", Group: gBuild, Arg: "PATH", Help: "deploy this system toplevel, already built", To: &system},
+		flagtable.Flag{Name: "option", Group: gBuild, Arg: "KEY VALUE", Help: "a Nix option for every nix call (repeatable)", To: o.nixOptions},
+		flagtable.Flag{Name: "print-build-logs", Short: "L", Group: gBuild, Help: "print full build logs", To: &o.printBuildLog},
+		flagtable.Flag{Name: "action", Group: gDeploy, Arg: "ACTION", Help: "switch-to-configuration's action: switch (default), boot, test or dry-activate", To: &d.Action},
+		flagtable.Flag{Name: "confirm-timeout", Group: gDeploy, Arg: "DUR", Help: "how long the host waits for the confirmation before it rolls back (default 30s)", To: flagtable.Duration(&d.ConfirmTimeout, "confirm-timeout")},
+		flagtable.Flag{Name: "check", Group: gDeploy, Arg: "CMD", Help: "run CMD on the host (sh -c, as root) before confirming; a failure rolls back (repeatable)", To: func(v []string) error { d.Checks = v; return nil }},
+		flagtable.Flag{Name: "no-magic-rollback", Group: gDeploy, Help: "switch without waiting for a confirmation (a failing switch then stays as it is)", To: &noMagic},
+		flagtable.Flag{Name: "copy-jobs", Group: gDeploy, Arg: "N", Help: "parallel streams for the closure copy (default 2)", To: o.copyJobs},
+		flagtable.Flag{Name: "agent", Group: gDeploy, Arg: "FILE", Help: "static nixos-via binary to run on the host (default: this one)", To: &o.Agent},
+		flagtable.Flag{Name: "json", Group: gOut, Help: "print one JSON event per line on stdout instead of progress text", To: &o.JSON},
+		flagtable.Flag{Name: "debug", Group: gOut, Help: "print every remote command", To: &c.Debug},
+		flagtable.Flag{Name: "help", Short: "h", Group: gOut, Help: "show this help", To: &o.help})
+	_, help, err := flagtable.Parse(table, args, c.host)
 	if help {
 		fmt.Fprint(env.Stdout, deployUsage)
-		writeFlagGroups(env.Stdout, table, []string{gBuild, gDeploy, gTarget, gOut})
+		flagtable.WriteGroups(env.Stdout, table, []string{gBuild, gDeploy, gTarget, gOut})
 		return nil
 	}
 	if err == nil && (o.Flake == "") == (system == "") {

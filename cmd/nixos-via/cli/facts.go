@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/nixos-via/nixos-via/internal/flagtable"
 	"github.com/nixos-via/nixos-via/sequence"
 )
 
@@ -14,9 +15,9 @@ func runFacts(ctx context.Context, env Env, args []string) error {
 	var c conn
 	var asJSON bool
 	table := append(c.flags(), c.timeoutFlag(),
-		flagSpec{name: "json", group: gOut, help: "print JSON", to: &asJSON},
-		flagSpec{name: "help", short: "h", group: gOut, help: "show help", to: new(bool)})
-	fs, help, err := parseFlags(table, args, func(pos []string) error {
+		flagtable.Flag{Name: "json", Group: gOut, Help: "print JSON", To: &asJSON},
+		flagtable.Flag{Name: "help", Short: "h", Group: gOut, Help: "show help", To: new(bool)})
+	fs, help, err := flagtable.Parse(table, args, func(pos []string) error {
 		switch {
 		case len(pos) == 1 && c.Destination == "":
 			c.Destination = pos[0]

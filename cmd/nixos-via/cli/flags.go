@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"github.com/nixos-via/nixos-via/diskorun"
 	"github.com/nixos-via/nixos-via/hwconfig"
 	"github.com/nixos-via/nixos-via/install"
@@ -66,52 +64,52 @@ var groups = []string{gTarget, gBuild, gKexec, gDisko, gInst, gFlow, gOut, gDep}
 
 // installFlags is every flag of the drop-in command line, each bound to
 // its place in o.
-func installFlags(o *Options) []flagSpec {
-	return append(o.conn.flags(), []flagSpec{
-		{name: "post-kexec-ssh-port", group: gTarget, arg: "PORT", help: "SSH port of the installer after kexec (default 22, with or without -p)", to: flagtable.Port(&o.Kexec.PostKexecPort, "--post-kexec-ssh-port")},
+func installFlags(o *Options) []flagtable.Flag {
+	return append(o.conn.flags(), []flagtable.Flag{
+		{Name: "post-kexec-ssh-port", Group: gTarget, Arg: "PORT", Help: "SSH port of the installer after kexec (default 22, with or without -p)", To: flagtable.Port(&o.Kexec.PostKexecPort, "--post-kexec-ssh-port")},
 
-		{name: "flake", short: "f", group: gBuild, arg: "REF#NAME", help: "flake to install: nixosConfigurations.NAME of REF", to: o.flake},
-		{name: "store-paths", short: "s", group: gBuild, arg: "DISKO SYSTEM", help: "install prebuilt paths: a disko script and a system toplevel", to: o.storePaths},
-		{name: "print-build-logs", short: "L", group: gBuild, help: "print full build logs", to: &o.printBuildLog},
-		{name: "option", group: gBuild, arg: "KEY VALUE", help: "a Nix option for every nix call (repeatable)", to: o.nixOptions},
-		{name: "show-trace", group: gBuild, help: "show Nix evaluation traces", to: func() error { o.Nix.Args = append(o.Nix.Args, "--show-trace"); return nil }},
-		{name: "build-on", group: gBuild, arg: "WHERE", help: "where to build: auto, local or remote (default auto)", to: &o.BuildOn},
-		{name: "from", group: gBuild, arg: "STORE", help: "copy the closure from this store (file://DIR or an http(s):// binary cache) instead of building it here; nothing lands in the local store (ssh:// not implemented yet)", to: &o.From},
-		{name: "no-substitute-on-destination", group: gBuild, help: "stream the whole closure from here (by default the target fetches what the binary caches have itself: the local Nix's substituters after --option, and the configuration's nix.settings.substituters; http(s) only, checked against the local narHash); implies --no-use-machine-substituters", to: func() error { o.Substitute, o.MachineSubstituters = false, false; return nil }},
-		{name: "no-use-machine-substituters", group: gBuild, help: "the target substitutes from the local Nix's substituters only, not also from the configuration's nix.settings.substituters", to: func() error { o.MachineSubstituters = false; return nil }},
-		{name: "ssh-store-setting", group: gBuild, arg: "KEY VALUE", help: "a setting of nix's ssh store (not implemented yet: nixos-via does not use nix's ssh store)", to: func(p []twoArgs) error { o.SSHStoreSettings = p; return nil }},
-		{name: "vm-test", group: gBuild, help: "only build and run the flake's disko VM install test, locally", to: &o.VMTest},
-		{name: "generate-hardware-config", group: gBuild, arg: "TOOL PATH", help: "after kexec, write the output of TOOL (nixos-facter or nixos-generate-config) on the target to PATH; the build waits for it", to: o.hardwareConfig},
+		{Name: "flake", Short: "f", Group: gBuild, Arg: "REF#NAME", Help: "flake to install: nixosConfigurations.NAME of REF", To: o.flake},
+		{Name: "store-paths", Short: "s", Group: gBuild, Arg: "DISKO SYSTEM", Help: "install prebuilt paths: a disko script and a system toplevel", To: o.storePaths},
+		{Name: "print-build-logs", Short: "L", Group: gBuild, Help: "print full build logs", To: &o.printBuildLog},
+		{Name: "option", Group: gBuild, Arg: "KEY VALUE", Help: "a Nix option for every nix call (repeatable)", To: o.nixOptions},
+		{Name: "show-trace", Group: gBuild, Help: "show Nix evaluation traces", To: func() error { o.Nix.Args = append(o.Nix.Args, "--show-trace"); return nil }},
+		{Name: "build-on", Group: gBuild, Arg: "WHERE", Help: "where to build: auto, local or remote (default auto)", To: &o.BuildOn},
+		{Name: "from", Group: gBuild, Arg: "STORE", Help: "copy the closure from this store (file://DIR or an http(s):// binary cache) instead of building it here; nothing lands in the local store (ssh:// not implemented yet)", To: &o.From},
+		{Name: "no-substitute-on-destination", Group: gBuild, Help: "stream the whole closure from here (by default the target fetches what the binary caches have itself: the local Nix's substituters after --option, and the configuration's nix.settings.substituters; http(s) only, checked against the local narHash); implies --no-use-machine-substituters", To: func() error { o.Substitute, o.MachineSubstituters = false, false; return nil }},
+		{Name: "no-use-machine-substituters", Group: gBuild, Help: "the target substitutes from the local Nix's substituters only, not also from the configuration's nix.settings.substituters", To: func() error { o.MachineSubstituters = false; return nil }},
+		{Name: "ssh-store-setting", Group: gBuild, Arg: "KEY VALUE", Help: "a setting of nix's ssh store (not implemented yet: nixos-via does not use nix's ssh store)", To: func(p []twoArgs) error { o.SSHStoreSettings = p; return nil }},
+		{Name: "vm-test", Group: gBuild, Help: "only build and run the flake's disko VM install test, locally", To: &o.VMTest},
+		{Name: "generate-hardware-config", Group: gBuild, Arg: "TOOL PATH", Help: "after kexec, write the output of TOOL (nixos-facter or nixos-generate-config) on the target to PATH; the build waits for it", To: o.hardwareConfig},
 
-		{name: "kexec", group: gKexec, arg: "URL|FILE", help: "installer tarball (default: the nixos-images release for the target's arch)", to: &o.Kexec.Source},
-		{name: "kexec-sha256", group: gKexec, arg: "HEX", help: "refuse a tarball whose sha256 differs", to: func(v string) error { o.Kexec.SHA256 = strings.ToLower(v); return nil }},
-		{name: "force-kexec", group: gKexec, help: "kexec even when the target already runs an installer", to: &o.Kexec.Force},
-		{name: "kexec-extra-flags", group: gKexec, arg: "FLAGS", help: "extra flags for kexec --load and kexec -e (e.g. --no-sync)", to: &o.Kexec.ExtraFlags},
+		{Name: "kexec", Group: gKexec, Arg: "URL|FILE", Help: "installer tarball (default: the nixos-images release for the target's arch)", To: &o.Kexec.Source},
+		{Name: "kexec-sha256", Group: gKexec, Arg: "HEX", Help: "refuse a tarball whose sha256 differs", To: func(v string) error { o.Kexec.SHA256 = strings.ToLower(v); return nil }},
+		{Name: "force-kexec", Group: gKexec, Help: "kexec even when the target already runs an installer", To: &o.Kexec.Force},
+		{Name: "kexec-extra-flags", Group: gKexec, Arg: "FLAGS", Help: "extra flags for kexec --load and kexec -e (e.g. --no-sync)", To: &o.Kexec.ExtraFlags},
 
-		{name: "disk-encryption-keys", group: gDisko, arg: "REMOTE LOCAL", help: "copy the LOCAL key file to REMOTE in the installer's RAM before disko (repeatable)", to: o.keyFiles},
-		{name: "disko-mode", group: gDisko, arg: "MODE", help: "disko (wipe, format, mount; default), format, or mount", to: &o.DiskoMode},
-		{name: "no-disko-deps", group: gDisko, help: "accepted for compatibility: the rendered script never uploads tool dependencies", to: &o.NoDiskoDeps},
+		{Name: "disk-encryption-keys", Group: gDisko, Arg: "REMOTE LOCAL", Help: "copy the LOCAL key file to REMOTE in the installer's RAM before disko (repeatable)", To: o.keyFiles},
+		{Name: "disko-mode", Group: gDisko, Arg: "MODE", Help: "disko (wipe, format, mount; default), format, or mount", To: &o.DiskoMode},
+		{Name: "no-disko-deps", Group: gDisko, Help: "accepted for compatibility: the rendered script never uploads tool dependencies", To: &o.NoDiskoDeps},
 
-		{name: "extra-files", group: gInst, arg: "DIR", help: "copy DIR's contents into the installed root, modes kept, owned by root", to: &o.ExtraFiles},
-		{name: "chown", group: gInst, arg: "PATH OWNER", help: "chown -R OWNER PATH in the installed root after --extra-files (repeatable)", to: o.chown},
-		{name: "copy-host-keys", group: gInst, help: "give the installed system the host's current SSH host keys", to: &o.CopyHostKeys},
-		{name: "copy-jobs", group: gInst, arg: "N", help: "parallel streams for the closure copy (default 2)", to: o.copyJobs},
-		{name: "agent", group: gInst, arg: "FILE", help: "static nixos-via binary to run on the target (default: this one, if static and of its arch)", to: &o.Agent},
+		{Name: "extra-files", Group: gInst, Arg: "DIR", Help: "copy DIR's contents into the installed root, modes kept, owned by root", To: &o.ExtraFiles},
+		{Name: "chown", Group: gInst, Arg: "PATH OWNER", Help: "chown -R OWNER PATH in the installed root after --extra-files (repeatable)", To: o.chown},
+		{Name: "copy-host-keys", Group: gInst, Help: "give the installed system the host's current SSH host keys", To: &o.CopyHostKeys},
+		{Name: "copy-jobs", Group: gInst, Arg: "N", Help: "parallel streams for the closure copy (default 2)", To: o.copyJobs},
+		{Name: "agent", Group: gInst, Arg: "FILE", Help: "static nixos-via binary to run on the target (default: this one, if static and of its arch)", To: &o.Agent},
 
-		{name: "phases", group: gFlow, arg: "LIST", help: "comma list of kexec,disko,install,reboot (default all)", to: o.phases},
-		{name: "yes", short: "y", group: gFlow, help: "do not ask before wiping the disks the layout names", to: &o.Yes},
+		{Name: "phases", Group: gFlow, Arg: "LIST", Help: "comma list of kexec,disko,install,reboot (default all)", To: o.phases},
+		{Name: "yes", Short: "y", Group: gFlow, Help: "do not ask before wiping the disks the layout names", To: &o.Yes},
 
-		{name: "json", group: gOut, help: "print one JSON event per line on stdout instead of progress text", to: &o.JSON},
-		{name: "debug", group: gOut, help: "print every remote command and more detail", to: func() error { o.conn.Debug, o.printBuildLog = true, true; return nil }},
+		{Name: "json", Group: gOut, Help: "print one JSON event per line on stdout instead of progress text", To: &o.JSON},
+		{Name: "debug", Group: gOut, Help: "print every remote command and more detail", To: func() error { o.conn.Debug, o.printBuildLog = true, true; return nil }},
 		o.conn.timeoutFlag(),
-		{name: "timeout-kexec", group: gOut, arg: "DUR", help: "deadline for the host to go down and the installer to answer (default 10m)", to: duration(&o.Kexec.DownTimeout, "timeout-kexec", &o.Kexec.UpTimeout)},
-		{name: "timeout-reboot", group: gOut, arg: "DUR", help: "deadline for the installed system to answer after reboot (default 15m); one waiting for its LUKS passphrase is reported as waiting then, not as failed", to: duration(&o.RebootTimeout, "timeout-reboot")},
-		{name: "help", short: "h", group: gOut, help: "show this help", to: &o.help},
+		{Name: "timeout-kexec", Group: gOut, Arg: "DUR", Help: "deadline for the host to go down and the installer to answer (default 10m)", To: flagtable.Duration(&o.Kexec.DownTimeout, "timeout-kexec", &o.Kexec.UpTimeout)},
+		{Name: "timeout-reboot", Group: gOut, Arg: "DUR", Help: "deadline for the installed system to answer after reboot (default 15m); one waiting for its LUKS passphrase is reported as waiting then, not as failed", To: flagtable.Duration(&o.RebootTimeout, "timeout-reboot")},
+		{Name: "help", Short: "h", Group: gOut, Help: "show this help", To: &o.help},
 
-		{name: "no-reboot", group: gDep, help: "= --phases kexec,disko,install", to: o.deprecated("--no-reboot is deprecated: use --phases kexec,disko,install", phase.Kexec, phase.Disko, phase.Install)},
-		{name: "stop-after-disko", group: gDep, help: "= --phases kexec,disko", to: o.deprecated("--stop-after-disko is deprecated: use --phases kexec,disko", phase.Kexec, phase.Disko)},
-		{name: "build-on-remote", group: gDep, help: "= --build-on remote", to: o.buildOnRemote},
-		{name: "tty", short: "t", group: gDep, help: "ignored: terminals are detected", to: o.deprecated("-t/--tty is deprecated and ignored: terminals are detected")},
+		{Name: "no-reboot", Group: gDep, Help: "= --phases kexec,disko,install", To: o.deprecated("--no-reboot is deprecated: use --phases kexec,disko,install", phase.Kexec, phase.Disko, phase.Install)},
+		{Name: "stop-after-disko", Group: gDep, Help: "= --phases kexec,disko", To: o.deprecated("--stop-after-disko is deprecated: use --phases kexec,disko", phase.Kexec, phase.Disko)},
+		{Name: "build-on-remote", Group: gDep, Help: "= --build-on remote", To: o.buildOnRemote},
+		{Name: "tty", Short: "t", Group: gDep, Help: "ignored: terminals are detected", To: o.deprecated("-t/--tty is deprecated and ignored: terminals are detected")},
 	}...)
 }
 
@@ -126,7 +124,7 @@ func ParseArgs(args []string) (*Options, bool, error) {
 	o := &Options{}
 	o.Phases, o.CopyJobs, o.Substitute, o.MachineSubstituters = phase.All(), 2, true, true
 	o.Kexec.DownTimeout, o.Kexec.UpTimeout, o.RebootTimeout = 10*time.Minute, 10*time.Minute, 15*time.Minute
-	fs, help, err := parseFlags(installFlags(o), args, o.conn.host)
+	fs, help, err := flagtable.Parse(installFlags(o), args, o.conn.host)
 	if help || err != nil {
 		return nil, help, err
 	}
@@ -313,7 +311,7 @@ Usage:
 A first word that is a subcommand name is the subcommand; to install onto a
 host that is literally named like one, write user@name or --target-host name.
 `)
-	writeFlagGroups(w, installFlags(&Options{}), groups)
+	flagtable.WriteGroups(w, installFlags(&Options{}), groups)
 	fmt.Fprint(w, `
 Environment: SSHPASS (with --env-password), SSH_AUTH_SOCK (ssh-agent).
 Exit codes: 0 ok, 1 failure, 2 usage, 3 unreachable, 4 host key mismatch,
@@ -322,41 +320,4 @@ generated), 7 disko failed, 8 install failed, 9 reboot not confirmed,
 130 interrupted; deploy also: 10 rolled back, 11 failed before the host
 changed, 12 failed and the host may run the new system.
 `)
-}
-
-// flagSpec is a flagtable.Flag as cli's tables spell it: every table of
-// cli (the connection flags that install, facts and deploy share among
-// them) is written with these short field names.
-type flagSpec struct {
-	name, short string
-	shortOnly   bool // shown as -short alone (-i)
-	group       string
-	arg         string // "" for a switch; "A B" for two arguments
-	help        string
-	to          any // where the value goes: see flagtable.Flag's To
-}
-
-func flagTable(specs []flagSpec) []flagtable.Flag {
-	table := make([]flagtable.Flag, len(specs))
-	for i, s := range specs {
-		table[i] = flagtable.Flag{Name: s.name, Short: s.short, ShortOnly: s.shortOnly, Group: s.group, Arg: s.arg, Help: s.help, To: s.to}
-	}
-	return table
-}
-
-// parseFlags parses args by specs: flagtable.Parse.
-func parseFlags(specs []flagSpec, args []string, positional func([]string) error) (*pflag.FlagSet, bool, error) {
-	return flagtable.Parse(flagTable(specs), args, positional)
-}
-
-// writeFlagGroups prints specs under their group headings, in the order
-// of groups: flagtable.WriteGroups.
-func writeFlagGroups(w io.Writer, specs []flagSpec, groups []string) {
-	flagtable.WriteGroups(w, flagTable(specs), groups)
-}
-
-// duration is flagtable.Duration: a flag --name whose value is a positive
-// duration.
-func duration(dst *time.Duration, name string, more ...*time.Duration) func(string) error {
-	return flagtable.Duration(dst, name, more...)
 }

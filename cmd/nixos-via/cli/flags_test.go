@@ -204,12 +204,12 @@ func TestHelpListsEveryFlag(t *testing.T) {
 	writeHelp(&b)
 	help := b.String()
 	for _, s := range installFlags(&Options{}) {
-		spelled := "--" + s.name
-		if s.shortOnly {
-			spelled = "-" + s.short + " "
+		spelled := "--" + s.Name
+		if s.ShortOnly {
+			spelled = "-" + s.Short + " "
 		}
 		if !strings.Contains(help, spelled) {
-			t.Errorf("--help does not list %s", s.name)
+			t.Errorf("--help does not list %s", s.Name)
 		}
 	}
 	for _, g := range groups {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nixos-via/nixos-via/enter"
 	"github.com/nixos-via/nixos-via/installdir"
+	"github.com/nixos-via/nixos-via/internal/flagtable"
 )
 
 const installToDirUsage = `Usage: nixos-via install-to-dir (--flake REF#NAME | --system PATH) [flags] DIR
@@ -25,20 +26,20 @@ func runInstallToDir(ctx context.Context, env Env, args []string) error {
 	o.CopyJobs = 2
 	var system string
 	var bootloader bool
-	table := []flagSpec{
-		{name: "flake", short: "f", group: gBuild, arg: "REF#NAME", help: "flake to install: nixosConfigurations.NAME of REF", to: o.flake},
-		{name: "system", group: gBuild, arg: "PATH", help: "install this system toplevel, already built (as nixos-install --system)", to: &system},
-		{name: "print-build-logs", short: "L", group: gBuild, help: "print full build logs", to: &o.printBuildLog},
-		{name: "option", group: gBuild, arg: "KEY VALUE", help: "a Nix option for every nix call (repeatable)", to: o.nixOptions},
-		{name: "extra-files", group: gInst, arg: "DIR", help: "copy DIR's contents into the installed root, modes kept, owned by root", to: &o.ExtraFiles},
-		{name: "chown", group: gInst, arg: "PATH OWNER", help: "chown -R OWNER PATH in the installed root after --extra-files (repeatable)", to: o.chown},
-		{name: "copy-jobs", group: gInst, arg: "N", help: "parallel streams for the closure copy (default 2)", to: o.copyJobs},
-		{name: "bootloader", group: gInst, help: "also install the bootloader (switch-to-configuration boot in a chroot of DIR, which writes DIR/boot)", to: &bootloader},
-		{name: "json", group: gOut, help: "print one JSON event per line on stdout instead of progress text", to: &o.JSON},
-		{name: "help", short: "h", group: gOut, help: "show this help", to: &o.help},
+	table := []flagtable.Flag{
+		{Name: "flake", Short: "f", Group: gBuild, Arg: "REF#NAME", Help: "flake to install: nixosConfigurations.NAME of REF", To: o.flake},
+		{Name: "system", Group: gBuild, Arg: "PATH", Help: "install this system toplevel, already built (as nixos-install --system)", To: &system},
+		{Name: "print-build-logs", Short: "L", Group: gBuild, Help: "print full build logs", To: &o.printBuildLog},
+		{Name: "option", Group: gBuild, Arg: "KEY VALUE", Help: "a Nix option for every nix call (repeatable)", To: o.nixOptions},
+		{Name: "extra-files", Group: gInst, Arg: "DIR", Help: "copy DIR's contents into the installed root, modes kept, owned by root", To: &o.ExtraFiles},
+		{Name: "chown", Group: gInst, Arg: "PATH OWNER", Help: "chown -R OWNER PATH in the installed root after --extra-files (repeatable)", To: o.chown},
+		{Name: "copy-jobs", Group: gInst, Arg: "N", Help: "parallel streams for the closure copy (default 2)", To: o.copyJobs},
+		{Name: "bootloader", Group: gInst, Help: "also install the bootloader (switch-to-configuration boot in a chroot of DIR, which writes DIR/boot)", To: &bootloader},
+		{Name: "json", Group: gOut, Help: "print one JSON event per line on stdout instead of progress text", To: &o.JSON},
+		{Name: "help", Short: "h", Group: gOut, Help: "show this help", To: &o.help},
 	}
 	var dir string
-	_, help, err := parseFlags(table, args, func(pos []string) error {
+	_, help, err := flagtable.Parse(table, args, func(pos []string) error {
 		if len(pos) != 1 {
 			return usagef("want one directory, got %q", pos)
 		}
@@ -47,7 +48,7 @@ func runInstallToDir(ctx context.Context, env Env, args []string) error {
 	})
 	if help {
 		fmt.Fprint(env.Stdout, installToDirUsage)
-		writeFlagGroups(env.Stdout, table, []string{gBuild, gInst, gOut})
+		flagtable.WriteGroups(env.Stdout, table, []string{gBuild, gInst, gOut})
 		return nil
 	}
 	if err == nil {
@@ -79,17 +80,17 @@ const gEnter = "Flags"
 func runEnter(_ context.Context, env Env, args []string) error {
 	opts := enter.Options{Stdin: env.Stdin, Stdout: env.Stdout, Stderr: env.Stderr}
 	var help bool
-	table := []flagSpec{
-		{name: "system", group: gEnter, arg: "PATH", help: "the system (as the root sees it) to activate and take sw/bin from (default " + enter.DefaultSystem + ")", to: &opts.System},
-		{name: "no-activate", group: gEnter, help: "do not run the system's activation first", to: &opts.NoActivate},
-		{name: "boot", group: gEnter, help: "boot DIR as a container with systemd-nspawn instead (where it is installed)", to: &opts.Boot},
-		{name: "help", short: "h", group: gEnter, help: "show this help", to: &help},
+	table := []flagtable.Flag{
+		{Name: "system", Group: gEnter, Arg: "PATH", Help: "the system (as the root sees it) to activate and take sw/bin from (default " + enter.DefaultSystem + ")", To: &opts.System},
+		{Name: "no-activate", Group: gEnter, Help: "do not run the system's activation first", To: &opts.NoActivate},
+		{Name: "boot", Group: gEnter, Help: "boot DIR as a container with systemd-nspawn instead (where it is installed)", To: &opts.Boot},
+		{Name: "help", Short: "h", Group: gEnter, Help: "show this help", To: &help},
 	}
 	var pos []string
-	fs, help, err := parseFlags(table, args, func(p []string) error { pos = p; return nil })
+	fs, help, err := flagtable.Parse(table, args, func(p []string) error { pos = p; return nil })
 	if help {
 		fmt.Fprint(env.Stdout, enterUsage)
-		writeFlagGroups(env.Stdout, table, []string{gEnter})
+		flagtable.WriteGroups(env.Stdout, table, []string{gEnter})
 		return nil
 	}
 	if err == nil {
