@@ -1,4 +1,4 @@
-package cli
+package sequence
 
 import "testing"
 
@@ -26,8 +26,8 @@ func TestResumeCommand(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := resumeCommand(tc.args, tc.host, tc.login, tc.port); got != tc.want {
-				t.Errorf("resumeCommand = %q\nwant             %q", got, tc.want)
+			if got := ResumeCommand(tc.args, tc.host, tc.login, tc.port); got != tc.want {
+				t.Errorf("ResumeCommand = %q\nwant             %q", got, tc.want)
 			}
 		})
 	}
