@@ -7,7 +7,9 @@
 // install, reboot), each a failure of its own phase (*phase.Error).
 // Progress goes to an event.Sink; nothing here prints or reads the
 // terminal itself: the confirmation and the terminal for passphrases come
-// in the Plan.
+// in the Plan. A run that stops after it changed the host returns a
+// *Stopped, which says where the host is and (Hint, ResumeCommand) the
+// command line that goes on from there.
 package sequence
 
 import (
