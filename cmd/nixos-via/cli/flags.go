@@ -244,26 +244,11 @@ func (o *Options) buildOnRemote() error {
 	return nil
 }
 
-// check checks the flags that take one of a few words, and the flags
-// together, as upstream does.
+// check checks the flags together, as upstream does: the Plan's own
+// fields (sequence.Plan.Validate), then what the CLI alone reads.
 func (o *Options) check(diskoModeGiven bool) error {
-	if o.BuildOn == "" {
-		o.BuildOn = "auto"
-	}
-	if !slices.Contains([]string{"auto", "local", "remote"}, o.BuildOn) {
-		return usagef("--build-on %q: want auto, local or remote", o.BuildOn)
-	}
-	if o.DiskoMode == "" {
-		o.DiskoMode = "disko"
-	}
-	if !slices.Contains([]string{"disko", "format", "mount"}, o.DiskoMode) {
-		return usagef("--disko-mode %q: want disko, format or mount", o.DiskoMode)
-	}
-	if o.From != "" && !strings.HasPrefix(o.From, "file://") && !strings.HasPrefix(o.From, "http://") && !strings.HasPrefix(o.From, "https://") {
-		return usagef("--from %q: %s: only file:// and http(s):// binary caches are read", o.From, notImplementedMsg)
-	}
-	if o.StorePaths != nil && o.Flake != "" {
-		return usagef("--flake and --store-paths exclude each other")
+	if err := o.Plan.Validate(); err != nil {
+		return err
 	}
 	if o.StorePaths != nil && (diskoModeGiven || o.VMTest) {
 		return usagef("--store-paths cannot be combined with --disko-mode or --vm-test")

@@ -1,0 +1,34 @@
+package sequence
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/nixos-via/nixos-via/internal/phase"
+)
+
+// Validate checks the fields of p that take one of a few words and those
+// that exclude each other, before anything runs, and fills in the
+// defaults of BuildOn (auto) and DiskoMode (disko). What it refuses is a
+// *phase.UsageError naming the flag, as nixos-anywhere's own checks do.
+func (p *Plan) Validate() error {
+	if p.BuildOn == "" {
+		p.BuildOn = BuildOnAuto
+	}
+	if !slices.Contains([]string{BuildOnAuto, BuildOnLocal, BuildOnRemote}, p.BuildOn) {
+		return phase.Usagef("--build-on %q: want auto, local or remote", p.BuildOn)
+	}
+	if p.DiskoMode == "" {
+		p.DiskoMode = "disko"
+	}
+	if !slices.Contains([]string{"disko", "format", "mount"}, p.DiskoMode) {
+		return phase.Usagef("--disko-mode %q: want disko, format or mount", p.DiskoMode)
+	}
+	if p.From != "" && !strings.HasPrefix(p.From, "file://") && !strings.HasPrefix(p.From, "http://") && !strings.HasPrefix(p.From, "https://") {
+		return phase.Usagef("--from %q: %s: only file:// and http(s):// binary caches are read", p.From, notImplementedMsg)
+	}
+	if p.StorePaths != nil && p.Flake != "" {
+		return phase.Usagef("--flake and --store-paths exclude each other")
+	}
+	return nil
+}
