@@ -438,11 +438,7 @@ func decompress(method string, r io.Reader, size uint64) (io.ReadCloser, error) 
 	case "none":
 		return io.NopCloser(r), nil
 	case "xz":
-		d, err := newXZReader(r, maxXZDict, int64(size))
-		if err != nil {
-			return nil, err
-		}
-		return io.NopCloser(d), nil
+		return newXZDecoder(r, size)
 	case "zstd":
 		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(64<<20))
 		if err != nil {
