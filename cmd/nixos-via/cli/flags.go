@@ -135,24 +135,13 @@ func ParseArgs(args []string) (*Options, bool, error) {
 	return o, false, nil
 }
 
-func (o *Options) flake(v string) error {
+// flake is --flake REF#NAME: sequence.ParseFlake.
+func (o *Options) flake(v string) (err error) {
 	o.Flake = v
-	if v == "" {
-		return nil
+	if v != "" {
+		o.FlakeRef, o.FlakeAttr, err = sequence.ParseFlake(v)
 	}
-	// REF#NAME: NAME expands as in nixos-anywhere.
-	i := strings.LastIndex(v, "#")
-	if i < 0 || i == len(v)-1 {
-		return usagef("--flake %q: missing #NAME: please specify the configuration, e.g. .#myhost", v)
-	}
-	o.FlakeRef, o.FlakeAttr = v[:i], v[i+1:]
-	if o.FlakeRef == "" {
-		o.FlakeRef = "."
-	}
-	if !strings.HasPrefix(o.FlakeAttr, "nixosConfigurations.") {
-		o.FlakeAttr = fmt.Sprintf("nixosConfigurations.%q.config", o.FlakeAttr)
-	}
-	return nil
+	return err
 }
 
 func (o *Options) storePaths(p []twoArgs) error {
