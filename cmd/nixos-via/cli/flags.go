@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"time"
 
@@ -192,24 +191,10 @@ func (o *Options) copyJobs(v string) error {
 	return flagtable.Count(&o.CopyJobs, "copy-jobs", 1, 64)(v)
 }
 
-func (o *Options) phases(v string) error {
-	o.Phases = nil
-	for _, p := range strings.Split(v, ",") {
-		p = strings.TrimSpace(p)
-		if p == "" {
-			continue
-		}
-		if !slices.Contains(phase.All(), p) {
-			return usagef("--phases: unknown phase %q (want kexec, disko, install, reboot)", p)
-		}
-		if !slices.Contains(o.Phases, p) {
-			o.Phases = append(o.Phases, p)
-		}
-	}
-	if len(o.Phases) == 0 {
-		return usagef("--phases: no phase given")
-	}
-	return nil
+// phases is --phases LIST: phase.ParseList.
+func (o *Options) phases(v string) (err error) {
+	o.Phases, err = phase.ParseList(v)
+	return err
 }
 
 // deprecated is a deprecated shorthand: its warning, and the phases it
