@@ -68,7 +68,9 @@
 // ".."); a compressed NAR may be at most narSize/32 + 64 KiB bigger than the
 // NAR, the unpacked NAR exactly narSize with nothing after it; an xz NAR's
 // blocks may ask for a dictionary of at most 64 MiB (xz -9's), so a cache
-// cannot make the agent allocate gigabytes; restoring
+// cannot make the agent allocate gigabytes (the target's xz(1) of XZ Utils
+// decodes it when there is one, run with --memlimit-decompress to the same
+// bound; else the built-in decoder); restoring
 // refuses entry names that could escape the temporary. The content is
 // checked against our narHash, so signatures need no checking. A cache
 // that cannot be reached is asked no more in that run; a response that
