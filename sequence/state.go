@@ -78,7 +78,9 @@ func (r *run) stopped(err error) error {
 	}
 	s := &Stopped{Err: err, State: r.state}
 	switch r.state {
-	case Installer, Partitioning, DisksReady, Installing, Installed:
+	case Untouched, Installer, Partitioning, DisksReady, Installing, Installed:
+		// Untouched here is a failure that is no refusal (a lost
+		// connection, a cut upload): the same command goes on from there.
 		s.Rerun = true
 	case Rebooted:
 		s.Advice = "do not run the install again: it would kexec the new system and erase its disks; " +
