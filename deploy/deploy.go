@@ -174,6 +174,7 @@ type deployer struct {
 	sink event.Sink
 	o    Options
 	id   string
+	sent int64 // bytes the closure copy put on the wire
 }
 
 func (d *deployer) emit(kind event.Kind, format string, a ...any) {
@@ -186,14 +187,21 @@ func (d *deployer) emit(kind event.Kind, format string, a ...any) {
 // rollback), a *RolledBackError when the host put the previous one back,
 // and an *Error otherwise.
 func Run(ctx context.Context, conn *target.Conn, sink event.Sink, opts Options) error {
+	_, err := RunSent(ctx, conn, sink, opts)
+	return err
+}
+
+// RunSent is Run that also returns the bytes the closure copy put on the
+// wire (0 when the host had every path), whatever the outcome.
+func RunSent(ctx context.Context, conn *target.Conn, sink event.Sink, opts Options) (int64, error) {
 	if sink == nil {
 		sink = event.Discard{}
 	}
 	if err := opts.Check(); err != nil {
-		return err
+		return 0, err
 	}
 	if err := nix.CheckStorePath(opts.Toplevel); err != nil {
-		return phase.Usagef("deploy: toplevel: %v", err)
+		return 0, phase.Usagef("deploy: toplevel: %v", err)
 	}
 	if opts.ConfirmTimeout == 0 {
 		opts.ConfirmTimeout = DefaultConfirmTimeout
@@ -205,7 +213,8 @@ func Run(ctx context.Context, conn *target.Conn, sink event.Sink, opts Options) 
 	if d.id == "" {
 		d.id = time.Now().UTC().Format("20060102T150405Z") + "-" + hashPart(opts.Toplevel)
 	}
-	return d.run(ctx)
+	err := d.run(ctx)
+	return d.sent, err
 }
 
 // hashPart is the hash of a store path (what is between /nix/store/ and
@@ -443,6 +452,7 @@ func (d *deployer) copy(ctx context.Context, st hostStatus, gcLocked bool) error
 		d.emit(event.Step, "copying %d paths into the host's /nix/store", len(missing))
 		start := time.Now()
 		stats, err := closure.Send(ctx, d.conn, missing, closure.SendOptions{Agent: install.AgentPath, Root: root, Jobs: d.o.Jobs, Sink: phaseSink{d.sink}})
+		d.sent += int64(stats.WireBytes)
 		if err != nil {
 			return fmt.Errorf("copy the closure: %w", err)
 		}

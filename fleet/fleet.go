@@ -179,3 +179,79 @@ func Summary(w io.Writer, res []Result) {
 		fmt.Fprintln(w)
 	}
 }
+
+// Destination is h as [user@]host[:port], the form target.Options takes;
+// an IPv6 address with a port is bracketed.
+func (h Host) Destination() string {
+	d := h.Addr
+	if h.Port != 0 {
+		if strings.Contains(d, ":") {
+			d = "[" + d + "]"
+		}
+		d += ":" + strconv.Itoa(h.Port)
+	}
+	if h.User != "" {
+		d = h.User + "@" + d
+	}
+	return d
+}
+
+// Lines is the sink for a fleet's human progress: every event but the
+// progress counts (one bar per host would garble a terminal) reaches sink
+// with its host's name in front of the message, so each line says whose
+// it is.
+func Lines(sink event.Sink) event.Sink {
+	return event.Func(func(e event.Event) {
+		if e.Kind == event.Progress {
+			return
+		}
+		if e.Host != "" {
+			e.Msg = e.Host + ": " + e.Msg
+		}
+		sink.Emit(e)
+	})
+}
+
+// ParsePairs reads NAME=[user@]host[:port] pairs; a name given twice is an
+// error.
+func ParsePairs(args []string) ([]Host, error) {
+	var hosts []Host
+	seen := map[string]bool{}
+	for _, a := range args {
+		h, err := ParsePair(a)
+		if err != nil {
+			return nil, err
+		}
+		if seen[h.Name] {
+			return nil, fmt.Errorf("host %q: name %s given twice", a, h.Name)
+		}
+		seen[h.Name] = true
+		hosts = append(hosts, h)
+	}
+	return hosts, nil
+}
+
+// Error is a fleet run where some host failed; Code is ExitCode of the
+// results.
+type Error struct {
+	Failed, Total int
+	Code          int
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%d of %d hosts failed", e.Failed, e.Total)
+}
+
+// Err is nil when every host succeeded, else an *Error.
+func Err(res []Result) error {
+	n := 0
+	for _, r := range res {
+		if r.Err != nil {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	return &Error{Failed: n, Total: len(res), Code: ExitCode(res)}
+}

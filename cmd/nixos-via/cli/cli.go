@@ -16,6 +16,7 @@ import (
 
 	"github.com/nixos-via/nixos-via/deploy"
 	"github.com/nixos-via/nixos-via/enter"
+	"github.com/nixos-via/nixos-via/fleet"
 	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 	"github.com/nixos-via/nixos-via/sequence"
@@ -76,10 +77,13 @@ func ExitCode(err error) int {
 		rb *deploy.RolledBackError
 		de *deploy.Error
 		ee *enter.ExitError
+		fe *fleet.Error
 	)
 	switch {
 	case err == nil:
 		return ExitOK
+	case errors.As(err, &fe):
+		return fe.Code
 	case errors.As(err, &ee):
 		// As nixos-enter: the command's own status, for scripts.
 		return min(max(ee.ExitStatus(), 1), 255)

@@ -3,16 +3,20 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nixos-via/nixos-via/deploy"
+	"github.com/nixos-via/nixos-via/fleet"
 	"github.com/nixos-via/nixos-via/install"
+	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/flagtable"
 	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/sequence"
 )
 
 const deployUsage = `Usage: nixos-via deploy (--flake REF#NAME | --system PATH) [flags] [user@]HOST
+       nixos-via deploy (--flake REF#NAME | --system PATH) [flags] NAME=[user@]host[:port]...
 
 Switches the running NixOS host to the system built here: copies what its
 Nix lacks, adds a generation to /nix/var/nix/profiles/system and runs
@@ -26,6 +30,12 @@ Exit codes: 0 deployed; 10 rolled back to the previous generation;
 11 failed before the host's system changed; 12 failed and the host may
 run the new system (no magic rollback, or the rollback failed); 2 usage;
 3 unreachable; 4 host key.
+
+With NAME=[user@]host[:port] pairs, the system is built once and
+deployed to every host (or those --on picks) in parallel, each over its
+own connection; one host's failure never stops another's. A table of
+host, result, time and bytes sent ends the run; the exit code is the
+worst host's (12 > 11 > 10 > others).
 `
 
 // gDeploy is the group of deploy's own flags.
@@ -37,6 +47,9 @@ func runDeploy(ctx context.Context, env Env, args []string) error {
 	var c conn
 	var system string
 	var noMagic bool
+	var pairs []string
+	var on string
+	parallel := 10
 	d := deploy.Options{Jobs: 2, ConfirmTimeout: deploy.DefaultConfirmTimeout}
 	table := append(c.flags(), c.timeoutFlag(),
 		flagtable.Flag{Name: "flake", Short: "f", Group: gBuild, Arg: "REF#NAME", Help: "flake to deploy: nixosConfigurations.NAME of REF", To: o.flake},
@@ -49,10 +62,18 @@ func runDeploy(ctx context.Context, env Env, args []string) error {
 		flagtable.Flag{Name: "no-magic-rollback", Group: gDeploy, Help: "switch without waiting for a confirmation (a failing switch then stays as it is)", To: &noMagic},
 		flagtable.Flag{Name: "copy-jobs", Group: gDeploy, Arg: "N", Help: "parallel streams for the closure copy (default 2)", To: o.copyJobs},
 		flagtable.Flag{Name: "agent", Group: gDeploy, Arg: "FILE", Help: "static nixos-via binary to run on the host (default: this one)", To: &o.Agent},
+		flagtable.Flag{Name: "on", Group: gDeploy, Arg: "SEL", Help: "deploy only to these of the NAME= hosts: names, globs, @tags, comma-separated", To: &on},
+		flagtable.Flag{Name: "parallel", Group: gDeploy, Arg: "N", Help: "hosts deployed at once (default 10)", To: flagtable.Count(&parallel, "--parallel", 1, 1000)},
 		flagtable.Flag{Name: "json", Group: gOut, Help: "print one JSON event per line on stdout instead of progress text", To: &o.JSON},
 		flagtable.Flag{Name: "debug", Group: gOut, Help: "print every remote command", To: &c.Debug},
 		flagtable.Flag{Name: "help", Short: "h", Group: gOut, Help: "show this help", To: &o.help})
-	_, help, err := flagtable.Parse(table, args, c.host)
+	_, help, err := flagtable.Parse(table, args, func(pos []string) error {
+		if len(pos) == 1 && !strings.Contains(pos[0], "=") {
+			return c.host(pos)
+		}
+		pairs = pos
+		return nil
+	})
 	if help {
 		fmt.Fprint(env.Stdout, deployUsage)
 		flagtable.WriteGroups(env.Stdout, table, []string{gBuild, gDeploy, gTarget, gOut})
@@ -61,7 +82,16 @@ func runDeploy(ctx context.Context, env Env, args []string) error {
 	if err == nil && (o.Flake == "") == (system == "") {
 		err = usagef("give one of --flake REF#NAME and --system PATH")
 	}
-	if err == nil && c.Destination == "" {
+	var hosts []fleet.Host
+	if err == nil && len(pairs) > 0 {
+		if hosts, err = fleet.ParsePairs(pairs); err == nil {
+			hosts, err = fleet.Select(hosts, on)
+		}
+		if err != nil {
+			err = usagef("%v", err)
+		}
+	}
+	if err == nil && c.Destination == "" && len(hosts) == 0 {
 		err = usagef("no host given")
 	}
 	d.MagicRollback = !noMagic
@@ -85,23 +115,42 @@ func runDeploy(ctx context.Context, env Env, args []string) error {
 	if d.Toplevel, d.Closure, err = sequence.BuildSystem(ctx, plan, ui); err != nil {
 		return &phase.Error{Phase: phase.Build, Err: err}
 	}
-	topts, err := c.resolve(env, func(m string) { fmt.Fprintln(env.Stderr, m) })
+	if len(hosts) > 0 {
+		sink := event.Sink(ui)
+		if !o.JSON {
+			sink = fleet.Lines(ui)
+		}
+		res := fleet.Run(ctx, hosts, parallel, sink, func(ctx context.Context, h fleet.Host, s event.Sink) (int64, error) {
+			hc := c
+			hc.Destination = h.Destination()
+			return deployTo(ctx, env, hc, o.Agent, d, s, func(m string) { s.Emit(event.Event{Kind: event.Warn, Msg: m}) })
+		}, ExitCode)
+		fleet.Summary(env.Stderr, res)
+		return fleet.Err(res)
+	}
+	start := time.Now()
+	_, err = deployTo(ctx, env, c, o.Agent, d, ui, func(m string) { fmt.Fprintln(env.Stderr, m) })
+	fmt.Fprintf(env.Stderr, "nixos-via deploy: %s after %s\n", deployOutcome(err), time.Since(start).Round(time.Second))
+	return err
+}
+
+// deployTo connects to the host c names and deploys d there; it returns
+// the bytes sent.
+func deployTo(ctx context.Context, env Env, c conn, agent string, d deploy.Options, sink event.Sink, warn func(string)) (int64, error) {
+	topts, err := c.resolve(env, warn)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	cn, facts, err := sequence.Connect(ctx, topts, home(env), c.Timeout)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer cn.Close()
-	if d.Agent, err = install.AgentBinary(o.Agent, facts.Arch); err != nil {
-		return &deploy.Error{Err: err}
+	if d.Agent, err = install.AgentBinary(agent, facts.Arch); err != nil {
+		return 0, &deploy.Error{Err: err}
 	}
 	d.Home, d.SudoPassword = home(env), facts.SudoPassword
-	start := time.Now()
-	err = deploy.Run(ctx, cn, ui, d)
-	fmt.Fprintf(env.Stderr, "nixos-via deploy: %s after %s\n", deployOutcome(err), time.Since(start).Round(time.Second))
-	return err
+	return deploy.RunSent(ctx, cn, sink, d)
 }
 
 // deployOutcome is the last line of a deploy.
