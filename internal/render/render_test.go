@@ -1,4 +1,4 @@
-package cli
+package render
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 
 func TestUIJSONOneEventPerLine(t *testing.T) {
 	var out, errb bytes.Buffer
-	u := newUI(Env{Stdout: &out, Stderr: &errb}, true)
+	u := New(&out, &errb, true, false)
 	u.Emit(event.Event{Phase: "kexec", Kind: event.Step, Msg: "upload installer"})
 	u.Emit(event.Event{Phase: "kexec", Kind: event.Progress, Msg: "installer", Done: 5, Total: 10, Unit: "bytes"})
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
@@ -44,7 +44,7 @@ func TestUIProgressNamesTheCaches(t *testing.T) {
 	}
 	for _, tt := range tests {
 		var out, errb bytes.Buffer
-		u := newUI(Env{Stdout: &out, Stderr: &errb}, false)
+		u := New(&out, &errb, false, false)
 		u.Emit(event.Event{Phase: "install", Kind: event.Progress, Msg: "copy closure", Done: 2 << 20, Total: 2 << 20, Unit: "bytes", Data: tt.data})
 		if got := errb.String(); got != tt.want {
 			t.Errorf("data %v: got %q, want %q", tt.data, got, tt.want)
@@ -54,7 +54,7 @@ func TestUIProgressNamesTheCaches(t *testing.T) {
 
 func TestUIPlainLinesThrottleProgress(t *testing.T) {
 	var out, errb bytes.Buffer
-	u := newUI(Env{Stdout: &out, Stderr: &errb}, false)
+	u := New(&out, &errb, false, false)
 	now := time.Unix(1000, 0)
 	u.now = func() time.Time { return now }
 	u.Emit(event.Event{Phase: "install", Kind: event.Step, Msg: "copy closure"})
