@@ -42,6 +42,14 @@ type Options struct {
 	// connection's Resolved for every later dial.
 	Signers []ssh.Signer
 	Events  event.Sink // Reconnect's events; Run sets it to its sink
+	// Kexecing, when set, is called just before the installer's kexec is
+	// started: from then on the host may be booting the installer.
+	Kexecing func()
+	// Left, when set, is told which directories a failed upload leaves
+	// on the host: the staging directory a cut upload keeps for the next
+	// run to resume, and a work directory a lost connection could not
+	// remove.
+	Left func(dirs []string)
 }
 
 // httpClient is the client that fetches tarballs.

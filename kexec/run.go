@@ -22,7 +22,8 @@ import (
 // conn and opts.Facts unchanged when the host already runs one (and
 // !opts.Force). Whatever fails before the installer answers leaves the
 // host as it was: the work directory is removed, the access key taken out
-// again (or the error says where it is). Failures of the phase itself are
+// again (or the error says where it is); only a cut upload keeps what it
+// sent for the next run (opts.Left is told). Failures of the phase itself are
 // *phase.Error; refusals *phase.Refusal.
 func Run(ctx context.Context, conn *target.Conn, sink event.Sink, opts Options) (*target.Conn, *target.Facts, error) {
 	facts := opts.Facts
@@ -48,6 +49,9 @@ func Run(ctx context.Context, conn *target.Conn, sink event.Sink, opts Options) 
 		signers = []ssh.Signer{key.Signer}
 	}
 	step(sink, "loading the installer kernel")
+	if opts.Kexecing != nil {
+		opts.Kexecing()
+	}
 	runOut, err := RunScript(ctx, conn, st.w, opts.ExtraFlags)
 	if err != nil {
 		return nil, nil, failed(keyLeft(ctx, conn, sink, key, err))
@@ -130,12 +134,36 @@ func stage(ctx context.Context, conn *target.Conn, sink event.Sink, opts Options
 	if !onHost {
 		step(sink, "uploading the installer to %s", w.Path)
 		if err := Upload(ctx, conn, tb, w, sink); err != nil {
-			// What was sent stays in StagingDir: a re-run resumes it.
-			RemoveWorkDir(ctx, conn, w)
+			leaveUpload(ctx, conn, w, tb, opts.Left)
 			return staged{}, failed(err)
 		}
 	}
 	return staged{w: w, tb: tb}, nil
+}
+
+// leaveUpload cleans up after a failed upload: the work directory goes,
+// and so does the staging directory when the user interrupted the run
+// (ctx is cancelled); after any other failure what was sent stays in
+// StagingDir, for the next run to resume. left is told what stays.
+func leaveUpload(ctx context.Context, conn *target.Conn, w WorkDir, tb *Tarball, left func([]string)) {
+	var dirs []string
+	if RemoveWorkDir(ctx, conn, w) != nil {
+		dirs = append(dirs, w.Path)
+	}
+	staging := StagingDir(w, tb)
+	if ctx.Err() != nil {
+		cctx, cancel := phase.CleanupContext(ctx)
+		defer cancel()
+		if conn.RunAsLogin(cctx, "rm -rf "+target.ShellQuote(staging), nil, nil, nil) == nil {
+			staging = ""
+		}
+	}
+	if staging != "" {
+		dirs = append(dirs, staging)
+	}
+	if left != nil && len(dirs) > 0 {
+		left(dirs)
+	}
 }
 
 // downloadOnHost lets the host fetch src itself when it can: a host in a

@@ -15,6 +15,13 @@ import (
 // the destination as given in them.
 func (s *Stopped) Hint(args []string, host string) string {
 	hint := "The host now: " + s.State.String() + ".\n"
+	if len(s.Left) > 0 {
+		quoted := make([]string, len(s.Left))
+		for i, d := range s.Left {
+			quoted[i] = target.ShellQuote(d)
+		}
+		hint += "Left on the host: " + strings.Join(s.Left, ", ") + " (to remove instead: rm -rf " + strings.Join(quoted, " ") + ").\n"
+	}
 	switch {
 	case s.Rerun:
 		hint += "To go on from here once the cause is fixed, run: " + ResumeCommand(args, host, s.Login, s.Port) + "\n"

@@ -42,6 +42,7 @@ type run struct {
 	source   closure.NARSource  // where the closure's NARs come from (--from); nil: the local store
 
 	state     HostState // how far the run got with the host
+	left      []string  // directories a failed kexec upload left on the host
 	firstPort int       // the port of the first connection
 }
 
@@ -159,6 +160,8 @@ func (r *run) toInstaller(ctx context.Context, tb *kexec.Tarball) error {
 	if p.Has(phase.Kexec) {
 		opts := p.Kexec
 		opts.Facts, opts.Tarball, opts.Home = r.facts, tb, p.Home
+		opts.Kexecing = func() { r.state = Kexecing }
+		opts.Left = func(dirs []string) { r.left = dirs }
 		conn, facts, err := kexec.Run(ctx, r.conn, r.sink, opts)
 		if err != nil {
 			return err

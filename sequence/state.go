@@ -13,6 +13,8 @@ type HostState int
 
 const (
 	Untouched    HostState = iota // nothing on the host changed yet
+	Staged                        // only a cut upload's files were left (Stopped.Left)
+	Kexecing                      // the installer's kexec was started
 	Installer                     // the installer runs in RAM; the disks are untouched
 	Partitioning                  // disko was erasing, partitioning and formatting
 	DisksReady                    // the disks are partitioned, formatted and mounted at /mnt
@@ -26,6 +28,10 @@ func (s HostState) String() string {
 	switch s {
 	case Untouched:
 		return "nothing on the host was changed: it still runs its original system"
+	case Staged:
+		return "the host still runs its original system, which is unchanged but for the partly uploaded installer files nixos-via left for the same command to resume"
+	case Kexecing:
+		return "the installer's kexec was started: the host is booting the installer in RAM (or still runs its original system, if the kexec did not take); its disks are untouched"
 	case Installer:
 		return "the host runs the installer in RAM; its disks are untouched"
 	case Partitioning:
@@ -57,6 +63,8 @@ type Stopped struct {
 	Port  int
 	// Advice is what to do instead when a re-run would not go on.
 	Advice string
+	// Left are the directories the run left on the host (a cut upload's).
+	Left []string
 }
 
 func (s *Stopped) Error() string { return s.Err.Error() }
@@ -76,9 +84,12 @@ func (r *run) stopped(err error) error {
 	if r.state == Untouched && (errors.As(err, &ue) || errors.As(err, &rf)) {
 		return err
 	}
-	s := &Stopped{Err: err, State: r.state}
-	switch r.state {
-	case Untouched, Installer, Partitioning, DisksReady, Installing, Installed:
+	s := &Stopped{Err: err, State: r.state, Left: r.left}
+	if s.State == Untouched && len(r.left) > 0 {
+		s.State = Staged
+	}
+	switch s.State {
+	case Untouched, Staged, Kexecing, Installer, Partitioning, DisksReady, Installing, Installed:
 		// Untouched here is a failure that is no refusal (a lost
 		// connection, a cut upload): the same command goes on from there.
 		s.Rerun = true

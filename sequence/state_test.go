@@ -2,6 +2,7 @@ package sequence
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -20,6 +21,33 @@ func TestStoppedSaysRerun(t *testing.T) {
 		}
 		if s.Rerun != tc.rerun {
 			t.Errorf("state %v: Rerun = %v, want %v", tc.state, s.Rerun, tc.rerun)
+		}
+	}
+}
+
+// TestStoppedSaysWhatWasLeft: a cut upload's leftovers turn "nothing
+// changed" into Staged, and the hint names them and how to remove them.
+func TestStoppedSaysWhatWasLeft(t *testing.T) {
+	for _, tc := range []struct {
+		state HostState
+		left  []string
+		want  HostState
+		hint  string
+	}{
+		{Untouched, nil, Untouched, "nothing on the host was changed"},
+		{Untouched, []string{"/root/.nixos-via-kexec-upload-ab"}, Staged, "rm -rf /root/.nixos-via-kexec-upload-ab"},
+		{Kexecing, nil, Kexecing, "the installer's kexec was started"},
+	} {
+		r := &run{p: &Plan{}, state: tc.state, left: tc.left}
+		var s *Stopped
+		if !errors.As(r.stopped(errors.New("connection lost")), &s) {
+			t.Fatalf("state %v: not a *Stopped", tc.state)
+		}
+		if s.State != tc.want || !s.Rerun {
+			t.Errorf("state %v, left %v: got %v (rerun %v), want %v (rerun)", tc.state, tc.left, s.State, s.Rerun, tc.want)
+		}
+		if got := s.Hint([]string{"h"}, "h"); !strings.Contains(got, tc.hint) {
+			t.Errorf("state %v: hint %q does not say %q", tc.state, got, tc.hint)
 		}
 	}
 }
