@@ -48,7 +48,7 @@ type point struct {
 
 var points = []point{
 	{name: "upload", phase: "kexec", msg: "uploading the installer to", delay: 2 * time.Second},
-	{name: "installer-wait", phase: "kexec", msg: "waiting for the installer on", delay: 3 * time.Second},
+	{name: "installer-wait", phase: "kexec", msg: "waiting for the installer on", delay: 500 * time.Millisecond},
 	{name: "disko", phase: "disko", msg: "partitioning, formatting and mounting", delay: 4 * time.Second},
 	{name: "closure-copy", phase: "install", msg: "copying the system closure", delay: 1500 * time.Millisecond, afterDisko: true},
 	{name: "registration", phase: "install", msg: "registering the closure", afterDisko: true},
@@ -118,6 +118,9 @@ func (w *world) row(t *testing.T, p point, f fault) string {
 	if !first.fired {
 		t.Fatalf("the point %q never came (exit %d)\n%s\n--- console ---\n%s", p.name, first.code, first.out, v.ConsoleTail(40))
 	}
+	if later := laterPoint(p, first.landed); later != "" {
+		t.Errorf("the fault landed in %q, the %s point, not in %s: shorten the point's delay", first.landed, later, p.name)
+	}
 	if first.code == 0 {
 		t.Errorf("first run: exit 0 despite %s at %s", f, p.name)
 	}
@@ -136,6 +139,19 @@ func (w *world) row(t *testing.T, p point, f fault) string {
 		rerun += ", ERASED AGAIN"
 	}
 	return fmt.Sprintf("| %s | %s | exit %d | %s |", p.name, f, first.code, rerun)
+}
+
+// laterPoint names the point after p whose step landed is, or "": a fault
+// meant for p that lands there tests another row.
+func laterPoint(p point, landed string) string {
+	after := false
+	for _, q := range points {
+		if after && strings.HasPrefix(landed, q.phase+": "+q.msg) {
+			return q.name
+		}
+		after = after || q.name == p.name
+	}
+	return ""
 }
 
 // checkFirstMessage: a run that could speak (cut, SIGINT) says where the
@@ -170,6 +186,9 @@ type result struct {
 	code  int
 	out   string
 	fired bool
+	// landed is the last step event before the fault hit: a fault that
+	// lands in a later step tests another point than its row says.
+	landed string
 }
 
 // runWithFault runs the nixos-via binary with --json and calls inject once
@@ -188,20 +207,30 @@ func (w *world) runWithFault(t *testing.T, ctx context.Context, args []string, p
 	pw.Close()
 	var out bytes.Buffer
 	var once sync.Once
-	fired := false
+	var mu sync.Mutex
+	fired, last, landed := false, "", ""
 	sc := bufio.NewScanner(pr)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
 		out.WriteString(line + "\n")
 		var e event.Event
-		if inject == nil || json.Unmarshal([]byte(line), &e) != nil {
+		if inject == nil || json.Unmarshal([]byte(line), &e) != nil || e.Kind != event.Step {
 			continue
 		}
-		if e.Kind == event.Step && e.Phase == p.phase && strings.HasPrefix(e.Msg, p.msg) {
+		mu.Lock()
+		last = e.Phase + ": " + e.Msg
+		mu.Unlock()
+		if e.Phase == p.phase && strings.HasPrefix(e.Msg, p.msg) {
 			once.Do(func() {
 				fired = true
-				go func() { time.Sleep(p.delay); inject(cmd) }()
+				go func() {
+					time.Sleep(p.delay)
+					mu.Lock()
+					landed = last
+					mu.Unlock()
+					inject(cmd)
+				}()
 			})
 		}
 	}
@@ -213,7 +242,9 @@ func (w *world) runWithFault(t *testing.T, ctx context.Context, args []string, p
 			code = ee.ExitCode()
 		}
 	}
-	return result{code: code, out: out.String(), fired: fired}
+	mu.Lock()
+	defer mu.Unlock()
+	return result{code: code, out: out.String(), fired: fired, landed: landed}
 }
 
 // world is what every row needs.
