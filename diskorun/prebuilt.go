@@ -7,8 +7,6 @@ import (
 	"regexp"
 	"strings"
 
-	"golang.org/x/term"
-
 	"github.com/nixos-via/nixos-via/closure"
 	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/nix"
@@ -112,16 +110,7 @@ func runPrebuilt(ctx context.Context, conn *target.Conn, sink event.Sink, opts O
 	const name = "disko script"
 	body := "exec " + target.ShellQuote(p.Script) + "\n"
 	if t := opts.Terminal; t != nil {
-		fd := int(t.In.Fd())
-		state, err := term.MakeRaw(fd)
-		if err != nil {
-			return fmt.Errorf("%s: put the terminal in raw mode: %w", name, err)
-		}
-		defer term.Restore(fd, state)
-		w, h, _ := term.GetSize(fd)
-		_, err = conn.Script(ctx, target.Script{Name: name, Body: body,
-			Terminal: &target.Terminal{In: t.In, Out: t.Out, Term: t.Term, Width: w, Height: h}})
-		return err
+		return t.run(ctx, conn, target.Script{Name: name, Body: body})
 	}
 	_, err = conn.Script(ctx, target.Script{Name: name, Body: body, OnLine: func(line string) { info(sink, "%s", line) }})
 	return err

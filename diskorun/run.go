@@ -100,18 +100,23 @@ func runScript(ctx context.Context, conn *target.Conn, sink event.Sink, opts Opt
 	if t == nil {
 		return fmt.Errorf("%s: no terminal", name)
 	}
-	// The reader of the terminal may stay blocked until the next key
-	// press after the script ends; nothing reads the terminal after the
-	// disko phase.
+	return t.run(ctx, conn, target.Script{Name: name, Body: opts.Script, Args: args})
+}
+
+// run runs s on the terminal, put in raw mode meanwhile, with the
+// terminal's size. The reader of the terminal may stay blocked until the
+// next key press after the script ends; nothing reads the terminal after
+// the disko phase.
+func (t *Terminal) run(ctx context.Context, conn *target.Conn, s target.Script) error {
 	fd := int(t.In.Fd())
 	state, err := term.MakeRaw(fd)
 	if err != nil {
-		return fmt.Errorf("%s: put the terminal in raw mode: %w", name, err)
+		return fmt.Errorf("%s: put the terminal in raw mode: %w", s.Name, err)
 	}
 	defer term.Restore(fd, state)
 	w, h, _ := term.GetSize(fd)
-	_, err = conn.Script(ctx, target.Script{Name: name, Body: opts.Script, Args: args,
-		Terminal: &target.Terminal{In: t.In, Out: t.Out, Term: t.Term, Width: w, Height: h}})
+	s.Terminal = &target.Terminal{In: t.In, Out: t.Out, Term: t.Term, Width: w, Height: h}
+	_, err = conn.Script(ctx, s)
 	return err
 }
 
