@@ -1,6 +1,10 @@
 package fleet
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/nixos-via/nixos-via/internal/target"
+)
 
 func TestDestination(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
@@ -32,6 +36,33 @@ func TestParsePairs(t *testing.T) {
 		got, err := ParsePairs(tc.in)
 		if (err != nil) != tc.wantErr || len(got) != tc.want {
 			t.Errorf("ParsePairs(%q) = %d hosts, %v; want %d, err %v", tc.in, len(got), err, tc.want, tc.wantErr)
+		}
+	}
+}
+
+// TestPairPortBeatsSSHPort: a port in NAME=user@host:port is that host's,
+// whatever --ssh-port says for the others; without one, --ssh-port holds.
+func TestPairPortBeatsSSHPort(t *testing.T) {
+	for _, tc := range []struct {
+		pair     string
+		flagPort int
+		want     int
+	}{
+		{"a=root@h:2222", 23, 2222},
+		{"a=root@h", 23, 23},
+		{"a=h:2200", 0, 2200},
+		{"v6=[::1]:2201", 23, 2201},
+	} {
+		h, err := ParsePair(tc.pair)
+		if err != nil {
+			t.Fatalf("ParsePair(%q): %v", tc.pair, err)
+		}
+		r, err := target.Options{Destination: h.Destination(), Port: tc.flagPort, SSHConfigFile: "none"}.Resolve(t.TempDir())
+		if err != nil {
+			t.Fatalf("Resolve(%q): %v", h.Destination(), err)
+		}
+		if r.Port != tc.want {
+			t.Errorf("%s with --ssh-port %d: port %d, want %d", tc.pair, tc.flagPort, r.Port, tc.want)
 		}
 	}
 }

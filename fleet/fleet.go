@@ -25,6 +25,13 @@ type Host struct {
 	Addr string
 	Port int
 	Tags []string
+	// SSHOptions are OpenSSH -o options for this host (from the flake's
+	// declaration); the command line's --ssh-option come first and win.
+	SSHOptions []string
+	// System, when set, is the flake attribute of this host's own system
+	// (deploy.nodes.NAME.profiles.system.path, colmenaHive.nodes.NAME...);
+	// "" means the one system built for every host.
+	System string
 }
 
 // ParsePair reads NAME=[user@]host[:port].
@@ -79,7 +86,7 @@ func Select(hosts []Host, on string) ([]Host, error) {
 			}
 		}
 		if n == 0 {
-			return nil, fmt.Errorf("--on %q: no host matches", term)
+			return nil, fmt.Errorf("--on %q: no host matches (hosts: %s)", term, names(hosts))
 		}
 	}
 	var out []Host
@@ -89,6 +96,19 @@ func Select(hosts []Host, on string) ([]Host, error) {
 		}
 	}
 	return out, nil
+}
+
+// names lists the hosts' names for an error, the first 20 of them.
+func names(hosts []Host) string {
+	var ns []string
+	for i, h := range hosts {
+		if i == 20 {
+			ns = append(ns, fmt.Sprintf("and %d more", len(hosts)-20))
+			break
+		}
+		ns = append(ns, h.Name)
+	}
+	return strings.Join(ns, ", ")
 }
 
 func match(h Host, term string) (bool, error) {
