@@ -2,6 +2,7 @@ package disko
 
 import (
 	"fmt"
+	"io"
 	"strings"
 )
 
@@ -43,4 +44,55 @@ func (l *Layout) WipeSummary(mode Mode) string {
 		}
 	}
 	return w.String()
+}
+
+// Report is what to show of a layout without running it, as
+// `nixos-via disko` does.
+type Report struct {
+	Show Show
+	Mode Mode
+	Opts RenderOptions
+}
+
+// Show is one view of a layout.
+type Show int
+
+const (
+	ShowWipes    Show = iota // the disks Mode would wipe (WipeSummary)
+	ShowScript               // Mode's POSIX sh script
+	ShowNixOS                // the NixOS configuration the layout implies, as JSON
+	ShowValidity             // "SOURCE: valid (Summary)"
+)
+
+// Write writes r's view of l, read from source (a file name, or what
+// names a flake's layout), to w. The layout must render in r.Mode to
+// be shown as valid or to list its wipes: a layout that cannot be
+// rendered is not valid.
+func (l *Layout) Write(w io.Writer, source string, r Report) error {
+	invalid := func(err error) error { return fmt.Errorf("invalid layout %s: %v", source, err) }
+	switch r.Show {
+	case ShowNixOS:
+		b, err := l.NixOSJSON()
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "%s\n", b)
+		return err
+	case ShowScript:
+		script, err := l.Script(r.Mode, r.Opts)
+		if err != nil {
+			return invalid(err)
+		}
+		_, err = io.WriteString(w, script)
+		return err
+	}
+	if _, err := l.Plan(r.Mode, r.Opts); err != nil {
+		return invalid(err)
+	}
+	if r.Show == ShowValidity {
+		_, err := fmt.Fprintf(w, "%s: valid (%s)\n", source, l.Summary())
+		return err
+	}
+	_, err := io.WriteString(w, l.WipeSummary(r.Mode))
+	return err
 }

@@ -3,13 +3,11 @@ package cli
 import (
 	"context"
 	"fmt"
-	"io"
 	"path/filepath"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"github.com/nixos-via/nixos-via/disko"
+	"github.com/nixos-via/nixos-via/internal/flagtable"
 	"github.com/nixos-via/nixos-via/sequence"
 )
 
@@ -35,61 +33,59 @@ Nothing runs here: running a layout on a target belongs to the install flow
 
 // diskoFlags are the flags of the disko subcommand.
 type diskoFlags struct {
-	layoutFile, flake, modeName, root        string
-	printScript, printConfig, validate, help bool
-	timeout                                  time.Duration
-	mode                                     disko.Mode
+	layoutFile, flake, modeName string
+	help                        bool
+	shows                       int // how many of --print, --print-config and --validate
+	report                      disko.Report
+}
+
+// show is a switch that asks for the view s.
+func (d *diskoFlags) show(s disko.Show) func() error {
+	return func() error { d.report.Show, d.shows = s, d.shows+1; return nil }
 }
 
 // parse parses args and refuses a bad combination.
 func (d *diskoFlags) parse(args []string) error {
-	fs := pflag.NewFlagSet("nixos-via disko", pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.StringVar(&d.layoutFile, "layout", "", "layout file: .json or a pure .nix ('-' = JSON on stdin)")
-	fs.StringVar(&d.flake, "flake", "", "REF#HOST: read nixosConfigurations.HOST.config.disko.devices")
-	fs.StringVar(&d.modeName, "mode", "destroy,format,mount", "destroy,format,mount | format | format,mount | mount | unmount | destroy")
-	fs.StringVar(&d.root, "root-mountpoint", "/mnt", "where the layout is mounted")
-	fs.DurationVar(&d.timeout, "device-timeout", 120*time.Second, "how long the script waits for each device")
-	fs.BoolVar(&d.printScript, "print", false, "print the script")
-	fs.BoolVar(&d.printConfig, "print-config", false, "print the NixOS configuration the layout implies")
-	fs.BoolVar(&d.validate, "validate", false, "only validate the layout")
-	fs.BoolVarP(&d.help, "help", "h", false, "show this help")
-	var err error
-	switch err = fs.Parse(args); {
-	case err != nil:
-		return usagef("%v", err)
-	case d.help:
+	d.modeName, d.report.Opts = "destroy,format,mount", disko.RenderOptions{RootMountpoint: "/mnt", DeviceTimeout: 120 * time.Second}
+	_, help, err := flagtable.Parse([]flagtable.Flag{
+		{Name: "layout", Arg: "FILE", Help: "layout file: .json or a pure .nix ('-' = JSON on stdin)", To: &d.layoutFile},
+		{Name: "flake", Arg: "REF#HOST", Help: "REF#HOST: read nixosConfigurations.HOST.config.disko.devices", To: &d.flake},
+		{Name: "mode", Arg: "MODE", Help: "destroy,format,mount | format | format,mount | mount | unmount | destroy", To: &d.modeName},
+		{Name: "root-mountpoint", Arg: "DIR", Help: "where the layout is mounted", To: &d.report.Opts.RootMountpoint},
+		{Name: "device-timeout", Arg: "DUR", Help: "how long the script waits for each device", To: &d.report.Opts.DeviceTimeout},
+		{Name: "print", Help: "print the script", To: d.show(disko.ShowScript)},
+		{Name: "print-config", Help: "print the NixOS configuration the layout implies", To: d.show(disko.ShowNixOS)},
+		{Name: "validate", Help: "only validate the layout", To: d.show(disko.ShowValidity)},
+		{Name: "help", Short: "h", Help: "show this help", To: &d.help},
+	}, args, func(pos []string) error {
+		if len(pos) > 0 {
+			return usagef("unexpected argument %q", pos[0])
+		}
 		return nil
-	case fs.NArg() > 0:
-		return usagef("unexpected argument %q", fs.Arg(0))
+	})
+	switch {
+	case err != nil, help:
+		return err
 	case (d.layoutFile == "") == (d.flake == ""):
 		return usagef("give exactly one of --layout FILE and --flake REF#HOST")
-	case btoi(d.printScript)+btoi(d.printConfig)+btoi(d.validate) > 1:
+	case d.shows > 1:
 		return usagef("--print, --print-config and --validate exclude each other")
 	}
-	if d.mode, err = disko.ParseMode(d.modeName); err != nil {
+	if d.report.Mode, err = disko.ParseMode(d.modeName); err != nil {
 		return usagef("--mode: %v", err)
 	}
-	if !filepath.IsAbs(d.root) {
-		return usagef("--root-mountpoint %q is not an absolute path", d.root)
+	if !filepath.IsAbs(d.report.Opts.RootMountpoint) {
+		return usagef("--root-mountpoint %q is not an absolute path", d.report.Opts.RootMountpoint)
 	}
-	if d.timeout <= 0 {
+	if d.report.Opts.DeviceTimeout <= 0 {
 		return usagef("--device-timeout must be positive")
 	}
 	return nil
 }
 
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
 // runDisko is `nixos-via disko …` (args exclude the word "disko"): the
-// layout read (sequence.ReadLayout), validated and
-// rendered by package disko. Exit codes: 0 ok,
-// 1 invalid layout or failure, 2 usage error.
+// layout read (sequence.ReadLayout), validated and shown by package
+// disko. Exit codes: 0 ok, 1 invalid layout or failure, 2 usage error.
 func runDisko(ctx context.Context, env Env, args []string) error {
 	var d diskoFlags
 	err := d.parse(args)
@@ -111,38 +107,11 @@ func runDisko(ctx context.Context, env Env, args []string) error {
 func (d *diskoFlags) output(ctx context.Context, env Env) error {
 	src := sequence.LayoutSource{File: d.layoutFile, Flake: d.flake, Stdin: env.Stdin}
 	layout, err := sequence.ReadLayout(ctx, src)
-	if err != nil {
-		return err
+	if err == nil {
+		err = layout.Write(env.Stdout, src.Name(), d.report)
 	}
-	source := src.Name()
-	opts := disko.RenderOptions{RootMountpoint: d.root, DeviceTimeout: d.timeout}
-	invalid := func(err error) error { return fmt.Errorf("invalid layout %s: %v", source, err) }
-	switch {
-	case d.printConfig:
-		b, err := layout.NixOSJSON()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(env.Stdout, "%s\n", b)
-		return nil
-	case d.printScript:
-		script, err := layout.Script(d.mode, opts)
-		if err != nil {
-			return invalid(err)
-		}
-		fmt.Fprint(env.Stdout, script)
-		return nil
+	if err == nil && d.report.Show == disko.ShowWipes {
+		fmt.Fprintln(env.Stdout, "Nothing was run. Running a layout on a target belongs to the install flow: nixos-via --flake REF#HOST [user@]HOST; use --print to get the script.")
 	}
-	// Rendering is part of validation: a layout that cannot be rendered
-	// is not valid.
-	if _, err := layout.Plan(d.mode, opts); err != nil {
-		return invalid(err)
-	}
-	if d.validate {
-		fmt.Fprintf(env.Stdout, "%s: valid (%s)\n", source, layout.Summary())
-		return nil
-	}
-	fmt.Fprint(env.Stdout, layout.WipeSummary(d.mode))
-	fmt.Fprintln(env.Stdout, "Nothing was run. Running a layout on a target belongs to the install flow: nixos-via --flake REF#HOST [user@]HOST; use --print to get the script.")
-	return nil
+	return err
 }
