@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nixos-via/nixos-via/localvm"
 )
 
 // CPU is the TCG CPU model: qemu64 plus the features Debian's userland and
@@ -149,16 +151,6 @@ func forwards(ports []int) string {
 	return b.String()
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that is free right now.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // Available reports why VMs cannot run here, or nil.
 func Available() error {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
@@ -199,6 +191,31 @@ func Start(t testing.TB, cfg Config) *VM {
 
 // StartIn boots a VM keeping its files in dir. The caller must Stop it.
 func StartIn(dir string, cfg Config) (*VM, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	port, err := localvm.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	v := &VM{Name: cfg.Name, SSHPort: port, Dir: dir, ConsoleLog: filepath.Join(dir, cfg.Name+"-console.log"), done: make(chan struct{})}
+	// Unix socket paths are limited to 108 bytes; keep the QMP socket
+	// short. The directory is made just before QEMU starts.
+	sockDir := filepath.Join(os.TempDir(), fmt.Sprintf("vmqmp-%d-%d", os.Getpid(), port))
+	v.qmp = filepath.Join(sockDir, "qmp.sock")
+	args, err := v.qemuArgs(cfg, sockDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := v.launch(cfg, sockDir, args); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// withDefaults is cfg with its defaults filled in, or why it cannot boot.
+func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Name == "" {
 		cfg.Name = "vm"
 	}
@@ -218,21 +235,17 @@ func StartIn(dir string, cfg Config) (*VM, error) {
 		}
 	}
 	if cfg.Kernel == "" && !cfg.UEFI {
-		return nil, errors.New("vm: neither a kernel nor UEFI boot configured")
+		return cfg, errors.New("vm: neither a kernel nor UEFI boot configured")
 	}
 	if (cfg.Initrd != "" || cfg.Cmdline != "") && cfg.Kernel == "" {
-		return nil, errors.New("vm: initrd or cmdline given without a kernel")
+		return cfg, errors.New("vm: initrd or cmdline given without a kernel")
 	}
-	port, err := FreePort()
-	if err != nil {
-		return nil, err
-	}
-	v := &VM{Name: cfg.Name, SSHPort: port, Dir: dir, ConsoleLog: filepath.Join(dir, cfg.Name+"-console.log"), done: make(chan struct{})}
-	// Unix socket paths are limited to 108 bytes; keep the QMP socket
-	// short. The directory is made just before QEMU starts.
-	sockDir := filepath.Join(os.TempDir(), fmt.Sprintf("vmqmp-%d-%d", os.Getpid(), port))
-	v.qmp = filepath.Join(sockDir, "qmp.sock")
+	return cfg, nil
+}
 
+// qemuArgs is QEMU's command line for cfg, its sockets in sockDir. It
+// makes the firmware vars copy and the disks in v.Dir (v.DiskPaths).
+func (v *VM) qemuArgs(cfg Config, sockDir string) ([]string, error) {
 	serial := "file:" + v.ConsoleLog
 	if cfg.ConsoleInput {
 		v.serialSock = filepath.Join(sockDir, "serial.sock")
@@ -251,10 +264,27 @@ func StartIn(dir string, cfg Config) (*VM, error) {
 		"-nodefaults", "-display", "none", "-monitor", "none",
 		"-serial", serial,
 		"-qmp", "unix:" + v.qmp + ",server=on,wait=off",
-		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22", port) + forwards(cfg.Forwards) + guestFwds,
+		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22", v.SSHPort) + forwards(cfg.Forwards) + guestFwds,
 		"-device", "virtio-net-pci,netdev=n0,romfile=",
 		"-device", "virtio-rng-pci",
 	}
+	boot, err := bootArgs(v.Dir, cfg)
+	if err != nil {
+		return nil, err
+	}
+	args = append(args, boot...)
+	disks, err := v.diskArgs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	args = append(args, disks...)
+	return append(args, cfg.ExtraArgs...), nil
+}
+
+// bootArgs is how cfg boots: OVMF with a private copy of its vars in dir,
+// a kernel, or both.
+func bootArgs(dir string, cfg Config) ([]string, error) {
+	var args []string
 	if cfg.UEFI {
 		vars := filepath.Join(dir, cfg.Name+"-OVMF_VARS.fd")
 		if err := copyFile(vars, OVMFVars); err != nil {
@@ -276,8 +306,14 @@ func StartIn(dir string, cfg Config) (*VM, error) {
 			args = append(args, "-append", cfg.Cmdline)
 		}
 	}
+	return args, nil
+}
+
+// diskArgs makes cfg's disks in v.Dir and attaches them as virtio-blk.
+func (v *VM) diskArgs(cfg Config) ([]string, error) {
+	var args []string
 	for i, d := range cfg.Disks {
-		p, format, err := prepareDisk(dir, cfg.Name, i, d)
+		p, format, err := prepareDisk(v.Dir, cfg.Name, i, d)
 		if err != nil {
 			return nil, err
 		}
@@ -294,13 +330,17 @@ func StartIn(dir string, cfg Config) (*VM, error) {
 			"-drive", fmt.Sprintf("file=%s,if=none,id=d%d,format=%s,cache=unsafe", p, i, format),
 			"-device", dev)
 	}
-	args = append(args, cfg.ExtraArgs...)
+	return args, nil
+}
 
+// launch starts QEMU with args, bounded by cfg.Timeout, and records how it
+// ends; sockDir is removed once it exits.
+func (v *VM) launch(cfg Config, sockDir string, args []string) error {
 	if err := os.WriteFile(v.ConsoleLog, nil, 0o644); err != nil {
-		return nil, fmt.Errorf("vm: %w", err)
+		return fmt.Errorf("vm: %w", err)
 	}
 	if err := os.MkdirAll(sockDir, 0o700); err != nil {
-		return nil, fmt.Errorf("vm: %w", err)
+		return fmt.Errorf("vm: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
@@ -308,15 +348,15 @@ func StartIn(dir string, cfg Config) (*VM, error) {
 	var stderr bytes.Buffer
 	cmd.Stdout = &stderr
 	cmd.Stderr = &stderr
-	if err := os.WriteFile(filepath.Join(dir, cfg.Name+"-qemu.cmd"), []byte(strings.Join(append([]string{"qemu-system-x86_64"}, args...), " ")+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(v.Dir, cfg.Name+"-qemu.cmd"), []byte(strings.Join(append([]string{"qemu-system-x86_64"}, args...), " ")+"\n"), 0o644); err != nil {
 		cancel()
 		os.RemoveAll(sockDir)
-		return nil, fmt.Errorf("vm: %w", err)
+		return fmt.Errorf("vm: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
 		cancel()
 		os.RemoveAll(sockDir)
-		return nil, fmt.Errorf("vm: start qemu-system-x86_64: %w", err)
+		return fmt.Errorf("vm: start qemu-system-x86_64: %w", err)
 	}
 	v.cmd, v.cancel, v.Started = cmd, cancel, time.Now()
 	go func() {
@@ -331,7 +371,7 @@ func StartIn(dir string, cfg Config) (*VM, error) {
 		os.RemoveAll(sockDir)
 		close(v.done)
 	}()
-	return v, nil
+	return nil
 }
 
 func prepareDisk(dir, name string, i int, d Disk) (path, format string, err error) {
