@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/nixos-via/nixos-via/internal/pipecmd"
 )
 
 // xzMemlimit is what an xz(1) child may use to decode one NAR: the
@@ -68,30 +70,17 @@ type xzChild struct {
 }
 
 func startXZ(tool string, r io.Reader) (*xzChild, error) {
-	inR, inW, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("os.Pipe: %w", err)
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		inR.Close()
-		inW.Close()
-		return nil, fmt.Errorf("os.Pipe: %w", err)
-	}
-	x := &xzChild{out: outR, stderr: &capBuffer{max: 4 << 10}, fed: make(chan error, 1)}
+	x := &xzChild{stderr: &capBuffer{max: 4 << 10}, fed: make(chan error, 1)}
 	x.cmd = exec.Command(tool, "--decompress", "--stdout", "--format=xz", "--threads=1",
 		"--memlimit-decompress="+strconv.Itoa(xzMemlimit))
-	x.cmd.Stdin, x.cmd.Stdout, x.cmd.Stderr = inR, outW, x.stderr
+	x.cmd.Stderr = x.stderr
 	// A child of the child that keeps stderr open must not hold up Wait.
 	x.cmd.WaitDelay = 2 * time.Second
-	err = x.cmd.Start()
-	inR.Close()
-	outW.Close()
+	inW, outR, err := pipecmd.Start(x.cmd)
 	if err != nil {
-		inW.Close()
-		outR.Close()
 		return nil, fmt.Errorf("start %s: %w", tool, err)
 	}
+	x.out = outR
 	go func() {
 		_, err := io.Copy(inW, r)
 		x.fed <- err // before the close, so an xz that then fails sees why

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nixos-via/nixos-via/internal/pipecmd"
 	"github.com/nixos-via/nixos-via/internal/tail"
 )
 
@@ -72,26 +73,12 @@ func dialProxyCommand(res *Resolved) (*cmdConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Pipes of our own (not exec's) so that reads and writes take deadlines.
-	inR, inW, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("ProxyCommand: pipe: %w", err)
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		inR.Close()
-		inW.Close()
-		return nil, fmt.Errorf("ProxyCommand: pipe: %w", err)
-	}
-	c := &cmdConn{line: line, rd: outR, wr: inW, stderr: &lockedTail{last: tail.New(4096), warn: res.Warn}, exited: make(chan struct{})}
+	c := &cmdConn{line: line, stderr: &lockedTail{last: tail.New(4096), warn: res.Warn}, exited: make(chan struct{})}
 	c.cmd = exec.Command("/bin/sh", "-c", "exec "+line)
-	c.cmd.Stdin, c.cmd.Stdout, c.cmd.Stderr = inR, outW, c.stderr
-	err = c.cmd.Start()
-	inR.Close()
-	outW.Close()
+	c.cmd.Stderr = c.stderr
+	// Pipes of our own (not exec's) so that reads and writes take deadlines.
+	c.wr, c.rd, err = pipecmd.Start(c.cmd)
 	if err != nil {
-		outR.Close()
-		inW.Close()
 		return nil, fmt.Errorf("ProxyCommand %q: %w", line, err)
 	}
 	go func() {
