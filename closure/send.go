@@ -554,16 +554,7 @@ func (ps *pathSender) write(p prepared) error {
 		// Too big to hold and not here: streamed as it comes, checked at
 		// its end (a mismatch stops the copy, and the receiver refuses the
 		// path on its own check).
-		ps.fw.pathHeader(info)
-		res, err := ps.opts.Source.NAR(ps.ctx, info, &progressWriter{w: ps.fw, prog: ps.prog})
-		if err != nil {
-			return err
-		}
-		if err := ps.check(info, res); err != nil {
-			return err
-		}
-		ps.prog.add(1, 0)
-		return nil
+		return ps.stream(info, func(w io.Writer) (nar.Result, error) { return ps.opts.Source.NAR(ps.ctx, info, w) })
 	}
 	// Too big to hold: a first pass checks it, a second streams it while
 	// hashing again. Should the path change between the passes, we stop, and
@@ -576,8 +567,14 @@ func (ps *pathSender) write(p prepared) error {
 	if err := ps.check(info, res); err != nil {
 		return err
 	}
+	return ps.stream(info, func(w io.Writer) (nar.Result, error) { return nar.Dump(w, src) })
+}
+
+// stream writes info's header and then its NAR as dump writes it,
+// counting the bytes as progress, and checks the NAR against info.
+func (ps *pathSender) stream(info nix.PathInfo, dump func(io.Writer) (nar.Result, error)) error {
 	ps.fw.pathHeader(info)
-	res, err = nar.Dump(&progressWriter{w: ps.fw, prog: ps.prog}, src)
+	res, err := dump(&progressWriter{w: ps.fw, prog: ps.prog})
 	if err != nil {
 		return err
 	}
