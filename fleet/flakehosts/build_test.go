@@ -51,7 +51,7 @@ func TestBuild(t *testing.T) {
 			steps = append(steps, e.Msg)
 		}
 	})
-	systems, err := Build(ctx, sequence.Plan{Nix: n, FlakeRef: ref}, append(hosts, hosts[0]), sink)
+	systems, err := Build(ctx, sequence.Plan{Nix: n, Flake: ref}, append(hosts, hosts[0]), sink)
 	if err != nil {
 		t.Fatal(err)
 	}

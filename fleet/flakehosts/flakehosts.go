@@ -76,10 +76,7 @@ type colmenaNode struct {
 // REF#NAME, where NAME picks that node as deploy-rs's `deploy REF#NAME`
 // does; on is --on's selection (names, globs, @tags) on top.
 func Hosts(ctx context.Context, n nix.CLI, flake, on string) ([]fleet.Host, error) {
-	ref, name := flake, ""
-	if i := strings.LastIndex(flake, "#"); i >= 0 {
-		ref, name = flake[:i], flake[i+1:]
-	}
+	ref, name := split(flake)
 	hosts, err := Load(ctx, n, ref)
 	if err != nil {
 		return nil, err
@@ -233,6 +230,14 @@ func SSHOpts(args []string) (port int, opts []string, err error) {
 		return 0, nil, fmt.Errorf("sshOpts: %w", err)
 	}
 	return port, opts, nil
+}
+
+// split is REF#NAME's REF and NAME ("" without one).
+func split(flake string) (ref, name string) {
+	if i := strings.LastIndex(flake, "#"); i >= 0 {
+		return flake[:i], flake[i+1:]
+	}
+	return flake, ""
 }
 
 // absRef makes a path flake reference absolute, as builtins.getFlake

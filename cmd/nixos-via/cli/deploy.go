@@ -8,6 +8,7 @@ import (
 
 	"github.com/nixos-via/nixos-via/deploy"
 	"github.com/nixos-via/nixos-via/fleet"
+	"github.com/nixos-via/nixos-via/fleet/flakehosts"
 	"github.com/nixos-via/nixos-via/install"
 	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/flagtable"
@@ -17,6 +18,7 @@ import (
 
 const deployUsage = `Usage: nixos-via deploy (--flake REF#NAME | --system PATH) [flags] [user@]HOST
        nixos-via deploy (--flake REF#NAME | --system PATH) [flags] NAME=[user@]host[:port]...
+       nixos-via deploy --flake REF[#NODE] [--on SEL] [flags]
 
 Switches the running NixOS host to the system built here: copies what its
 Nix lacks, adds a generation to /nix/var/nix/profiles/system and runs
@@ -35,7 +37,9 @@ With NAME=[user@]host[:port] pairs, the system is built once and
 deployed to every host (or those --on picks) in parallel, each over its
 own connection; one host's failure never stops another's. A table of
 host, result, time and bytes sent ends the run; the exit code is the
-worst host's (12 > 11 > 10 > others).
+worst host's (12 > 11 > 10 > others). Without a host, the hosts are
+REF's deploy.nodes (deploy-rs) and colmenaHive nodes (colmena), each
+with its own system; #NODE picks one, as in deploy-rs's REF#NODE.
 `
 
 // gDeploy is the group of deploy's own flags.
@@ -52,7 +56,7 @@ func runDeploy(ctx context.Context, env Env, args []string) error {
 	parallel := 10
 	d := deploy.Options{Jobs: 2, ConfirmTimeout: deploy.DefaultConfirmTimeout}
 	table := append(c.flags(), c.timeoutFlag(),
-		flagtable.Flag{Name: "flake", Short: "f", Group: gBuild, Arg: "REF#NAME", Help: "flake to deploy: nixosConfigurations.NAME of REF", To: o.flake},
+		flagtable.Flag{Name: "flake", Short: "f", Group: gBuild, Arg: "REF#NAME", Help: "flake to deploy: nixosConfigurations.NAME of REF (REF[#NODE] alone: its fleet)", To: &o.Flake},
 		flagtable.Flag{Name: "system", Group: gBuild, Arg: "PATH", Help: "deploy this system toplevel, already built", To: &system},
 		flagtable.Flag{Name: "option", Group: gBuild, Arg: "KEY VALUE", Help: "a Nix option for every nix call (repeatable)", To: o.nixOptions},
 		flagtable.Flag{Name: "print-build-logs", Short: "L", Group: gBuild, Help: "print full build logs", To: &o.printBuildLog},
@@ -62,7 +66,7 @@ func runDeploy(ctx context.Context, env Env, args []string) error {
 		flagtable.Flag{Name: "no-magic-rollback", Group: gDeploy, Help: "switch without waiting for a confirmation (a failing switch then stays as it is)", To: &noMagic},
 		flagtable.Flag{Name: "copy-jobs", Group: gDeploy, Arg: "N", Help: "parallel streams for the closure copy (default 2)", To: o.copyJobs},
 		flagtable.Flag{Name: "agent", Group: gDeploy, Arg: "FILE", Help: "static nixos-via binary to run on the host (default: this one)", To: &o.Agent},
-		flagtable.Flag{Name: "on", Group: gDeploy, Arg: "SEL", Help: "deploy only to these of the NAME= hosts: names, globs, @tags, comma-separated", To: &on},
+		flagtable.Flag{Name: "on", Group: gDeploy, Arg: "SEL", Help: "deploy only to these of the hosts: names, globs, @tags, comma-separated", To: &on},
 		flagtable.Flag{Name: "parallel", Group: gDeploy, Arg: "N", Help: "hosts deployed at once (default 10)", To: flagtable.Count(&parallel, "--parallel", 1, 1000)},
 		flagtable.Flag{Name: "json", Group: gOut, Help: "print one JSON event per line on stdout instead of progress text", To: &o.JSON},
 		flagtable.Flag{Name: "debug", Group: gOut, Help: "print every remote command", To: &c.Debug},
@@ -91,6 +95,13 @@ func runDeploy(ctx context.Context, env Env, args []string) error {
 			err = usagef("%v", err)
 		}
 	}
+	fromFlake := err == nil && c.Destination == "" && len(pairs) == 0 && o.Flake != ""
+	if err == nil && o.Flake != "" && (!fromFlake || strings.Contains(o.Flake, "#")) {
+		o.FlakeRef, o.FlakeAttr, err = sequence.ParseFlake(o.Flake)
+	}
+	if err == nil && fromFlake {
+		hosts, err = flakehosts.Hosts(ctx, o.Nix, o.Flake, on)
+	}
 	if err == nil && c.Destination == "" && len(hosts) == 0 {
 		err = usagef("no host given")
 	}
@@ -112,7 +123,13 @@ func runDeploy(ctx context.Context, env Env, args []string) error {
 	if system != "" {
 		plan.StorePaths = &sequence.StorePaths{System: system}
 	}
-	if d.Toplevel, d.Closure, err = sequence.BuildSystem(ctx, plan, ui); err != nil {
+	var systems map[string]flakehosts.System
+	if fromFlake {
+		systems, err = flakehosts.Build(ctx, plan, hosts, ui)
+	} else {
+		d.Toplevel, d.Closure, err = sequence.BuildSystem(ctx, plan, ui)
+	}
+	if err != nil {
 		return &phase.Error{Phase: phase.Build, Err: err}
 	}
 	if len(hosts) > 0 {
@@ -122,8 +139,8 @@ func runDeploy(ctx context.Context, env Env, args []string) error {
 		}
 		res := fleet.Run(ctx, hosts, parallel, sink, func(ctx context.Context, h fleet.Host, s event.Sink) (int64, error) {
 			hc := c
-			hc.Destination = h.Destination()
-			return deployTo(ctx, env, hc, o.Agent, d, s, func(m string) { s.Emit(event.Event{Kind: event.Warn, Msg: m}) })
+			hc.Destination, hc.SSHOptions = h.Destination(), append(append([]string(nil), c.SSHOptions...), h.SSHOptions...)
+			return deployTo(ctx, env, hc, o.Agent, systems[h.System].Deploy(d), s, func(m string) { s.Emit(event.Event{Kind: event.Warn, Msg: m}) })
 		}, ExitCode)
 		fleet.Summary(env.Stderr, res)
 		return fleet.Err(res)

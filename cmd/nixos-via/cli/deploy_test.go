@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/nixos-via/nixos-via/deploy"
+	"github.com/nixos-via/nixos-via/internal/nix/nixtest"
 )
 
 // TestDeployUsage: bad deploy command lines stop with exit 2 and say why,
@@ -20,7 +21,8 @@ func TestDeployUsage(t *testing.T) {
 	}{
 		{[]string{"deploy", "--flake", ".#a", "--system", "/nix/store/x", "h"}, "give one of --flake REF#NAME and --system PATH"},
 		{[]string{"deploy", "h"}, "give one of --flake REF#NAME and --system PATH"},
-		{[]string{"deploy", "--flake", ".#a"}, "no host given"},
+		{[]string{"deploy", "--system", "/nix/store/x"}, "no host given"},
+		{[]string{"deploy", "--flake", ".", "web=h"}, "missing #NAME"},
 		{[]string{"deploy", "--flake", ".#a", "--action", "reboot", "h"}, `--action "reboot": want switch, boot, test or dry-activate`},
 		{[]string{"deploy", "--flake", ".#a", "--check", "true", "--no-magic-rollback", "h"}, "--check runs before the confirmation"},
 		{[]string{"deploy", "--flake", ".#a", "--check", "true", "--action", "boot", "h"}, "--check runs before the confirmation"},
@@ -54,5 +56,32 @@ func TestDeployExitCodes(t *testing.T) {
 		if got := ExitCode(tc.err); got != tc.want {
 			t.Errorf("ExitCode(%v) = %d, want %d", tc.err, got, tc.want)
 		}
+	}
+}
+
+// TestDeployFleetUsage: without a host, deploy reads the flake's fleet
+// (deploy-rs's deploy.nodes, colmena's colmenaHive); a flake without one, or
+// a selection that matches none of its hosts, stops with exit 2 and says
+// which hosts there are, before anything is built or dialled.
+func TestDeployFleetUsage(t *testing.T) {
+	nixtest.Require(t)
+	flake := func(dir string) string { return "path:../../../fleet/flakehosts/testdata/" + dir }
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"deploy", "--flake", flake("nofleet") + "#web"}, "declares no fleet (no deploy.nodes, no colmenaHive): give [user@]HOST"},
+		{[]string{"deploy", "--flake", flake("colmena"), "--on", "@web,nope"}, `--on "nope": no host matches (hosts: db, web1, web2)`},
+		{[]string{"deploy", "--flake", flake("deployrs") + "#nope"}, `"nope": no host matches (hosts: db, web)`},
+		{[]string{"deploy", "--flake", flake("nohostname")}, "deploy.nodes.web: no hostname"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var out bytes.Buffer
+			code := Run(context.Background(), Env{Args: tc.args, Stdout: &out, Stderr: &out})
+			if code != ExitUsage || !strings.Contains(out.String(), tc.want) {
+				t.Errorf("exit %d, output\n%s\nwant exit %d and %q", code, out.String(), ExitUsage, tc.want)
+			}
+		})
 	}
 }
