@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,23 +23,7 @@ func cacheOnly(t *testing.T, c string) (top, dir string, infos []nix.PathInfo) {
 	t.Helper()
 	top, infos = nixtest.Closure(t, fmt.Sprintf("from-%s-%d", c, time.Now().UnixNano()))
 	dir = binaryCache(t, c, top)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	args := []string{"--option", "substituters", "", "--delete"}
-	for _, info := range infos {
-		args = append(args, info.Path)
-		if info.Deriver != "" {
-			args = append(args, info.Deriver) // the .drv files keep the text file alive
-		}
-	}
-	if out, err := exec.CommandContext(ctx, "nix-store", args...).CombinedOutput(); err != nil {
-		t.Fatalf("nix-store --delete the test closure: %v\n%s", err, out)
-	}
-	for _, info := range infos {
-		if _, err := os.Lstat(info.Path); err == nil {
-			t.Fatalf("%s is still in the local store after nix-store --delete", info.Path)
-		}
-	}
+	deleteLocal(t, infos)
 	return top, dir, infos
 }
 
