@@ -40,6 +40,7 @@ type run struct {
 	prebuilt *diskorun.Prebuilt // --store-paths' disko script, read (loadPrebuilt)
 	caches   []string           // the binary caches the target substitutes from
 	source   closure.NARSource  // where the closure's NARs come from (--from); nil: the local store
+	fromConn *target.Conn       // the connection to an ssh:// --from store
 
 	state     HostState // how far the run got with the host
 	left      []string  // directories a failed kexec upload left on the host
@@ -52,6 +53,11 @@ type run struct {
 // was changed is a *Stopped: where the host is and how to go on.
 func Run(ctx context.Context, p Plan, sink event.Sink) error {
 	r := &run{p: &p, sink: sink}
+	defer func() {
+		if r.fromConn != nil {
+			r.fromConn.Close()
+		}
+	}()
 	return r.stopped(r.run(ctx))
 }
 

@@ -2,7 +2,6 @@ package sequence
 
 import (
 	"slices"
-	"strings"
 
 	"github.com/nixos-via/nixos-via/internal/phase"
 )
@@ -24,8 +23,10 @@ func (p *Plan) Validate() error {
 	if !slices.Contains([]string{"disko", "format", "mount"}, p.DiskoMode) {
 		return phase.Usagef("--disko-mode %q: want disko, format or mount", p.DiskoMode)
 	}
-	if p.From != "" && !strings.HasPrefix(p.From, "file://") && !strings.HasPrefix(p.From, "http://") && !strings.HasPrefix(p.From, "https://") {
-		return phase.Usagef("--from %q: %s: only file:// and http(s):// binary caches are read", p.From, notImplementedMsg)
+	if p.From != "" {
+		if err := checkFrom(p.From); err != nil {
+			return err
+		}
 	}
 	if p.StorePaths != nil && p.Flake != "" {
 		return phase.Usagef("--flake and --store-paths exclude each other")

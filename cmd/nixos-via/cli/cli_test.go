@@ -34,7 +34,7 @@ func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, s
 }
 
 func TestUnimplementedPhasesAreRefusedNotIgnored(t *testing.T) {
-	code, _, stderr := runCLI(t, nil, "--flake", ".#x", "--from", "ssh://cache", "h")
+	code, _, stderr := runCLI(t, nil, "--flake", ".#x", "--from", "ssh://cache?remote-store=local", "h")
 	if code != ExitUsage || !strings.Contains(stderr, "--from") {
 		t.Errorf("--from: exit %d, stderr %q; want exit 2 naming --from", code, stderr)
 	}
