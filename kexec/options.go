@@ -2,6 +2,7 @@ package kexec
 
 import (
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -58,4 +59,13 @@ func (o Options) httpClient() *http.Client {
 		return o.HTTP
 	}
 	return &http.Client{Timeout: 30 * time.Minute}
+}
+
+// UserCacheDir is where a user's fetched tarballs are kept:
+// $XDG_CACHE_HOME/nixos-via/kexec, or else HOME/.cache/nixos-via/kexec.
+func UserCacheDir(xdgCacheHome, home string) string {
+	if xdgCacheHome != "" {
+		return filepath.Join(xdgCacheHome, "nixos-via", "kexec")
+	}
+	return filepath.Join(home, ".cache", "nixos-via", "kexec")
 }
