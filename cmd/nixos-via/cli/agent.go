@@ -4,15 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os/signal"
 	"path/filepath"
 	"slices"
 	"syscall"
 
-	"github.com/spf13/pflag"
-
 	"github.com/nixos-via/nixos-via/closure"
+	"github.com/nixos-via/nixos-via/internal/flagtable"
 )
 
 const agentUsage = `Usage: nixos-via agent query   --root DIR   (list which wanted store paths are valid under DIR)
@@ -29,11 +27,11 @@ verbs over SSH; they read their input on stdin. Not meant to be run by hand.
 
 // runAgent is `nixos-via agent VERB --root DIR` (args exclude "agent").
 func runAgent(ctx context.Context, env Env, args []string) error {
-	usage := func(prefix string, format string, a ...any) error {
-		return &commandError{prefix: prefix, help: agentUsage, err: usagef(format, a...)}
+	usage := func(format string, a ...any) error {
+		return &commandError{prefix: "nixos-via agent", help: agentUsage, err: usagef(format, a...)}
 	}
 	if len(args) == 0 {
-		return usage("nixos-via agent", "no verb")
+		return usage("no verb")
 	}
 	verb := args[0]
 	if verb == "-h" || verb == "--help" || verb == "help" {
@@ -41,23 +39,24 @@ func runAgent(ctx context.Context, env Env, args []string) error {
 		return nil
 	}
 	if !slices.Contains(closure.Verbs(), verb) {
-		return usage("nixos-via agent", "unknown verb %q", verb)
+		return usage("unknown verb %q", verb)
 	}
 	prefix := "nixos-via agent " + verb
-	fs := pflag.NewFlagSet(prefix, pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	root := fs.String("root", "", "target root whose nix/store receives the closure")
-	if err := fs.Parse(args[1:]); err != nil {
-		return usage(prefix, "%v", err)
-	}
-	if fs.NArg() != 0 || *root == "" || !filepath.IsAbs(*root) {
-		return usage(prefix, "want --root with an absolute directory and no other arguments")
+	var root string
+	table := []flagtable.Flag{{Name: "root", Arg: "DIR", Help: "target root whose nix/store receives the closure", To: &root}}
+	if _, _, err := flagtable.Parse(table, args[1:], func(pos []string) error {
+		if len(pos) != 0 || !filepath.IsAbs(root) {
+			return usagef("want --root with an absolute directory and no other arguments")
+		}
+		return nil
+	}); err != nil {
+		return &commandError{prefix: prefix, help: agentUsage, err: err}
 	}
 	// A dropped SSH session may deliver SIGHUP: end cleanly, so that Receive
 	// still commits the paths it has verified when its stdin ends.
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP, syscall.SIGTERM)
 	defer stop()
-	err := closure.Serve(ctx, verb, env.Stdin, env.Stdout, *root)
+	err := closure.Serve(ctx, verb, env.Stdin, env.Stdout, root)
 	if errors.Is(err, context.Canceled) {
 		err = fmt.Errorf("interrupted: %w", err)
 	}
