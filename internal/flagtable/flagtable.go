@@ -9,6 +9,7 @@ package flagtable
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -220,4 +221,19 @@ func Count(dst *int, name string, min, max int) func(string) error {
 		*dst = n
 		return nil
 	}
+}
+
+// Pick is the flags of table with these names, in the order of names,
+// for a command that shares some of another's flags; a name table lacks
+// is a programming error.
+func Pick(table []Flag, names ...string) []Flag {
+	picked := make([]Flag, 0, len(names))
+	for _, n := range names {
+		i := slices.IndexFunc(table, func(f Flag) bool { return f.Name == n })
+		if i < 0 {
+			panic("flagtable.Pick: no flag --" + n)
+		}
+		picked = append(picked, table[i])
+	}
+	return picked
 }

@@ -148,3 +148,35 @@ A:
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
 }
+
+func TestPick(t *testing.T) {
+	var v values
+	table := testTable(&v)
+	tests := []struct {
+		names []string
+		want  []string
+	}{
+		{[]string{"wait", "on"}, []string{"wait", "on"}},
+		{[]string{"pair"}, []string{"pair"}},
+		{nil, []string{}},
+	}
+	for _, tt := range tests {
+		got := []string{}
+		for _, f := range Pick(table, tt.names...) {
+			got = append(got, f.Name)
+		}
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("Pick(%q) = %q, want %q", tt.names, got, tt.want)
+		}
+	}
+	// A picked flag still writes where the table said.
+	if _, _, err := Parse(Pick(table, "name"), []string{"--name", "x"}, func([]string) error { return nil }); err != nil || v.Name != "x" {
+		t.Errorf("parse picked --name: %v, Name = %q", err, v.Name)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Errorf("Pick of an unknown flag did not panic")
+		}
+	}()
+	Pick(table, "none")
+}

@@ -26,18 +26,12 @@ func runInstallToDir(ctx context.Context, env Env, args []string) error {
 	o.CopyJobs = 2
 	var system string
 	var bootloader bool
-	table := []flagtable.Flag{
-		{Name: "flake", Short: "f", Group: gBuild, Arg: "REF#NAME", Help: "flake to install: nixosConfigurations.NAME of REF", To: o.flake},
-		{Name: "system", Group: gBuild, Arg: "PATH", Help: "install this system toplevel, already built (as nixos-install --system)", To: &system},
-		{Name: "print-build-logs", Short: "L", Group: gBuild, Help: "print full build logs", To: &o.printBuildLog},
-		{Name: "option", Group: gBuild, Arg: "KEY VALUE", Help: "a Nix option for every nix call (repeatable)", To: o.nixOptions},
-		{Name: "extra-files", Group: gInst, Arg: "DIR", Help: "copy DIR's contents into the installed root, modes kept, owned by root", To: &o.ExtraFiles},
-		{Name: "chown", Group: gInst, Arg: "PATH OWNER", Help: "chown -R OWNER PATH in the installed root after --extra-files (repeatable)", To: o.chown},
-		{Name: "copy-jobs", Group: gInst, Arg: "N", Help: "parallel streams for the closure copy (default 2)", To: o.copyJobs},
-		{Name: "bootloader", Group: gInst, Help: "also install the bootloader (switch-to-configuration boot in a chroot of DIR, which writes DIR/boot)", To: &bootloader},
-		{Name: "json", Group: gOut, Help: "print one JSON event per line on stdout instead of progress text", To: &o.JSON},
-		{Name: "help", Short: "h", Group: gOut, Help: "show this help", To: &o.help},
-	}
+	// The flags it shares with the drop-in command line are declared there.
+	shared := installFlags(o)
+	table := append(flagtable.Pick(shared, "flake"), flagtable.Flag{Name: "system", Group: gBuild, Arg: "PATH", Help: "install this system toplevel, already built (as nixos-install --system)", To: &system})
+	table = append(table, flagtable.Pick(shared, "print-build-logs", "option", "extra-files", "chown", "copy-jobs")...)
+	table = append(table, flagtable.Flag{Name: "bootloader", Group: gInst, Help: "also install the bootloader (switch-to-configuration boot in a chroot of DIR, which writes DIR/boot)", To: &bootloader})
+	table = append(table, flagtable.Pick(shared, "json", "help")...)
 	var dir string
 	_, help, err := flagtable.Parse(table, args, func(pos []string) error {
 		if len(pos) != 1 {
