@@ -79,7 +79,7 @@
 // the system's CA files or, when there are none (a static binary on a
 // rescue system), the Mozilla roots built in (x509roots/fallback).
 //
-// # From a binary cache (--from)
+// # From another store (--from)
 //
 // BinaryCache reads a closure that is not in the local store from a
 // file:// or http(s):// binary cache: Closure walks the narinfo References
@@ -93,6 +93,15 @@
 // checked, so give --from only a store you trust as you trust the local
 // one. When the cache is http(s) the target may also substitute from it:
 // the path-info the agent checks against is then the same narinfo's.
+//
+// SSHStore reads it from an ssh:// or ssh-ng:// host (ParseSSHStore) by
+// running the host's nix-store over SSH: `--query --requisites` piped to
+// `--dump-db` gives the registered path-info (narHash in base16), and a
+// few long-lived sessions, one per NAR in flight, each run a shell loop
+// that answers a store path on stdin with its `nix-store --dump` NAR. Each
+// NAR is checked against the registered narSize and narHash before it is
+// taken (a path changed on the host's disk is refused); a path the host
+// cannot dump ends its session, so no bytes are taken for another path's.
 //
 // # What is on the target
 //

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -170,23 +171,31 @@ func IsSSHStore(store string) bool {
 // SSHStore reads a closure from a remote Nix store by running its
 // nix-store over SSH: `--query --requisites` and `--dump-db PATH...`
 // (paths taken since Nix 2.3) for the path-info, `--dump PATH` for each
-// NAR, each in a session of its own over the one connection. These
-// outputs have kept their format since Nix 2.3 (the narHash as bare
-// base16), while the serve and worker protocols changed versions many
-// times; ssh-ng:// goes the same way. The remote store's registered
-// narHash is what every NAR is checked against: `--dump` reads the files
-// themselves, so a path changed on disk since it was registered is caught.
+// NAR, through a few long-lived sessions over the one connection (see
+// the package doc). These outputs have kept their format since Nix 2.3
+// (the narHash as bare base16), while the serve and worker protocols
+// changed versions many times; ssh-ng:// goes the same way. The remote
+// store's registered narHash is what every NAR is checked against:
+// `--dump` reads the files themselves, so a path changed on disk since it
+// was registered is caught.
 type SSHStore struct {
-	url SSHStoreURL
-	run Runner
+	url  SSHStoreURL
+	run  Runner
+	idle chan *dumpSession
 }
 
 // NewSSHStore reads the store at u through run (a *target.Conn to u's
 // host; a local runner in tests).
-func NewSSHStore(u SSHStoreURL, run Runner) *SSHStore { return &SSHStore{url: u, run: run} }
+func NewSSHStore(u SSHStoreURL, run Runner) *SSHStore {
+	return &SSHStore{url: u, run: run, idle: make(chan *dumpSession, maxIdleDumps)}
+}
 
-// maxDumpDB bounds the path-info text a store may send for one closure.
-const maxDumpDB = 256 << 20
+// Bounds on what an ssh:// --from store may make us do: the path-info
+// text of one closure, and how long reading it may take.
+const (
+	maxDumpDB      = 256 << 20
+	closureTimeout = 5 * time.Minute
+)
 
 // script is a POSIX sh script run by `sh -c`, whatever the login shell.
 func (s *SSHStore) script(body string) string {
@@ -213,10 +222,15 @@ func (s *SSHStore) Closure(ctx context.Context, top string) ([]nix.PathInfo, err
 	// The paths go to --dump-db through xargs: a closure's list may be
 	// longer than one command line takes.
 	body := "set -e; p=$(" + s.nixStore("--query", "--requisites", top) + "); printf '%s\\n' $p | xargs " + s.nixStore("--dump-db")
+	ctx, cancel := context.WithTimeout(ctx, closureTimeout)
+	defer cancel()
 	out := &dumpDBBuffer{left: maxDumpDB}
 	stderr := stderrtail.New(4096)
 	if err := s.run.Run(ctx, s.script(body), nil, out, stderr); err != nil {
 		msg := strings.TrimSpace(stderr.String())
+		if ctx.Err() != nil {
+			msg += fmt.Sprintf(" (no answer within %s)", closureTimeout)
+		}
 		if strings.Contains(msg, "no arguments expected") {
 			msg += " (nix-store --dump-db takes paths since Nix 2.3)"
 		}
@@ -265,50 +279,143 @@ func (c *dumpDBBuffer) Write(p []byte) (int, error) {
 	return c.Buffer.Write(p)
 }
 
+// A dump session is one remote shell that dumps the paths written to its
+// stdin, one a line, back to back on its stdout: one SSH session serves
+// many NARs (a session costs round trips and a login on the host).
+// A path nix-store cannot dump ends the session, so a NAR's bytes are
+// never taken for the next one's. A session is used by one NAR at a time.
+type dumpSession struct {
+	stdin  *io.PipeWriter
+	stdout *io.PipeReader
+	stderr *stderrtail.Buffer
+	cancel context.CancelFunc
+	done   chan error // the remote shell's end, once
+	used   bool       // it has served a NAR
+}
+
+// maxIdleDumps bounds the idle dump sessions kept (sshd allows 10
+// sessions on one connection by default).
+const maxIdleDumps = 8
+
+// startDump starts a dump session. It outlives ctx's caller (it waits
+// idle for the next NAR) but not ctx's values.
+func (s *SSHStore) startDump(ctx context.Context) *dumpSession {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	d := &dumpSession{stdin: inW, stdout: outR, stderr: stderrtail.New(4096), cancel: cancel, done: make(chan error, 1)}
+	body := `while IFS= read -r p; do ` + s.nixStore("--dump") + ` "$p" || exit 1; done`
+	go func() {
+		err := s.run.Run(ctx, s.script(body), inR, outW, d.stderr)
+		outW.CloseWithError(fmt.Errorf("the dump session ended: %v", err))
+		inR.Close()
+		d.done <- err
+	}()
+	return d
+}
+
+// kill ends d and returns how the remote shell ended.
+func (d *dumpSession) kill() error {
+	d.cancel()
+	d.stdin.Close()
+	d.stdout.CloseWithError(errors.New("dump session closed"))
+	return <-d.done
+}
+
+func (s *SSHStore) getDump(ctx context.Context) *dumpSession {
+	select {
+	case d := <-s.idle:
+		return d
+	default:
+		return s.startDump(ctx)
+	}
+}
+
+func (s *SSHStore) putDump(d *dumpSession) {
+	d.used = true
+	select {
+	case s.idle <- d:
+	default:
+		d.kill()
+	}
+}
+
+// Close ends the idle dump sessions.
+func (s *SSHStore) Close() error {
+	for {
+		select {
+		case d := <-s.idle:
+			d.kill()
+		default:
+			return nil
+		}
+	}
+}
+
+// countingWriter counts what reaches w.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
 // NAR streams info.Path's NAR from the remote store to w and checks it
-// against info: a well-formed NAR, nothing after it, of info's size and
-// hash. A mismatch is an error naming the path, after which what w got
-// must be dropped (the agent refuses it too).
+// against info: a well-formed NAR of info's size and hash. A mismatch is
+// an error naming the path, after which what w got must be dropped (the
+// agent refuses it too). An idle session that died meanwhile is replaced
+// once, when nothing was written yet.
 func (s *SSHStore) NAR(ctx context.Context, info nix.PathInfo, w io.Writer) (nar.Result, error) {
 	if err := nix.CheckStorePath(info.Path); err != nil {
 		return nar.Result{}, fmt.Errorf("NAR from %s: %w", s.url.Store, err)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	pr, pw := io.Pipe()
-	stderr := stderrtail.New(4096)
-	done := make(chan error, 1)
-	go func() {
-		err := s.run.Run(ctx, s.script(s.nixStore("--dump", info.Path)), nil, pw, stderr)
-		pw.CloseWithError(err)
-		done <- err
-	}()
-	lr := &io.LimitedReader{R: pr, N: int64(info.NarSize) + 1}
-	res, verr := nar.Verify(io.TeeReader(lr, w))
+	cw := &countingWriter{w: w}
+	for {
+		d := s.getDump(ctx)
+		reused := d.used
+		res, err := s.dumpOne(ctx, d, info, cw)
+		if err != nil && reused && cw.n == 0 && ctx.Err() == nil {
+			continue
+		}
+		return res, err
+	}
+}
+
+// dumpOne has d dump info.Path to w and checks it; d goes back to the
+// pool when all went well, else it is ended.
+func (s *SSHStore) dumpOne(ctx context.Context, d *dumpSession, info nix.PathInfo, w io.Writer) (nar.Result, error) {
+	stop := context.AfterFunc(ctx, func() { d.stdout.CloseWithError(ctx.Err()) })
+	var res nar.Result
+	_, verr := io.WriteString(d.stdin, info.Path+"\n")
+	// A host that stops sending is given up after fromStallAfter.
+	watch := &progressReader{r: d.stdout, timeout: fromStallAfter, cancel: func() { d.stdout.CloseWithError(errors.New("stalled")) }}
+	watch.timer = time.AfterFunc(watch.timeout, watch.look)
+	lr := &io.LimitedReader{R: watch, N: int64(info.NarSize) + 1}
 	if verr == nil {
-		if n, _ := io.Copy(io.Discard, io.LimitReader(pr, 1)); n != 0 {
-			verr = fmt.Errorf("more than the %d bytes the path-info says", info.NarSize)
-		}
+		res, verr = nar.Verify(io.TeeReader(lr, w))
 	}
-	if verr != nil {
-		cancel()
-		pr.CloseWithError(verr)
+	watch.stop()
+	if !stop() {
+		verr = ctx.Err()
 	}
-	rerr := <-done
-	if verr != nil {
-		if msg := strings.TrimSpace(stderr.String()); rerr != nil && msg != "" {
-			return res, fmt.Errorf("%s: nix-store --dump on %s: %w: %s", info.Path, s.url.Host, rerr, msg)
-		}
-		if lr.N == 0 {
-			verr = fmt.Errorf("longer than the %d bytes the store registered", info.NarSize)
-		}
-		return res, fmt.Errorf("%s: NAR from %s: %w", info.Path, s.url.Store, verr)
-	}
-	if rerr != nil {
-		return res, fmt.Errorf("%s: nix-store --dump on %s: %w", info.Path, s.url.Host, rerr)
-	}
-	if res.Hash != info.NarHash || res.Size != info.NarSize {
+	if verr == nil && (res.Hash != info.NarHash || res.Size != info.NarSize) {
+		d.kill()
 		return res, fmt.Errorf("%s: NAR from %s is %s (%d bytes) but the store registered %s (%d bytes): the path changed on that host since it was registered", info.Path, s.url.Store, res.Hash, res.Size, info.NarHash, info.NarSize)
 	}
-	return res, nil
+	if verr == nil {
+		s.putDump(d)
+		return res, nil
+	}
+	rerr := d.kill()
+	if msg := strings.TrimSpace(d.stderr.String()); rerr != nil && msg != "" {
+		return res, fmt.Errorf("%s: nix-store --dump on %s: %w: %s", info.Path, s.url.Host, rerr, msg)
+	}
+	if lr.N == 0 {
+		verr = fmt.Errorf("longer than the %d bytes the store registered", info.NarSize)
+	}
+	return res, fmt.Errorf("%s: NAR from %s: %w", info.Path, s.url.Store, verr)
 }

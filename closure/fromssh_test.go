@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,6 +118,17 @@ func deleteLocal(t *testing.T, infos []nix.PathInfo) {
 	}
 }
 
+// countingRunner counts the commands (SSH sessions) run through r.
+type countingRunner struct {
+	r Runner
+	n atomic.Int64
+}
+
+func (c *countingRunner) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) error {
+	c.n.Add(1)
+	return c.r.Run(ctx, cmd, stdin, stdout, stderr)
+}
+
 // dialStore connects as root to the store host s.
 func dialStore(t *testing.T, s *sshtest.Server) *target.Conn {
 	t.Helper()
@@ -151,7 +164,9 @@ func TestSendFromSSHStore(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			src := NewSSHStore(u, dialStore(t, storeHost))
+			runs := &countingRunner{r: dialStore(t, storeHost)}
+			src := NewSSHStore(u, runs)
+			defer src.Close()
 			got, err := src.Closure(ctx, top)
 			if err != nil {
 				t.Fatal(err)
@@ -169,6 +184,19 @@ func TestSendFromSSHStore(t *testing.T) {
 				t.Errorf("sent %d paths, want %d", stats.Sent, len(want))
 			}
 			checkFromCache(t, root, want)
+			// One session for the path-info, one per channel for the NARs.
+			if n := runs.n.Load(); n > 3 {
+				t.Errorf("%d sessions on the store host for %d paths with 2 channels, want at most 3", n, len(want))
+			}
+			// A path the host cannot dump fails alone; the next NAR works.
+			bad := want[0]
+			bad.Path = nix.StoreDir + "/" + strings.Repeat("0", 32) + "-absent"
+			if _, err := src.NAR(ctx, bad, io.Discard); err == nil || !strings.Contains(err.Error(), "nix-store --dump on") || !strings.Contains(err.Error(), bad.Path) {
+				t.Errorf("NAR of an absent path: %v, want nix-store's failure naming it", err)
+			}
+			if res, err := src.NAR(ctx, want[0], io.Discard); err != nil || res.Hash != want[0].NarHash {
+				t.Errorf("NAR after a failed one: %v (%v), want %v", res.Hash, err, want[0].NarHash)
+			}
 		})
 	}
 
