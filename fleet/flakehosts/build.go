@@ -27,23 +27,36 @@ func (s System) Deploy(d deploy.Options) deploy.Options {
 	return d
 }
 
-// Build builds the systems of hosts (their System attributes of the
-// flake p.Flake, REF or REF#NAME) with one nix build, so Nix builds them once each and in
-// parallel, then reads each closure as sequence.BuildSystem does. The
-// result is keyed by Host.System.
+// Build builds the systems a run deploys, keyed by Host.System: the
+// hosts' own (their System attributes of the flake p.Flake, REF or
+// REF#NAME) with one nix build, so Nix builds each once and in parallel,
+// each closure read as sequence.BuildSystem does; and, under "", p's one
+// system (sequence.BuildSystem itself) when a host has none of its own or
+// there are no hosts (a single [user@]HOST).
 func Build(ctx context.Context, p sequence.Plan, hosts []fleet.Host, sink event.Sink) (map[string]System, error) {
+	systems := map[string]System{}
+	shared := len(hosts) == 0
 	ref, _ := split(p.Flake)
 	var attrs, installables []string
 	seen := map[string]bool{}
 	for _, h := range hosts {
-		if h.System != "" && !seen[h.System] {
+		if h.System == "" {
+			shared = true
+		} else if !seen[h.System] {
 			seen[h.System] = true
 			attrs = append(attrs, h.System)
 			installables = append(installables, ref+"#"+h.System)
 		}
 	}
+	if shared {
+		top, closure, err := sequence.BuildSystem(ctx, p, sink)
+		if err != nil {
+			return nil, err
+		}
+		systems[""] = System{Toplevel: top, Closure: closure}
+	}
 	if len(attrs) == 0 {
-		return nil, nil
+		return systems, nil
 	}
 	sink.Emit(event.Event{Phase: phase.Build, Kind: event.Step, Msg: fmt.Sprintf("building %d systems of %s", len(attrs), ref)})
 	outs, err := p.Nix.Build(ctx, installables...)
@@ -53,7 +66,6 @@ func Build(ctx context.Context, p sequence.Plan, hosts []fleet.Host, sink event.
 	if len(outs) != len(attrs) {
 		return nil, fmt.Errorf("build the systems: got %d outputs for %d systems", len(outs), len(attrs))
 	}
-	systems := make(map[string]System, len(attrs))
 	for i, attr := range attrs {
 		q := sequence.Plan{Nix: p.Nix, StorePaths: &sequence.StorePaths{System: outs[i]}}
 		top, closure, err := sequence.BuildSystem(ctx, q, sink)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-via/nixos-via/deploy"
+	"github.com/nixos-via/nixos-via/fleet"
 	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/nix/nixtest"
 	"github.com/nixos-via/nixos-via/sequence"
@@ -70,5 +72,17 @@ func TestBuild(t *testing.T) {
 		if len(s.Closure) != 1 || s.Closure[0].Path != s.Toplevel {
 			t.Errorf("%s: closure %+v, want just %s", h.Name, s.Closure, s.Toplevel)
 		}
+	}
+	// Hosts without a system of their own (pairs, a single HOST: none)
+	// share the plan's one system, under "".
+	top := systems[hosts[0].System].Toplevel
+	for _, hs := range [][]fleet.Host{nil, {{Name: "p1"}, {Name: "p2"}}} {
+		shared, err := Build(ctx, sequence.Plan{Nix: n, StorePaths: &sequence.StorePaths{System: top}}, hs, sink)
+		if err != nil || len(shared) != 1 || shared[""].Toplevel != top {
+			t.Errorf("Build(%d hosts without a system) = %+v, %v; want %s under \"\"", len(hs), shared, err, top)
+		}
+	}
+	if d := (System{}).Deploy(deploy.Options{Toplevel: top}); d.Toplevel != top {
+		t.Errorf("the zero System changed the deploy's toplevel to %q", d.Toplevel)
 	}
 }

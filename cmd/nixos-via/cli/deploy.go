@@ -95,12 +95,10 @@ func runDeploy(ctx context.Context, env Env, args []string) error {
 			err = usagef("%v", err)
 		}
 	}
-	fromFlake := err == nil && c.Destination == "" && len(pairs) == 0 && o.Flake != ""
-	if err == nil && o.Flake != "" && (!fromFlake || strings.Contains(o.Flake, "#")) {
-		o.FlakeRef, o.FlakeAttr, err = sequence.ParseFlake(o.Flake)
-	}
-	if err == nil && fromFlake {
+	if err == nil && c.Destination == "" && len(pairs) == 0 && o.Flake != "" {
 		hosts, err = flakehosts.Hosts(ctx, o.Nix, o.Flake, on)
+	} else if err == nil && o.Flake != "" {
+		o.FlakeRef, o.FlakeAttr, err = sequence.ParseFlake(o.Flake)
 	}
 	if err == nil && c.Destination == "" && len(hosts) == 0 {
 		err = usagef("no host given")
@@ -123,12 +121,7 @@ func runDeploy(ctx context.Context, env Env, args []string) error {
 	if system != "" {
 		plan.StorePaths = &sequence.StorePaths{System: system}
 	}
-	var systems map[string]flakehosts.System
-	if fromFlake {
-		systems, err = flakehosts.Build(ctx, plan, hosts, ui)
-	} else {
-		d.Toplevel, d.Closure, err = sequence.BuildSystem(ctx, plan, ui)
-	}
+	systems, err := flakehosts.Build(ctx, plan, hosts, ui)
 	if err != nil {
 		return &phase.Error{Phase: phase.Build, Err: err}
 	}
@@ -146,7 +139,7 @@ func runDeploy(ctx context.Context, env Env, args []string) error {
 		return fleet.Err(res)
 	}
 	start := time.Now()
-	_, err = deployTo(ctx, env, c, o.Agent, d, ui, func(m string) { fmt.Fprintln(env.Stderr, m) })
+	_, err = deployTo(ctx, env, c, o.Agent, systems[""].Deploy(d), ui, func(m string) { fmt.Fprintln(env.Stderr, m) })
 	fmt.Fprintf(env.Stderr, "nixos-via deploy: %s after %s\n", deployOutcome(err), time.Since(start).Round(time.Second))
 	return err
 }
