@@ -41,7 +41,8 @@ type Plan struct {
 	// of the flake.
 	StorePaths *StorePaths
 	// From, when set, is the store the closure comes from instead of the
-	// local one (--from: a file:// or http(s):// binary cache); the system
+	// local one (--from: a file:// or http(s):// binary cache, an ssh:// or
+	// ssh-ng:// host); the system
 	// is then evaluated (or --store-paths' SYSTEM), never built here.
 	From      string
 	DiskoMode string // disko (wipe, format, mount), format or mount
