@@ -1,5 +1,5 @@
 // Package fleet deploys to a set of hosts: it names them (NAME=[user@]host[:port]
-// pairs), selects some (--on name,glob*,@tag), runs one function per host in
+// pairs; fleet/flakehosts reads those a flake declares), selects some (--on name,glob*,@tag), runs one function per host in
 // parallel with its own sink (events carry the host's name), and summarizes.
 // One host's failure never stops another's.
 package fleet
