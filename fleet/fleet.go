@@ -1,7 +1,8 @@
-// Package fleet deploys to a set of hosts: it names them (NAME=[user@]host[:port]
-// pairs; fleet/flakehosts reads those a flake declares), selects some (--on name,glob*,@tag), runs one function per host in
-// parallel with its own sink (events carry the host's name), and summarizes.
-// One host's failure never stops another's.
+// Package fleet deploys to a set of hosts: it names them
+// (NAME=[user@]host[:port] pairs; fleet/flakehosts reads those a flake
+// declares), selects some (--on name,glob*,@tag), runs one function per
+// host in parallel with its own sink (events carry the host's name), and
+// summarizes. One host's failure never stops another's.
 package fleet
 
 import (
