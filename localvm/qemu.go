@@ -1,6 +1,7 @@
 package localvm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -30,6 +32,7 @@ type Session struct {
 	UEFI  bool
 	Accel string
 	cmd   *exec.Cmd
+	done  chan struct{} // closed when cmd has exited
 }
 
 // Boot is one boot of the VM: the installer by direct kernel boot, or
@@ -38,6 +41,9 @@ type Boot struct {
 	Kernel, Initrd, Cmdline string
 	MemoryMiB               int
 	SSHPort                 int // 127.0.0.1 port forwarded to the guest's 22
+	// NoReboot makes a reboot of the guest end QEMU (Exited) instead of
+	// booting the same kernel again.
+	NoReboot bool
 }
 
 // NewSession makes blank qcow2 disks for specs in a new temp dir.
@@ -96,9 +102,16 @@ func (s *Session) Args(b Boot) []string {
 	if b.Kernel != "" {
 		args = append(args, "-kernel", b.Kernel, "-initrd", b.Initrd, "-append", b.Cmdline)
 	}
+	if b.NoReboot {
+		args = append(args, "-no-reboot")
+	}
 	for i, p := range s.Disks {
 		args = append(args, "-drive", fmt.Sprintf("file=%s,format=qcow2,if=none,id=d%d", p, i))
-		dev := fmt.Sprintf("virtio-blk-pci,drive=d%d,bootindex=%d", i, i)
+		dev := fmt.Sprintf("virtio-blk-pci,drive=d%d", i)
+		if b.Kernel == "" {
+			// A direct kernel boot takes boot index 0 itself.
+			dev += fmt.Sprintf(",bootindex=%d", i)
+		}
 		if s.specs[i].Serial != "" {
 			dev += ",serial=" + s.specs[i].Serial
 		}
@@ -109,20 +122,43 @@ func (s *Session) Args(b Boot) []string {
 
 // Start boots b; the previous boot, if any, must have been stopped.
 func (s *Session) Start(b Boot) error {
-	s.cmd = exec.Command("qemu-system-x86_64", s.Args(b)...)
-	if err := s.cmd.Start(); err != nil {
+	cmd := exec.Command("qemu-system-x86_64", s.Args(b)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start qemu-system-x86_64: %w", err)
+	}
+	s.cmd, s.done = cmd, make(chan struct{})
+	go func(done chan struct{}) {
+		cmd.Wait()
+		close(done)
+	}(s.done)
+	// A bad argument or a missing accelerator ends QEMU at once.
+	select {
+	case <-s.done:
+		return fmt.Errorf("qemu-system-x86_64 exited at once (%s): %s", cmd.ProcessState, strings.TrimSpace(stderr.String()))
+	case <-time.After(500 * time.Millisecond):
 	}
 	return nil
 }
 
+// Exited is closed once the VM started last has exited (nil before Start).
+func (s *Session) Exited() <-chan struct{} { return s.done }
+
 // Stop kills the running VM, if any, and waits for it.
 func (s *Session) Stop() {
-	if s.cmd != nil && s.cmd.Process != nil {
+	if s.cmd != nil {
 		s.cmd.Process.Kill()
-		s.cmd.Wait()
+		<-s.done
 	}
 	s.cmd = nil
+}
+
+// ConsoleTail is the last n lines of the VM's serial console.
+func (s *Session) ConsoleTail(n int) string {
+	b, _ := os.ReadFile(filepath.Join(s.Dir, "console.log"))
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // Close stops the VM and removes every file of the session.

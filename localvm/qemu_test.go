@@ -27,13 +27,28 @@ func TestSession(t *testing.T) {
 	}
 	args := strings.Join(s.Args(Boot{Kernel: "/k", Initrd: "/i", Cmdline: "c", SSHPort: 2222}), " ")
 	for _, want := range []string{"-accel tcg", "hostfwd=tcp:127.0.0.1:2222-:22", "restrict=on", "-kernel /k -initrd /i -append c",
-		"if=pflash,format=raw,readonly=on,file=" + OVMFCode, "bootindex=0", "drive=d1,bootindex=1,serial=data1", "-machine q35"} {
+		"if=pflash,format=raw,readonly=on,file=" + OVMFCode, "drive=d1,serial=data1", "-machine q35"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("QEMU args lack %q:\n%s", want, args)
 		}
 	}
-	if disk := s.Args(Boot{SSHPort: 1}); slices.Contains(disk, "-kernel") {
+	if strings.Contains(args, "bootindex") {
+		t.Errorf("a direct kernel boot gives disks a boot index (QEMU refuses index 0 twice): %s", args)
+	}
+	if strings.Contains(args, "-no-reboot") {
+		t.Errorf("-no-reboot without Boot.NoReboot: %s", args)
+	}
+	if a := strings.Join(s.Args(Boot{Kernel: "/k", SSHPort: 1, NoReboot: true}), " "); !strings.Contains(a, "-no-reboot") {
+		t.Errorf("Boot.NoReboot lacks -no-reboot: %s", a)
+	}
+	disk := s.Args(Boot{SSHPort: 1})
+	if slices.Contains(disk, "-kernel") {
 		t.Errorf("a boot from disk passes -kernel: %v", disk)
+	}
+	for _, want := range []string{"drive=d0,bootindex=0", "drive=d1,bootindex=1,serial=data1"} {
+		if !strings.Contains(strings.Join(disk, " "), want) {
+			t.Errorf("a boot from disk lacks %q: %v", want, disk)
+		}
 	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)

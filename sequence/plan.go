@@ -79,6 +79,10 @@ type Plan struct {
 	// Confirm asks before the wipe; nil wipes without asking (--yes, or no
 	// terminal). Its error (a *phase.Refusal) stops the run.
 	Confirm func() error
+
+	// VM, when set, is the throwaway local VM the run installs into
+	// instead of a host (--vm-test, package localvm).
+	VM VM
 }
 
 // StorePaths is a prebuilt disko script and system toplevel.

@@ -50,7 +50,8 @@ type run struct {
 // Run does the whole install of p. Everything that can be checked locally
 // is checked before the first connection; nothing destructive runs before
 // the pre-flight checks on the host have passed. A failure once the host
-// was changed is a *Stopped: where the host is and how to go on.
+// was changed is a *Stopped: where the host is and how to go on. With
+// p.VM the install goes into that local VM instead (see VM).
 func Run(ctx context.Context, p Plan, sink event.Sink) error {
 	r := &run{p: &p, sink: sink}
 	defer func() {
@@ -58,6 +59,9 @@ func Run(ctx context.Context, p Plan, sink event.Sink) error {
 			r.fromConn.Close()
 		}
 	}()
+	if p.VM != nil {
+		return r.inVM(ctx)
+	}
 	return r.stopped(r.run(ctx))
 }
 
@@ -69,6 +73,9 @@ func (r *run) run(ctx context.Context) error {
 	deferBuild := p.HardwareConfig != nil && p.StorePaths == nil
 	tb, err := r.prepare(ctx, deferBuild)
 	if err != nil {
+		return err
+	}
+	if err := r.bootVM(ctx); err != nil {
 		return err
 	}
 	if err := r.connect(ctx); err != nil {
@@ -225,7 +232,7 @@ func (r *run) phases(ctx context.Context) error {
 	if p.Has(phase.Reboot) {
 		conn, err := reboot.Run(ctx, r.conn, r.sink, reboot.Options{Toplevel: r.toplevel, CopyHostKeys: p.CopyHostKeys,
 			Timeout: p.RebootTimeout, Home: p.Home, Boot: r.boot, LoginUser: r.loginUser,
-			Rebooting: func() { r.state = Rebooted }})
+			Rebooting: r.rebooting})
 		if err != nil {
 			return &phase.Error{Phase: phase.Reboot, Err: err}
 		}

@@ -253,8 +253,8 @@ func runInstall(ctx context.Context, env Env, args []string) error {
 // so that nothing is silently ignored.
 func checkImplemented(o *Options) error {
 	var missing []string
-	if o.VMTest {
-		missing = append(missing, "--vm-test")
+	if err := o.vmTest(); err != nil {
+		return err
 	}
 	if len(o.SSHStoreSettings) > 0 {
 		missing = append(missing, "--ssh-store-setting (nixos-via does not use nix's ssh store)")

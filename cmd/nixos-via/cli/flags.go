@@ -38,6 +38,7 @@ type Options struct {
 	conn conn
 
 	VMTest           bool
+	VMAccel          string // --vm-accel
 	SSHStoreSettings []twoArgs
 	NoDiskoDeps      bool // accepted, ignored
 	printBuildLog    bool // the local Nix's output goes to stderr
@@ -77,7 +78,8 @@ func installFlags(o *Options) []flagtable.Flag {
 		{Name: "no-substitute-on-destination", Group: gBuild, Help: "stream the whole closure from here (by default the target fetches what the binary caches have itself: the local Nix's substituters after --option, and the configuration's nix.settings.substituters; http(s) only, checked against the local narHash); implies --no-use-machine-substituters", To: func() error { o.Substitute, o.MachineSubstituters = false, false; return nil }},
 		{Name: "no-use-machine-substituters", Group: gBuild, Help: "the target substitutes from the local Nix's substituters only, not also from the configuration's nix.settings.substituters", To: func() error { o.MachineSubstituters = false; return nil }},
 		{Name: "ssh-store-setting", Group: gBuild, Arg: "KEY VALUE", Help: "a setting of nix's ssh store (not implemented yet: nixos-via does not use nix's ssh store)", To: func(p []twoArgs) error { o.SSHStoreSettings = p; return nil }},
-		{Name: "vm-test", Group: gBuild, Help: "only build and run the flake's disko VM install test, locally", To: &o.VMTest},
+		{Name: "vm-test", Group: gBuild, Help: "install into a throwaway local QEMU VM instead of a host (no HOST): the installer booted directly on blank disks made for the layout, every phase but kexec, then the VM boots from its disk and must come up; nothing is left behind", To: &o.VMTest},
+		{Name: "vm-accel", Group: gBuild, Arg: "ACCEL", Help: "the --vm-test VM's accelerator: kvm, tcg or auto (default: KVM when /dev/kvm works, else TCG)", To: o.vmAccel},
 		{Name: "generate-hardware-config", Group: gBuild, Arg: "TOOL PATH", Help: "after kexec, write the output of TOOL (nixos-facter or nixos-generate-config) on the target to PATH; the build waits for it", To: o.hardwareConfig},
 
 		{Name: "kexec", Group: gKexec, Arg: "URL|FILE", Help: "installer tarball (default: the nixos-images release for the target's arch)", To: &o.Kexec.Source},
