@@ -11,12 +11,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"strings"
 
 	"github.com/nixos-via/nixos-via/deploy"
 	"github.com/nixos-via/nixos-via/enter"
 	"github.com/nixos-via/nixos-via/fleet"
+	"github.com/nixos-via/nixos-via/internal/buildinfo"
 	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
 	"github.com/nixos-via/nixos-via/sequence"
@@ -198,31 +198,13 @@ func finish(env Env, err error) int {
 }
 
 func runVersion(_ context.Context, env Env, _ []string) error {
-	fmt.Fprintln(env.Stdout, "nixos-via", Version())
+	fmt.Fprintln(env.Stdout, "nixos-via", buildinfo.Version())
 	return nil
 }
 
 func runHelp(_ context.Context, env Env, _ []string) error {
 	writeHelp(env.Stdout)
 	return nil
-}
-
-// Version is the module version of the build, or "dev".
-func Version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		v := bi.Main.Version
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				if v == "" || v == "(devel)" {
-					v = "dev-" + s.Value[:12]
-				}
-			}
-		}
-		if v != "" && v != "(devel)" {
-			return v
-		}
-	}
-	return "dev"
 }
 
 // runInstall is the drop-in nixos-anywhere command.
