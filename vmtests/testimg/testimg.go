@@ -167,6 +167,9 @@ func cached(t testing.TB, kind string, opts any, build func(dir string) error) s
 	}
 	final := filepath.Join(cache, kind+"-"+key)
 	if _, err := os.Stat(filepath.Join(final, ".complete")); err == nil {
+		// In use: the newest by its mark, so prune keeps it.
+		now := time.Now()
+		os.Chtimes(filepath.Join(final, ".complete"), now, now)
 		return final
 	}
 	tmp, err := os.MkdirTemp(cache, "build-"+kind+"-")
@@ -195,8 +198,12 @@ func cached(t testing.TB, kind string, opts any, build func(dir string) error) s
 // change makes a new key, so older entries are removed.
 const keepPerKind = 3
 
-// prune removes all but the newest keep entries of kind, and abandoned
-// build directories older than an hour.
+// inUse is how long after its last use an entry is never pruned: test
+// processes of other trees (a CI clone, a worktree) may still boot it.
+const inUse = 2 * time.Hour
+
+// prune removes all but the newest keep entries of kind, but none used
+// within inUse, and abandoned build directories older than an hour.
 func prune(cache, kind string, keep int) {
 	entries, err := os.ReadDir(cache)
 	if err != nil {
@@ -222,7 +229,9 @@ func prune(cache, kind string, keep int) {
 	}
 	sort.Slice(done, func(i, j int) bool { return done[i].mod.After(done[j].mod) })
 	for i := keep; i < len(done); i++ {
-		os.RemoveAll(done[i].path)
+		if time.Since(done[i].mod) > inUse {
+			os.RemoveAll(done[i].path)
+		}
 	}
 }
 
