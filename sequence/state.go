@@ -65,6 +65,8 @@ type Stopped struct {
 	Advice string
 	// Left are the directories the run left on the host (a cut upload's).
 	Left []string
+	// Host is the destination the run was given (Plan.Host), for Hint.
+	Host string
 }
 
 func (s *Stopped) Error() string { return s.Err.Error() }
@@ -84,7 +86,7 @@ func (r *run) stopped(err error) error {
 	if r.state == Untouched && (errors.As(err, &ue) || errors.As(err, &rf)) {
 		return err
 	}
-	s := &Stopped{Err: err, State: r.state, Left: r.left}
+	s := &Stopped{Err: err, State: r.state, Left: r.left, Host: r.p.Host}
 	if s.State == Untouched && len(r.left) > 0 {
 		s.State = Staged
 	}

@@ -51,3 +51,18 @@ func TestStoppedSaysWhatWasLeft(t *testing.T) {
 		}
 	}
 }
+
+// TestStoppedNamesTheHost: the Stopped carries the destination as given,
+// so that its hint can say the command that goes on.
+func TestStoppedNamesTheHost(t *testing.T) {
+	for _, host := range []string{"h", "root@host.example:2222", ""} {
+		r := &run{p: &Plan{Host: host}, state: Installer}
+		var s *Stopped
+		if !errors.As(r.stopped(errors.New("connection lost")), &s) {
+			t.Fatalf("host %q: not a *Stopped", host)
+		}
+		if s.Host != host {
+			t.Errorf("Host = %q, want %q", s.Host, host)
+		}
+	}
+}

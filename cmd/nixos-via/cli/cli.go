@@ -171,10 +171,12 @@ func (e *commandError) Unwrap() error { return e.err }
 func finish(env Env, err error) int {
 	code := ExitCode(err)
 	var ce *commandError
-	var se *stoppedError
+	// An install that stopped after it changed the host says, after the
+	// error, where the host is and the command line that goes on.
+	var s *sequence.Stopped
 	defer func() {
-		if errors.As(err, &se) {
-			fmt.Fprint(env.Stderr, se.hint)
+		if errors.As(err, &s) {
+			fmt.Fprint(env.Stderr, s.Hint(env.Args, s.Host))
 		}
 	}()
 	var ee *enter.ExitError
@@ -228,7 +230,7 @@ func runInstall(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	return withResumeHint(sequence.Run(ctx, plan, ui), args, o.Host)
+	return sequence.Run(ctx, plan, ui)
 }
 
 // checkImplemented refuses flags this build cannot honour yet,
