@@ -70,6 +70,18 @@ func Command(tool string) (string, error) {
 	return "", phase.Usagef("--generate-hardware-config %q: want nixos-facter or nixos-generate-config", tool)
 }
 
+// Check refuses, before anything runs, a tool Command does not know and
+// an empty path (--generate-hardware-config TOOL PATH).
+func (o Options) Check() error {
+	if _, err := Command(o.Tool); err != nil {
+		return err
+	}
+	if o.Path == "" {
+		return phase.Usagef("--generate-hardware-config %s: empty path", o.Tool)
+	}
+	return nil
+}
+
 // PreparePath creates the parent directories of path and
 // checks that a file can be created there, before anything on the host
 // is touched.

@@ -2,6 +2,7 @@ package hwconfig
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/sshtest"
 	"github.com/nixos-via/nixos-via/internal/target"
 )
@@ -140,5 +142,29 @@ func TestGitIntentToAdd(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
 	if got, err := GitIntentToAdd(ctx, inRepo); got || err != nil {
 		t.Errorf("without git: got %v, %v; want false, nil", got, err)
+	}
+}
+
+func TestOptionsCheck(t *testing.T) {
+	tests := []struct {
+		opts Options
+		want string // "" is no error
+	}{
+		{Options{Tool: "nixos-facter", Path: "facter.json"}, ""},
+		{Options{Tool: "nixos-generate-config", Path: "hw.nix"}, ""},
+		{Options{Tool: "lshw", Path: "hw.nix"}, `--generate-hardware-config "lshw": want nixos-facter or nixos-generate-config`},
+		{Options{Tool: "lshw"}, `--generate-hardware-config "lshw": want nixos-facter or nixos-generate-config`},
+		{Options{Tool: "nixos-facter"}, "--generate-hardware-config nixos-facter: empty path"},
+	}
+	for _, tt := range tests {
+		err := tt.opts.Check()
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		var ue *phase.UsageError
+		if got != tt.want || (err != nil && !errors.As(err, &ue)) {
+			t.Errorf("%+v.Check() = %v, want %q as a usage error", tt.opts, err, tt.want)
+		}
 	}
 }

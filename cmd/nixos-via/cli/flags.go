@@ -85,6 +85,7 @@ func installFlags(o *Options) []flagtable.Flag {
 		{Name: "kexec", Group: gKexec, Arg: "URL|FILE", Help: "installer tarball (default: the nixos-images release for the target's arch)", To: &o.Kexec.Source},
 		{Name: "kexec-sha256", Group: gKexec, Arg: "HEX", Help: "refuse a tarball whose sha256 differs", To: func(v string) error { o.Kexec.SHA256 = strings.ToLower(v); return nil }},
 		{Name: "force-kexec", Group: gKexec, Help: "kexec even when the target already runs an installer", To: &o.Kexec.Force},
+		{Name: "reinstall", Group: gKexec, Help: "kexec and erase the disks even when the target already runs the very system built (without it such a run says so and changes nothing)", To: &o.Reinstall},
 		{Name: "kexec-extra-flags", Group: gKexec, Arg: "FLAGS", Help: "extra flags for kexec --load and kexec -e (e.g. --no-sync)", To: &o.Kexec.ExtraFlags},
 
 		{Name: "disk-encryption-keys", Group: gDisko, Arg: "REMOTE LOCAL", Help: "copy the LOCAL key file to REMOTE in the installer's RAM before disko (repeatable)", To: o.keyFiles},
@@ -162,14 +163,8 @@ func (o *Options) nixOptions(p []twoArgs) error {
 
 func (o *Options) hardwareConfig(p []twoArgs) error {
 	last := p[len(p)-1] // the last one wins, as in nixos-anywhere
-	if _, err := hwconfig.Command(last[0]); err != nil {
-		return err
-	}
-	if last[1] == "" {
-		return usagef("--generate-hardware-config %s: empty path", last[0])
-	}
 	o.HardwareConfig = &hwconfig.Options{Tool: last[0], Path: last[1]}
-	return nil
+	return o.HardwareConfig.Check()
 }
 
 func (o *Options) keyFiles(p []twoArgs) error {
