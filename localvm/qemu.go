@@ -44,6 +44,8 @@ type Boot struct {
 	// NoReboot makes a reboot of the guest end QEMU (Exited) instead of
 	// booting the same kernel again.
 	NoReboot bool
+	// Forwards are guest ports forwarded from the same port on 127.0.0.1.
+	Forwards []int
 }
 
 // NewSession makes blank qcow2 disks for specs in a new temp dir.
@@ -85,7 +87,7 @@ func (s *Session) Args(b Boot) []string {
 	}
 	args := []string{"-accel", s.Accel, "-m", strconv.Itoa(mem), "-smp", "1", "-nodefaults", "-display", "none",
 		"-serial", "file:" + filepath.Join(s.Dir, "console.log"),
-		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22", b.SSHPort),
+		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22", b.SSHPort) + forwards(b.Forwards),
 		"-device", "virtio-net-pci,netdev=n0"}
 	if s.Accel == "tcg" {
 		args = append(args, "-cpu", cpu)
@@ -118,6 +120,16 @@ func (s *Session) Args(b Boot) []string {
 		args = append(args, "-device", dev)
 	}
 	return args
+}
+
+// forwards are QEMU user-net options forwarding each port from the same
+// port on 127.0.0.1.
+func forwards(ports []int) string {
+	var out string
+	for _, p := range ports {
+		out += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", p, p)
+	}
+	return out
 }
 
 // Start boots b; the previous boot, if any, must have been stopped.

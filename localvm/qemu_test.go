@@ -41,7 +41,10 @@ func TestSession(t *testing.T) {
 	if a := strings.Join(s.Args(Boot{Kernel: "/k", SSHPort: 1, NoReboot: true}), " "); !strings.Contains(a, "-no-reboot") {
 		t.Errorf("Boot.NoReboot lacks -no-reboot: %s", a)
 	}
-	disk := s.Args(Boot{SSHPort: 1})
+	disk := s.Args(Boot{SSHPort: 1, Forwards: []int{40022, 2222}})
+	if a := strings.Join(disk, " "); !strings.Contains(a, "hostfwd=tcp:127.0.0.1:1-:22,hostfwd=tcp:127.0.0.1:40022-:40022,hostfwd=tcp:127.0.0.1:2222-:2222") {
+		t.Errorf("Boot.Forwards not forwarded from the same ports: %s", a)
+	}
 	if slices.Contains(disk, "-kernel") {
 		t.Errorf("a boot from disk passes -kernel: %v", disk)
 	}

@@ -112,13 +112,17 @@ func (m *Machine) Boot(ctx context.Context, b sequence.VMBoot) (target.Options, 
 		return target.Options{}, err
 	}
 	m.boot = Boot{Kernel: in.Kernel, Initrd: in.Initrd, Cmdline: in.Cmdline, SSHPort: port, NoReboot: true,
-		MemoryMiB: max(2048, 1024+int(2*tb.InitrdUnpacked>>20))}
+		MemoryMiB: max(2048, 1024+int(2*tb.InitrdUnpacked>>20)), Forwards: b.Ports}
 	firmware := "BIOS"
 	if s.UEFI {
 		firmware = "OVMF"
 	}
-	m.step("booting the installer in a local VM (%s, %s, %d MiB, %d blank disks in %s; ssh on 127.0.0.1:%d)",
-		accel, firmware, m.boot.MemoryMiB, len(specs), s.Dir, port)
+	fwd := ""
+	for _, p := range b.Ports {
+		fwd += fmt.Sprintf(", 127.0.0.1:%d to its %d", p, p)
+	}
+	m.step("booting the installer in a local VM (%s, %s, %d MiB, %d blank disks in %s; ssh on 127.0.0.1:%d%s)",
+		accel, firmware, m.boot.MemoryMiB, len(specs), s.Dir, port, fwd)
 	m.mu.Lock()
 	err = s.Start(m.boot)
 	if err == nil {
@@ -203,7 +207,7 @@ func (m *Machine) watch(exited, stop <-chan struct{}) {
 	if m.closed || !m.rebooting {
 		return
 	}
-	b := Boot{SSHPort: m.boot.SSHPort, MemoryMiB: m.boot.MemoryMiB}
+	b := Boot{SSHPort: m.boot.SSHPort, MemoryMiB: m.boot.MemoryMiB, Forwards: m.boot.Forwards}
 	m.restart = m.s.Start(b)
 	if m.restart == nil {
 		m.fromDisk = true

@@ -33,6 +33,10 @@ type VMBoot struct {
 	Kexec  kexec.Options  // the installer tarball: Source ("": the default), SHA256, CacheDir, HTTP
 	Target target.Options // the plan's: the user's keys, agent and timeouts
 	Sink   event.Sink
+	// Ports are the installed system's SSH ports other than 22 (its
+	// sshd's, its initrd's): the reboot check dials them at the same
+	// port on 127.0.0.1, so the VM forwards each from there.
+	Ports []int
 }
 
 // inVM is the run into r.p.VM: no kexec, nothing to confirm, and no
@@ -49,6 +53,11 @@ func (r *run) bootVM(ctx context.Context) error {
 		return nil
 	}
 	b := VMBoot{Layout: r.layout, Needs: r.needs, Kexec: r.p.Kexec, Target: r.p.Target, Sink: r.sink}
+	for _, port := range append(slices.Clone(r.boot.Ports), r.boot.InitrdSSHPort) {
+		if port != 0 && port != 22 && !slices.Contains(b.Ports, port) {
+			b.Ports = append(b.Ports, port)
+		}
+	}
 	t, err := r.p.VM.Boot(ctx, b)
 	r.p.Target, r.p.Host = t, fmt.Sprintf("the VM's installer on 127.0.0.1:%d", t.Port)
 	return err

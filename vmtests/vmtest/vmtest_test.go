@@ -49,6 +49,10 @@ func TestVMTest(t *testing.T) {
 		{name: "efi-ext4 installs and boots from its disk", scenario: "efi-ext4", wantCode: cli.ExitOK,
 			want: []string{"booting the installer in a local VM (tcg, OVMF", "the installer rebooted: the VM boots from its disk now",
 				"the installed system is up: /run/current-system = /nix/store/", "vm-test passed: installed into the VM, which booted from its own disk"}},
+		// sshd on 40022, root may not log in, alice (wheel) may: the VM
+		// forwards 40022 and the check logs in as alice.
+		{name: "admin-port", scenario: "admin-port", slow: true, wantCode: cli.ExitOK,
+			want: []string{"127.0.0.1:40022 to its 40022", "waiting for the installed system on 127.0.0.1:40022", "logged in as alice", "vm-test passed"}},
 		// The layout reads a LUKS key file nothing brings into the
 		// installer: the disko phase refuses before it erases anything.
 		{name: "layout key file missing", scenario: "luks-keyfile", wantCode: cli.ExitRefused,
