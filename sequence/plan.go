@@ -58,6 +58,9 @@ type Plan struct {
 	// Kexec are the kexec phase's options; Facts, Tarball and Home are
 	// filled in by Run.
 	Kexec kexec.Options
+	// Reinstall kexecs and erases a host that already runs the very
+	// system built (--reinstall); without it such a run only says so.
+	Reinstall bool
 
 	Agent        string // --agent: the local agent binary ("": this executable)
 	CopyJobs     int

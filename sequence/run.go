@@ -82,6 +82,10 @@ func (r *run) run(ctx context.Context) error {
 		return err
 	}
 	defer func() { r.conn.Close() }()
+	if r.alreadyInstalled() {
+		r.info(phase.Reboot, "the installed system is up: /run/current-system = %s, the system built, so nothing was done (an earlier run installed it; to erase the disks and install again anyway: --reinstall)", r.toplevel)
+		return nil
+	}
 	if !r.willKexec() {
 		// Already in an installer: a remote build is settled before the
 		// wipe is even asked about.
@@ -159,6 +163,14 @@ func (r *run) connect(ctx context.Context) error {
 	}
 	r.info(phase.Probe, "%s %s, %s, %d MiB RAM, %s, logged in as %s", facts.OSName, facts.Arch, facts.Kernel, facts.MemTotalKiB>>10, facts.Firmware, facts.User)
 	return nil
+}
+
+// alreadyInstalled says the host already runs the system built, from
+// the disks the layout would erase: a re-run after an install that
+// finished (or was cut off in the reboot wait) must not wipe it again.
+func (r *run) alreadyInstalled() bool {
+	return !r.p.Reinstall && r.willKexec() && r.p.Has(phase.Disko) &&
+		r.toplevel != "" && r.facts.CurrentSystem == r.toplevel
 }
 
 // toInstaller gets the host into the installer (the kexec phase, when

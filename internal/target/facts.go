@@ -38,6 +38,8 @@ type Facts struct {
 	// HostKeys are the public host keys in /etc/ssh (authorized_keys
 	// lines), the ones an installer kexec'd into would present.
 	HostKeys []string `json:"hostKeys,omitempty"`
+	// CurrentSystem is where /run/current-system points on NixOS ("" elsewhere).
+	CurrentSystem string `json:"currentSystem,omitempty"`
 }
 
 // Disk is one whole block device.
@@ -96,6 +98,7 @@ kv secureboot "$sb"
 if [ -r /etc/os-release ]; then
   ( . /etc/os-release; kv osid "$ID"; kv osidlike "$ID_LIKE"; kv osname "$PRETTY_NAME"; kv variant "$VARIANT_ID" )
 fi
+kv currentsystem "$(readlink /run/current-system 2>/dev/null)"
 kv uid "$(id -u)"
 kv user "$(id -un 2>/dev/null)"
 esc=
@@ -233,6 +236,7 @@ func ParseFacts(out string) (*Facts, error) {
 	f.OSID, f.OSName = values.Get("osid"), values.Get("osname")
 	f.IsNixOS = f.OSID == "nixos" || containsWord(values.Get("osidlike"), "nixos")
 	f.IsInstaller = values.Get("variant") == "installer"
+	f.CurrentSystem = values.Get("currentsystem")
 	f.User = values.Get("user")
 	f.IsRoot = values.Get("uid") == "0"
 	switch values.Get("escalation") {

@@ -173,8 +173,13 @@ func TestParseFacts(t *testing.T) {
 	}
 	nixos := strings.Replace(sampleProbe, "osid=debian", "osid=nixos", 1)
 	nixos = strings.Replace(nixos, "variant=", "variant=installer", 1)
-	if f, _ := ParseFacts(nixos); !f.IsNixOS || !f.IsInstaller {
+	if f, _ := ParseFacts(nixos); !f.IsNixOS || !f.IsInstaller || f.CurrentSystem != "" {
 		t.Errorf("nixos installer not recognised: %+v", f)
+	}
+	const top = "/nix/store/dg06y5zddc0bcd0vkyyrpbqiw1hyki0h-nixos-system-a-25.05"
+	installed := strings.Replace(nixos, "uid=", "currentsystem="+top+"\nuid=", 1)
+	if f, _ := ParseFacts(installed); f.CurrentSystem != top {
+		t.Errorf("CurrentSystem = %q, want %q", f.CurrentSystem, top)
 	}
 }
 
