@@ -111,3 +111,12 @@ func TestChooseAccel(t *testing.T) {
 		t.Errorf("ChooseAccel(auto, hanging probe) = %q, %v; want tcg", got, err)
 	}
 }
+
+func TestLocalOptions(t *testing.T) {
+	in := []string{"Port=2222", "User alice", "HostName=example.org", "ProxyJump=jump", "proxycommand nc %h %p",
+		"StrictHostKeyChecking=no", "UserKnownHostsFile=/tmp/kh", "IdentityFile=~/.ssh/id_x", "ConnectTimeout=5", "ServerAliveInterval 10"}
+	want := []string{"IdentityFile=~/.ssh/id_x", "ConnectTimeout=5", "ServerAliveInterval 10"}
+	if got := localOptions(in); !reflect.DeepEqual(got, want) {
+		t.Errorf("localOptions = %q, want %q", got, want)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -139,6 +140,7 @@ func (m *Machine) Boot(ctx context.Context, b sequence.VMBoot) (target.Options, 
 	o := b.Target
 	o.Destination, o.User, o.Port = "127.0.0.1", "root", port
 	o.ProxyJump, o.ProxyCommand = "none", "none"
+	o.SSHOptions = localOptions(o.SSHOptions)
 	o.Signers = append([]ssh.Signer{in.Signer}, o.Signers...)
 	o.PinnedKey, o.PinnedKeys, o.PinSource = in.HostKey, nil, "the host key given to the VM's installer"
 	o.HostKeyPin, o.HostKeyPins = "", nil
@@ -147,6 +149,21 @@ func (m *Machine) Boot(ctx context.Context, b sequence.VMBoot) (target.Options, 
 	o.KnownHostsFiles = []string{filepath.Join(s.Dir, "known_hosts")}
 	o.StrictHostKeyChecking, o.ReplaceKnownHost = target.StrictAcceptNew, false
 	return o, nil
+}
+
+// localOptions are the -o options that still apply to the VM: those
+// naming where and how to reach a host, or its known keys, do not.
+func localOptions(opts []string) []string {
+	var out []string
+	for _, o := range opts {
+		k, _, _ := strings.Cut(strings.TrimSpace(strings.ReplaceAll(o, "=", " ")), " ")
+		switch strings.ToLower(k) {
+		case "port", "user", "hostname", "proxyjump", "proxycommand", "stricthostkeychecking", "userknownhostsfile":
+			continue
+		}
+		out = append(out, o)
+	}
+	return out
 }
 
 // Close stops the VM, removes its files and says how the run went: err,

@@ -46,7 +46,10 @@ func TestVMTest(t *testing.T) {
 		wantCode       int
 		want           []string
 	}{
+		// -o options that name another port or known_hosts do not
+		// apply to the VM.
 		{name: "efi-ext4 installs and boots from its disk", scenario: "efi-ext4", wantCode: cli.ExitOK,
+			extra: []string{"--ssh-option", "Port=2222", "--ssh-option", "UserKnownHostsFile=" + filepath.Join(home, ".ssh", "known_hosts")},
 			want: []string{"booting the installer in a local VM (tcg, OVMF", "the installer rebooted: the VM boots from its disk now",
 				"the installed system is up: /run/current-system = /nix/store/", "vm-test passed: installed into the VM, which booted from its own disk"}},
 		// sshd on 40022, root may not log in, alice (wheel) may: the VM
