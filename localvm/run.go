@@ -197,7 +197,7 @@ func (m *Machine) Close(err error) error {
 	if err == nil {
 		what := "the planned phases ran in the VM"
 		if m.fromDisk {
-			what = "installed into the VM, which booted from its own disk and came up"
+			what = "installed into the VM, which rebooted from its own disk (what the reboot check saw is above)"
 		}
 		m.sink.Emit(event.Event{Phase: Phase, Kind: event.Done, Msg: "vm-test passed: " + what})
 	}

@@ -51,7 +51,7 @@ func TestVMTest(t *testing.T) {
 		{name: "efi-ext4 installs and boots from its disk", scenario: "efi-ext4", wantCode: cli.ExitOK,
 			extra: []string{"--ssh-option", "Port=2222", "--ssh-option", "UserKnownHostsFile=" + filepath.Join(home, ".ssh", "known_hosts")},
 			want: []string{"booting the installer in a local VM (tcg, OVMF", "the installer rebooted: the VM boots from its disk now",
-				"the installed system is up: /run/current-system = /nix/store/", "vm-test passed: installed into the VM, which booted from its own disk"}},
+				"the installed system is up: /run/current-system = /nix/store/", "vm-test passed: installed into the VM, which rebooted from its own disk"}},
 		// sshd on 40022, root may not log in, alice (wheel) may: the VM
 		// forwards 40022 and the check logs in as alice.
 		{name: "admin-port", scenario: "admin-port", slow: true, wantCode: cli.ExitOK,
