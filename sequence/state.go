@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/nixos-via/nixos-via/internal/phase"
+	"github.com/nixos-via/nixos-via/internal/target"
 )
 
 // HostState is how far a run got with the host: what a failure or an
@@ -21,6 +22,12 @@ const (
 	Installing                    // the closure partly copied, or the bootloader not yet installed
 	Installed                     // installed, not yet rebooted
 	Rebooted                      // rebooted into the new system
+	// KeyDiffers: the first connection failed on the host key (another
+	// key than known_hosts has, or none known with strict checking).
+	// This run changed nothing, but what the host runs is not known: it
+	// may have been reinstalled (by an earlier run stopped while it
+	// rebooted, say) or be another machine.
+	KeyDiffers
 )
 
 // String says what the host is now, as the failure message reads it.
@@ -44,6 +51,9 @@ func (s HostState) String() string {
 		return "the new system is installed in /mnt with its bootloader; the host still runs the installer and was not rebooted"
 	case Rebooted:
 		return "the new system is installed and the host was told to reboot into it"
+	case KeyDiffers:
+		return "nixos-via changed nothing on it in this run, but what it runs is not known: it presented another host key than known_hosts has " +
+			"(it was reinstalled, perhaps by an earlier nixos-via run stopped while it rebooted, or it is another machine)"
 	}
 	return fmt.Sprintf("state %d", int(s))
 }
@@ -69,6 +79,16 @@ type Stopped struct {
 	Host string
 }
 
+// isHostKeyError says err is a host key that does not match, or is not
+// known with strict checking.
+func isHostKeyError(err error) bool {
+	var (
+		mm *target.HostKeyMismatchError
+		uk *target.UnknownHostKeyError
+	)
+	return errors.As(err, &mm) || errors.As(err, &uk)
+}
+
 func (s *Stopped) Error() string { return s.Err.Error() }
 func (s *Stopped) Unwrap() error { return s.Err }
 
@@ -90,8 +110,11 @@ func (r *run) stopped(err error) error {
 	if s.State == Untouched && len(r.left) > 0 {
 		s.State = Staged
 	}
+	if s.State == Untouched && isHostKeyError(err) {
+		s.State = KeyDiffers
+	}
 	switch s.State {
-	case Untouched, Staged, Kexecing, Installer, Partitioning, DisksReady, Installing, Installed:
+	case Untouched, KeyDiffers, Staged, Kexecing, Installer, Partitioning, DisksReady, Installing, Installed:
 		// Untouched here is a failure that is no refusal (a lost
 		// connection, a cut upload): the same command goes on from there.
 		s.Rerun = true

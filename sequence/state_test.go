@@ -2,8 +2,11 @@ package sequence
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/nixos-via/nixos-via/internal/target"
 )
 
 // TestStoppedSaysRerun: a failure that is no refusal says whether the same
@@ -63,6 +66,35 @@ func TestStoppedNamesTheHost(t *testing.T) {
 		}
 		if s.Host != host {
 			t.Errorf("Host = %q, want %q", s.Host, host)
+		}
+	}
+}
+
+// TestStoppedOnAHostKey: a first connection refused on the host key does
+// not claim the host still runs its original system (it may run an
+// installed one, or be another machine); other failures before any change
+// still say nothing was changed.
+func TestStoppedOnAHostKey(t *testing.T) {
+	mm := &target.HostKeyMismatchError{Host: "[127.0.0.1]:2222", Got: "SHA256:new", Want: []string{"SHA256:old"}, Source: "known_hosts:1"}
+	for _, tc := range []struct {
+		name    string
+		err     error
+		want    HostState
+		says    string
+		notSays string
+	}{
+		{"mismatch", fmt.Errorf("dial: %w", mm), KeyDiffers, "presented another host key than known_hosts has", "still runs its original system"},
+		{"unknown, strict", &target.UnknownHostKeyError{Host: "h", Got: "SHA256:x"}, KeyDiffers, "changed nothing on it in this run", "still runs its original system"},
+		{"connection lost", errors.New("connection lost"), Untouched, "still runs its original system", "host key"},
+	} {
+		r := &run{p: &Plan{}, state: Untouched}
+		var s *Stopped
+		if !errors.As(r.stopped(tc.err), &s) {
+			t.Fatalf("%s: not a *Stopped", tc.name)
+		}
+		got := s.Hint([]string{"h"}, "h")
+		if s.State != tc.want || !strings.Contains(got, tc.says) || strings.Contains(got, tc.notSays) {
+			t.Errorf("%s: state %v, hint %q; want %v, saying %q and not %q", tc.name, s.State, got, tc.want, tc.says, tc.notSays)
 		}
 	}
 }
