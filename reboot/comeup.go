@@ -37,6 +37,9 @@ type comeUp struct {
 	// identifyCmd prints the boot id and /run/current-system ("-" when
 	// absent); "" is identifyDefault.
 	identifyCmd string
+	// strict: only a checked system will do (Confirm); what Run accepts
+	// with a warning, unchecked, is a *NotConfirmedError.
+	strict bool
 }
 
 const identifyDefault = "cat /proc/sys/kernel/random/boot_id; readlink /run/current-system || echo -"
@@ -90,6 +93,9 @@ func (w *comeUp) users() []string {
 // system came up as far as can be seen but cannot be checked (warnings
 // say why); a *NotConfirmedError when it provably did not come up.
 func (w *comeUp) wait(ctx context.Context, timeout time.Duration) (*target.Conn, error) {
+	if w.boot.Known && !w.boot.SSHD && w.strict {
+		return nil, &NotConfirmedError{Msg: "the installed configuration runs no sshd: nothing to check"}
+	}
 	if w.boot.Known && !w.boot.SSHD {
 		w.warn("the installed configuration runs no sshd (services.openssh.enable is false): nixos-via cannot check that it came up")
 		return nil, nil
@@ -273,6 +279,10 @@ func (w *comeUp) identify(ctx context.Context, c *target.Conn) (string, error) {
 // gaveUp ends a wait that saw no installed system to log in to.
 func (w *comeUp) gaveUp(at target.Resolved, seen ssh.PublicKey, refused []string, last error, timeout time.Duration, attempts int) (*target.Conn, error) {
 	ambiguous := len(w.boot.Passphrase) > 0 && w.initrdPort() == w.port()
+	if w.strict {
+		return nil, &NotConfirmedError{Msg: fmt.Sprintf("no login on %s within %s showed the installed system %s (last: %s)",
+			at.Addr(), timeout.Round(time.Second), w.top, target.Describe(last))}
+	}
 	if seen != nil && !ambiguous {
 		// Up, with its own identity; only our login is refused.
 		fp := ssh.FingerprintSHA256(seen)

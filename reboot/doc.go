@@ -4,4 +4,7 @@
 // configuration with the build), checking its boot id and
 // /run/current-system before it records the new host key. Run is the
 // phase; it reports progress through an event.Sink and never prints.
+// While the host reboots, Run keeps a Pending note on this machine; a
+// later run that finds it (a run stopped in the reboot wait) does the
+// same check with Confirm.
 package reboot

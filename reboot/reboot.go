@@ -33,6 +33,9 @@ type Options struct {
 	// Rebooting, when set, is called just before the reboot command is
 	// sent: from then on the host may be running the new system.
 	Rebooting func()
+	// Notes is the directory for the pending-reboot note (Pending), kept
+	// while the host reboots; "" writes none.
+	Notes string
 }
 
 // Run is the reboot phase: it unmounts the root (exporting ZFS pools), reboots the installer
@@ -81,6 +84,21 @@ sync
 	res := *conn.Resolved()
 	res.SSHOptions = nil
 	installerKeys := conn.HostKeys()
+	note := Pending{Addr: res.Addr(), Host: res.HostName, Port: res.Port, Toplevel: opts.Toplevel, BootID: before,
+		InstallerKeys: authorizedLines(installerKeys), Time: time.Now().UTC()}
+	if opts.Notes != "" {
+		if err := WritePending(opts.Notes, note); err != nil {
+			report(sink, event.Warn, "%v (a run stopped in the reboot wait cannot be confirmed by the next one)", err)
+		}
+		defer func() {
+			// Kept only when this run was stopped: the next one confirms.
+			if ctx.Err() == nil {
+				if err := RemovePending(opts.Notes, note.Addr); err != nil {
+					report(sink, event.Warn, "%v", err)
+				}
+			}
+		}()
+	}
 	report(sink, event.Step, "rebooting into the installed system")
 	if opts.Rebooting != nil {
 		opts.Rebooting()
@@ -93,13 +111,48 @@ sync
 	if err := conn.WaitDown(ctx, opts.Timeout, time.Second); err != nil {
 		return nil, err
 	}
-	w := &comeUp{res: res, home: opts.Home, boot: opts.Boot, loginUser: opts.LoginUser, before: before,
-		top: opts.Toplevel, sink: sink, every: 2 * time.Second}
+	w := newComeUp(res, sink, opts, before)
 	if opts.CopyHostKeys {
 		// The installed system has the host's own keys: nothing else is right.
 		w.keys = installerKeys
 	}
 	return w.wait(ctx, opts.Timeout)
+}
+
+// newComeUp is the wait for opts.Toplevel on the host res reaches, which
+// had boot id before.
+func newComeUp(res target.Resolved, sink event.Sink, opts Options, before string) *comeUp {
+	return &comeUp{res: res, home: opts.Home, boot: opts.Boot, loginUser: opts.LoginUser, before: before,
+		top: opts.Toplevel, sink: sink, every: 2 * time.Second}
+}
+
+// Confirm is the reboot phase's check for a reboot an earlier run began
+// and did not see through (note, which the caller matched): the same
+// wait as Run's after the reboot, on res (the host as dialled now), for
+// the note's system and against its boot id, recording the new host key
+// as Run does. Unlike Run it accepts nothing it could not check: a host
+// it cannot log in to is a *NotConfirmedError, and nothing is recorded.
+// opts.Timeout bounds the wait; opts.Toplevel is taken from the note.
+func Confirm(ctx context.Context, res target.Resolved, sink event.Sink, opts Options, note *Pending) (*target.Conn, error) {
+	if sink == nil {
+		sink = event.Discard{}
+	}
+	res.SSHOptions = nil
+	opts.Toplevel = note.Toplevel
+	w := newComeUp(res, sink, opts, note.BootID)
+	w.strict = true
+	if opts.CopyHostKeys {
+		keys, err := note.installerKeys()
+		if err != nil {
+			return nil, err
+		}
+		w.keys = keys
+	}
+	c, err := w.wait(ctx, opts.Timeout)
+	if err == nil && c == nil {
+		err = &NotConfirmedError{Msg: "the installed system could not be checked"}
+	}
+	return c, err
 }
 
 // rebootScript waits delay, then asks the host for a proper reboot (its

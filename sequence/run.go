@@ -79,6 +79,11 @@ func (r *run) run(ctx context.Context) error {
 		return err
 	}
 	if err := r.connect(ctx); err != nil {
+		if r.confirmPending(ctx, err) {
+			r.conn.Close()
+			r.info(phase.Reboot, "the installed system is up: /run/current-system = %s, the system built (an earlier run was stopped while it rebooted), so nothing was done", r.toplevel)
+			return nil
+		}
 		return err
 	}
 	defer func() { r.conn.Close() }()
@@ -244,7 +249,7 @@ func (r *run) phases(ctx context.Context) error {
 	if p.Has(phase.Reboot) {
 		conn, err := reboot.Run(ctx, r.conn, r.sink, reboot.Options{Toplevel: r.toplevel, CopyHostKeys: p.CopyHostKeys,
 			Timeout: p.RebootTimeout, Home: p.Home, Boot: r.boot, LoginUser: r.loginUser,
-			Rebooting: r.rebooting})
+			Rebooting: r.rebooting, Notes: p.notesDir()})
 		if err != nil {
 			return &phase.Error{Phase: phase.Reboot, Err: err}
 		}
