@@ -119,8 +119,8 @@ func (r *run) stopped(err error) error {
 		// connection, a cut upload): the same command goes on from there.
 		s.Rerun = true
 	case Rebooted:
-		s.Advice = "do not run the install again: it would kexec the new system and erase its disks; " +
-			"look at the host's console, or wait and log in to check it"
+		s.Advice = "wait and log in to check it, or run the same command again: it checks the host as the reboot phase does " +
+			"and leaves a host that runs the installed system alone (exit 0, nothing erased); if the host does not come up, look at its console"
 	}
 	if r.state >= Installer && r.state < Rebooted && r.conn != nil {
 		res := r.conn.Resolved()

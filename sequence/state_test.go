@@ -98,3 +98,20 @@ func TestStoppedOnAHostKey(t *testing.T) {
 		}
 	}
 }
+
+// TestStoppedInTheRebootWait: a run stopped after the reboot began gives
+// no resume command, but says that the same command checks the host and
+// leaves an installed system alone, not that it would erase it.
+func TestStoppedInTheRebootWait(t *testing.T) {
+	r := &run{p: &Plan{}, state: Rebooted}
+	var s *Stopped
+	if !errors.As(r.stopped(errors.New("interrupted")), &s) {
+		t.Fatal("not a *Stopped")
+	}
+	got := s.Hint([]string{"h"}, "h")
+	for _, want := range []string{"run the same command again", "leaves a host that runs the installed system alone"} {
+		if !strings.Contains(got, want) || strings.Contains(got, "erase its disks") {
+			t.Errorf("hint %q: want %q and no \"erase its disks\"", got, want)
+		}
+	}
+}
