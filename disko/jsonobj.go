@@ -4,7 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"iter"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -317,14 +318,8 @@ func (o *obj) attrs(key string) ([]string, map[string]any) {
 	return sortedKeys(m), m
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
+// sortedKeys is m's keys in order.
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
 
 // hooks reads the six hook fields every node accepts.
 func (o *obj) hooks() Hooks {
