@@ -24,7 +24,8 @@
 // explicitly) and keeps colmena's tags, so --on @tag still finds it.
 //
 // Only these small attributes are evaluated (one `nix eval`); nothing is
-// built until Build.
+// built until Build. Targets picks the hosts of a deploy (NAME=host
+// pairs, the fleet, or one host), DeployTo deploys to one of them.
 package flakehosts
 
 import (

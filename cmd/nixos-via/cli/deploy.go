@@ -9,7 +9,6 @@ import (
 	"github.com/nixos-via/nixos-via/deploy"
 	"github.com/nixos-via/nixos-via/fleet"
 	"github.com/nixos-via/nixos-via/fleet/flakehosts"
-	"github.com/nixos-via/nixos-via/install"
 	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/flagtable"
 	"github.com/nixos-via/nixos-via/internal/phase"
@@ -50,11 +49,10 @@ func runDeploy(ctx context.Context, env Env, args []string) error {
 	o := &Options{}
 	var c conn
 	var system string
-	var noMagic bool
 	var pairs []string
 	var on string
 	parallel := 10
-	d := deploy.Options{Jobs: 2, ConfirmTimeout: deploy.DefaultConfirmTimeout}
+	d := deploy.Options{Jobs: 2, ConfirmTimeout: deploy.DefaultConfirmTimeout, MagicRollback: true}
 	table := append(c.flags(), c.timeoutFlag(),
 		flagtable.Flag{Name: "flake", Short: "f", Group: gBuild, Arg: "REF#NAME", Help: "flake to deploy: nixosConfigurations.NAME of REF (REF[#NODE] alone: its fleet)", To: &o.Flake},
 		flagtable.Flag{Name: "system", Group: gBuild, Arg: "PATH", Help: "deploy this system toplevel, already built", To: &system},
@@ -63,8 +61,8 @@ func runDeploy(ctx context.Context, env Env, args []string) error {
 		flagtable.Flag{Name: "action", Group: gDeploy, Arg: "ACTION", Help: "switch-to-configuration's action: switch (default), boot, test or dry-activate", To: &d.Action},
 		flagtable.Flag{Name: "confirm-timeout", Group: gDeploy, Arg: "DUR", Help: "how long the host waits for the confirmation before it rolls back (default 30s)", To: flagtable.Duration(&d.ConfirmTimeout, "confirm-timeout")},
 		flagtable.Flag{Name: "check", Group: gDeploy, Arg: "CMD", Help: "run CMD on the host (sh -c, as root) before confirming; a failure rolls back (repeatable)", To: func(v []string) error { d.Checks = v; return nil }},
-		flagtable.Flag{Name: "no-magic-rollback", Group: gDeploy, Help: "switch without waiting for a confirmation (a failing switch then stays as it is)", To: &noMagic},
-		flagtable.Flag{Name: "copy-jobs", Group: gDeploy, Arg: "N", Help: "parallel streams for the closure copy (default 2)", To: o.copyJobs},
+		flagtable.Flag{Name: "no-magic-rollback", Group: gDeploy, Help: "switch without waiting for a confirmation (a failing switch then stays as it is)", To: func() error { d.MagicRollback = false; return nil }},
+		flagtable.Flag{Name: "copy-jobs", Group: gDeploy, Arg: "N", Help: "parallel streams for the closure copy (default 2)", To: flagtable.Count(&d.Jobs, "copy-jobs", 1, 64)},
 		flagtable.Flag{Name: "agent", Group: gDeploy, Arg: "FILE", Help: "static nixos-via binary to run on the host (default: this one)", To: &o.Agent},
 		flagtable.Flag{Name: "on", Group: gDeploy, Arg: "SEL", Help: "deploy only to these of the hosts: names, globs, @tags, comma-separated", To: &on},
 		flagtable.Flag{Name: "parallel", Group: gDeploy, Arg: "N", Help: "hosts deployed at once (default 10)", To: flagtable.Count(&parallel, "--parallel", 1, 1000)},
@@ -86,26 +84,10 @@ func runDeploy(ctx context.Context, env Env, args []string) error {
 	if err == nil && (o.Flake == "") == (system == "") {
 		err = usagef("give one of --flake REF#NAME and --system PATH")
 	}
+	plan := sequence.Plan{Nix: o.Nix, Flake: o.Flake}
 	var hosts []fleet.Host
-	if err == nil && len(pairs) > 0 {
-		if hosts, err = fleet.ParsePairs(pairs); err == nil {
-			hosts, err = fleet.Select(hosts, on)
-		}
-		if err != nil {
-			err = usagef("%v", err)
-		}
-	}
-	if err == nil && c.Destination == "" && len(pairs) == 0 && o.Flake != "" {
-		hosts, err = flakehosts.Hosts(ctx, o.Nix, o.Flake, on)
-	} else if err == nil && o.Flake != "" {
-		o.FlakeRef, o.FlakeAttr, err = sequence.ParseFlake(o.Flake)
-	}
-	if err == nil && c.Destination == "" && len(hosts) == 0 {
-		err = usagef("no host given")
-	}
-	d.MagicRollback = !noMagic
-	if err == nil && o.CopyJobs > 0 {
-		d.Jobs = o.CopyJobs
+	if err == nil {
+		hosts, err = flakehosts.Targets(ctx, &plan, c.Destination, pairs, on)
 	}
 	if err == nil {
 		err = d.Check()
@@ -114,10 +96,9 @@ func runDeploy(ctx context.Context, env Env, args []string) error {
 		return &commandError{prefix: "nixos-via deploy", help: deployUsage, err: err}
 	}
 	if o.printBuildLog {
-		o.Nix.Log = env.Stderr
+		plan.Nix.Log = env.Stderr
 	}
 	ui := newUI(env, o.JSON)
-	plan := sequence.Plan{Nix: o.Nix, Flake: o.Flake, FlakeRef: o.FlakeRef, FlakeAttr: o.FlakeAttr}
 	if system != "" {
 		plan.StorePaths = &sequence.StorePaths{System: system}
 	}
@@ -144,23 +125,13 @@ func runDeploy(ctx context.Context, env Env, args []string) error {
 	return err
 }
 
-// deployTo connects to the host c names and deploys d there; it returns
-// the bytes sent.
+// deployTo deploys d to the host c names; it returns the bytes sent.
 func deployTo(ctx context.Context, env Env, c conn, agent string, d deploy.Options, sink event.Sink, warn func(string)) (int64, error) {
 	topts, err := c.resolve(env, warn)
 	if err != nil {
 		return 0, err
 	}
-	cn, facts, err := sequence.Connect(ctx, topts, home(env), c.Timeout)
-	if err != nil {
-		return 0, err
-	}
-	defer cn.Close()
-	if d.Agent, err = install.AgentBinary(agent, facts.Arch); err != nil {
-		return 0, &deploy.Error{Err: err}
-	}
-	d.Home, d.SudoPassword = home(env), facts.SudoPassword
-	return deploy.RunSent(ctx, cn, sink, d)
+	return flakehosts.DeployTo(ctx, topts, home(env), c.Timeout, agent, d, sink)
 }
 
 // deployOutcome is the last line of a deploy.
