@@ -11,20 +11,8 @@ import (
 	"github.com/nixos-via/nixos-via/install"
 	"github.com/nixos-via/nixos-via/internal/flagtable"
 	"github.com/nixos-via/nixos-via/internal/phase"
-	"github.com/nixos-via/nixos-via/internal/target"
 	"github.com/nixos-via/nixos-via/sequence"
 )
-
-// StorePaths is -s/--store-paths DISKO SYSTEM: a prebuilt disko script
-// and system toplevel.
-type StorePaths = sequence.StorePaths
-
-// KeyFile is --disk-encryption-keys REMOTE LOCAL: the LOCAL file is
-// copied to REMOTE in the installer's RAM.
-type KeyFile = diskorun.KeyFile
-
-// Chown is --chown PATH OWNER in the installed root.
-type Chown = install.Ownership
 
 // twoArgs is the value of a two-argument flag, as given.
 type twoArgs = flagtable.Pair
@@ -130,10 +118,10 @@ func ParseArgs(args []string) (*Options, bool, error) {
 	if help || err != nil {
 		return nil, help, err
 	}
-	if err := o.check(fs.Changed("disko-mode")); err != nil {
+	o.Host = o.conn.Destination
+	if err := o.ValidateInstall(o.VMTest, fs.Changed("disko-mode")); err != nil {
 		return nil, false, err
 	}
-	o.Host = o.conn.Destination
 	return o, false, nil
 }
 
@@ -150,7 +138,7 @@ func (o *Options) storePaths(p []twoArgs) error {
 	if len(p) > 1 {
 		return usagef("-s/--store-paths given twice")
 	}
-	o.StorePaths = &StorePaths{Disko: p[0][0], System: p[0][1]}
+	o.StorePaths = &sequence.StorePaths{Disko: p[0][0], System: p[0][1]}
 	return nil
 }
 
@@ -172,14 +160,14 @@ func (o *Options) keyFiles(p []twoArgs) error {
 		if !strings.HasPrefix(kv[0], "/") {
 			return usagef("--disk-encryption-keys %s %s: the remote path must be absolute", kv[0], kv[1])
 		}
-		o.KeyFiles = append(o.KeyFiles, KeyFile{Remote: kv[0], Local: kv[1]})
+		o.KeyFiles = append(o.KeyFiles, diskorun.KeyFile{Remote: kv[0], Local: kv[1]})
 	}
 	return nil
 }
 
 func (o *Options) chown(p []twoArgs) error {
 	for _, kv := range p {
-		o.Chown = append(o.Chown, Chown{Path: kv[0], Owner: kv[1]})
+		o.Chown = append(o.Chown, install.Ownership{Path: kv[0], Owner: kv[1]})
 	}
 	return nil
 }
@@ -212,37 +200,6 @@ func (o *Options) buildOnRemote() error {
 		return usagef("--build-on-remote conflicts with --build-on local")
 	}
 	o.BuildOn = "remote"
-	return nil
-}
-
-// check checks the flags together, as upstream does: the Plan's own
-// fields (sequence.Plan.Validate), then what the CLI alone reads.
-func (o *Options) check(diskoModeGiven bool) error {
-	if err := o.Plan.Validate(); err != nil {
-		return err
-	}
-	if o.StorePaths != nil && (diskoModeGiven || o.VMTest) {
-		return usagef("--store-paths cannot be combined with --disko-mode or --vm-test")
-	}
-	if o.VMTest {
-		if o.Flake == "" {
-			return usagef("--vm-test needs --flake")
-		}
-		if o.BuildOn == "remote" || o.ExtraFiles != "" || len(o.KeyFiles) > 0 || o.HardwareConfig != nil {
-			return usagef("--vm-test cannot be combined with remote builds, --extra-files, --disk-encryption-keys or --generate-hardware-config")
-		}
-		return nil
-	}
-	kexecOnly := len(o.Phases) == 1 && o.Phases[0] == phase.Kexec
-	if o.Flake == "" && o.StorePaths == nil && !kexecOnly {
-		return usagef("give --flake REF#NAME or --store-paths DISKO SYSTEM")
-	}
-	if o.conn.Destination == "" {
-		return usagef("no host given: nixos-via [flags] [user@]host")
-	}
-	if _, _, _, err := target.SplitDestination(o.conn.Destination); err != nil {
-		return usagef("host: %v", err)
-	}
 	return nil
 }
 

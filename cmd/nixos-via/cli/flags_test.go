@@ -5,6 +5,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nixos-via/nixos-via/diskorun"
+	"github.com/nixos-via/nixos-via/install"
+	"github.com/nixos-via/nixos-via/sequence"
 )
 
 func TestParseArgsEveryFlag(t *testing.T) {
@@ -41,8 +45,8 @@ func TestParseArgsEveryFlag(t *testing.T) {
 		{"PostKexecPort", o.Kexec.PostKexecPort, 2200},
 		{"CopyHostKeys", o.CopyHostKeys, true},
 		{"ExtraFiles", o.ExtraFiles, "/x"},
-		{"Chown", o.Chown, []Chown{{Path: "/home/a", Owner: "1000:100"}}},
-		{"DiskEncryptionKey", o.KeyFiles, []KeyFile{{Remote: "/tmp/k", Local: "/local/k"}}},
+		{"Chown", o.Chown, []install.Ownership{{Path: "/home/a", Owner: "1000:100"}}},
+		{"DiskEncryptionKey", o.KeyFiles, []diskorun.KeyFile{{Remote: "/tmp/k", Local: "/local/k"}}},
 		{"NoSubstitute", !o.Substitute, true},
 		{"NoMachineSubst (implied)", !o.MachineSubstituters, true},
 		{"Debug", o.conn.Debug, true},
@@ -83,7 +87,7 @@ func TestParseArgsForms(t *testing.T) {
 		{"two-argument flags repeat",
 			[]string{"-f", ".#x", "--chown", "/a", "1:1", "--chown", "/b", "root", "h", "--option", "k1", "v1", "--option", "k2", "v2"},
 			func(o *Options) (any, any) {
-				return []any{o.Chown, o.Nix.Args}, []any{[]Chown{{Path: "/a", Owner: "1:1"}, {Path: "/b", Owner: "root"}}, []string{"--option", "k1", "v1", "--option", "k2", "v2"}}
+				return []any{o.Chown, o.Nix.Args}, []any{[]install.Ownership{{Path: "/a", Owner: "1:1"}, {Path: "/b", Owner: "root"}}, []string{"--option", "k1", "v1", "--option", "k2", "v2"}}
 			}},
 		{"a two-argument value that looks like a flag",
 			[]string{"-f", ".#x", "--option", "extra-substituters", "--json", "h"},
@@ -93,7 +97,7 @@ func TestParseArgsForms(t *testing.T) {
 		{"-s takes two store paths",
 			[]string{"-s", "/nix/store/a-disko", "/nix/store/b-system", "h"},
 			func(o *Options) (any, any) {
-				return *o.StorePaths, StorePaths{Disko: "/nix/store/a-disko", System: "/nix/store/b-system"}
+				return *o.StorePaths, sequence.StorePaths{Disko: "/nix/store/a-disko", System: "/nix/store/b-system"}
 			}},
 		{"a flake fragment with a full attribute path is kept",
 			[]string{"-f", "/cfg#nixosConfigurations.x.config.virtualisation.vmVariant", "h"},
