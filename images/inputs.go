@@ -1,10 +1,12 @@
 package images
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
 
+	"github.com/nixos-via/nixos-via/internal/event"
 	"github.com/nixos-via/nixos-via/internal/phase"
 )
 
@@ -124,4 +126,25 @@ func (in ProviderInputs) Options(getenv func(string) string) (ProviderOptions, e
 	o.Kernel, o.HostKeys, o.RootAuthorizedKeys, o.Compression = r.kernel, r.hostKeys, r.authorized, r.comp
 	o.User, o.Cmdline, o.Hostname, o.NoKexecTools = in.User, in.Cmdline, in.Hostname, in.NoKexecTools
 	return o, nil
+}
+
+// Build is BuildInstaller of in's Options, with progress to events.
+func (in InstallerInputs) Build(ctx context.Context, events event.Sink) (*Installer, error) {
+	opts, err := in.Options()
+	if err != nil {
+		return nil, err
+	}
+	opts.Events = events
+	return BuildInstaller(ctx, in.Out, opts)
+}
+
+// Build is BuildProvider of in's Options (the password from getenv), with
+// progress to events.
+func (in ProviderInputs) Build(ctx context.Context, getenv func(string) string, events event.Sink) (*Provider, error) {
+	opts, err := in.Options(getenv)
+	if err != nil {
+		return nil, err
+	}
+	opts.Events = events
+	return BuildProvider(ctx, in.Out, opts)
 }

@@ -236,15 +236,11 @@ func runInstall(ctx context.Context, env Env, args []string) error {
 // checkImplemented refuses flags this build cannot honour yet,
 // so that nothing is silently ignored.
 func checkImplemented(o *Options) error {
-	var missing []string
 	if err := o.vmTest(); err != nil {
 		return err
 	}
 	if len(o.SSHStoreSettings) > 0 {
-		missing = append(missing, "--ssh-store-setting (nixos-via does not use nix's ssh store)")
-	}
-	if len(missing) > 0 {
-		return usagef("%s: %s", notImplementedMsg, strings.Join(missing, ", "))
+		return usagef("%s: --ssh-store-setting (nixos-via does not use nix's ssh store)", notImplementedMsg)
 	}
 	return nil
 }

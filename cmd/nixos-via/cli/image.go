@@ -93,12 +93,7 @@ func imageInstaller(ctx context.Context, env Env, args []string) error {
 	if ok, err := parseImage(env, "installer", table, args); !ok {
 		return err
 	}
-	opts, err := in.Options()
-	if err != nil {
-		return err
-	}
-	opts.Events = imageEvents(env)
-	inst, err := images.BuildInstaller(ctx, in.Out, opts)
+	inst, err := in.Build(ctx, imageEvents(env))
 	if err != nil {
 		return err
 	}
@@ -121,12 +116,7 @@ func imageProvider(ctx context.Context, env Env, args []string) error {
 	if ok, err := parseImage(env, "provider", table, args); !ok {
 		return err
 	}
-	opts, err := in.Options(env.Getenv)
-	if err != nil {
-		return err
-	}
-	opts.Events = imageEvents(env)
-	p, err := images.BuildProvider(ctx, in.Out, opts)
+	p, err := in.Build(ctx, env.Getenv, imageEvents(env))
 	if err != nil {
 		return err
 	}
