@@ -90,6 +90,19 @@ func (c *Conn) Host(pos []string) error {
 	return nil
 }
 
+// OneHost takes the one host a command needs, given as pos or as
+// --target-host (not both).
+func (c *Conn) OneHost(pos []string) error {
+	switch {
+	case len(pos) == 1 && c.Destination == "":
+		c.Destination = pos[0]
+	case len(pos) == 0 && c.Destination != "":
+	default:
+		return phase.Usagef("want exactly one host, got %q", pos)
+	}
+	return nil
+}
+
 // Terminal returns the file behind r when it is a terminal.
 func Terminal(r any) (*os.File, bool) {
 	f, ok := r.(*os.File)

@@ -17,16 +17,7 @@ func runFacts(ctx context.Context, env Env, args []string) error {
 	table := append(c.flags(), c.timeoutFlag(),
 		flagtable.Flag{Name: "json", Group: gOut, Help: "print JSON", To: &asJSON},
 		flagtable.Flag{Name: "help", Short: "h", Group: gOut, Help: "show help", To: new(bool)})
-	fs, help, err := flagtable.Parse(table, args, func(pos []string) error {
-		switch {
-		case len(pos) == 1 && c.Destination == "":
-			c.Destination = pos[0]
-		case len(pos) == 0 && c.Destination != "":
-		default:
-			return usagef("want exactly one host, got %q", pos)
-		}
-		return nil
-	})
+	fs, help, err := flagtable.Parse(table, args, c.OneHost)
 	if help {
 		fmt.Fprintln(env.Stdout, "Usage: nixos-via facts [--json] [-i KEY] [-p PORT] [--ssh-option OPT] [--host-key SHA256:FP] [user@]HOST")
 		fmt.Fprint(env.Stdout, fs.FlagUsages())
