@@ -24,6 +24,19 @@ type RenderOptions struct {
 	DeviceTimeout time.Duration
 }
 
+// Check refuses options no script can use, naming the disko
+// subcommand's flags: a RootMountpoint that is not absolute, a
+// DeviceTimeout that is not positive.
+func (o RenderOptions) Check() error {
+	if !path.IsAbs(o.RootMountpoint) {
+		return fmt.Errorf("--root-mountpoint %q is not an absolute path", o.RootMountpoint)
+	}
+	if o.DeviceTimeout <= 0 {
+		return fmt.Errorf("--device-timeout must be positive")
+	}
+	return nil
+}
+
 // Step is one command of a plan.
 type Step struct {
 	Phase string // destroy, format, mount or unmount

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/nixos-via/nixos-via/disko"
@@ -74,11 +73,8 @@ func (d *diskoFlags) parse(args []string) error {
 	if d.report.Mode, err = disko.ParseMode(d.modeName); err != nil {
 		return usagef("--mode: %v", err)
 	}
-	if !filepath.IsAbs(d.report.Opts.RootMountpoint) {
-		return usagef("--root-mountpoint %q is not an absolute path", d.report.Opts.RootMountpoint)
-	}
-	if d.report.Opts.DeviceTimeout <= 0 {
-		return usagef("--device-timeout must be positive")
+	if err := d.report.Opts.Check(); err != nil {
+		return usagef("%v", err)
 	}
 	return nil
 }
