@@ -1,11 +1,8 @@
 package kexec
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/nixos-via/nixos-via/internal/phase"
 	"github.com/nixos-via/nixos-via/internal/target"
@@ -32,26 +29,17 @@ echo "dir=$d"
 df -Pk "$d" | awk 'NR==2{print "free=" $4}'
 awk -v d="$d" '{ m=$2; if (m=="/") m=""; if (index(d "/", m "/")==1 && length(m)>=l) { l=length(m); t=$3 } } END { print "fstype=" t }' /proc/mounts
 `
-	var out, errb bytes.Buffer
-	if err := conn.RunAsLogin(ctx, "sh -s", strings.NewReader(script), &out, &errb); err != nil {
-		return WorkDir{}, fmt.Errorf("make a work directory on the host: %w: %s", err, strings.TrimSpace(errb.String()))
+	out, err := conn.Script(ctx, target.Script{Name: "make a work directory on the host", Body: script, AsLogin: true})
+	if err != nil {
+		return WorkDir{}, err
 	}
-	w := WorkDir{Free: -1}
-	for _, line := range strings.Split(out.String(), "\n") {
-		k, v, _ := strings.Cut(line, "=")
-		switch k {
-		case "dir":
-			w.Path = v
-		case "free":
-			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-				w.Free = n * 1024
-			}
-		case "fstype":
-			w.FSType = v
-		}
+	v := target.ParseValues(out)
+	w := WorkDir{Path: v.Get("dir"), FSType: v.Get("fstype"), Free: -1}
+	if kib, ok := v.Int("free"); ok {
+		w.Free = kib * 1024
 	}
 	if w.Path == "" {
-		return w, fmt.Errorf("make a work directory on the host: no directory in %q", out.String())
+		return w, fmt.Errorf("make a work directory on the host: no directory in %q", out)
 	}
 	return w, nil
 }
