@@ -28,7 +28,7 @@ func (p *Plan) notesDir() string {
 // this host for the system built now says an earlier run rebooted it
 // into that system, the reboot phase's check runs now, as it would have
 // then. It says whether the installed system is confirmed (its key is
-// then recorded, r.conn is the connection to it and the note is gone).
+// then recorded and the note is gone; the connection that checked it is closed).
 func (r *run) confirmPending(ctx context.Context, err error) bool {
 	dir := r.p.notesDir()
 	if !isHostKeyError(err) || dir == "" || r.toplevel == "" || r.p.Reinstall {
@@ -62,7 +62,7 @@ func (r *run) confirmPending(ctx context.Context, err error) bool {
 		r.info(phase.Reboot, "not confirmed: %v", cerr)
 		return false
 	}
-	r.conn = conn
+	conn.Close()
 	if rerr := reboot.RemovePending(dir, note.Addr); rerr != nil {
 		r.warn(rerr.Error())
 	}

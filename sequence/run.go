@@ -80,7 +80,6 @@ func (r *run) run(ctx context.Context) error {
 	}
 	if err := r.connect(ctx); err != nil {
 		if r.confirmPending(ctx, err) {
-			r.conn.Close()
 			r.info(phase.Reboot, "the installed system is up: /run/current-system = %s, the system built (an earlier run was stopped while it rebooted), so nothing was done", r.toplevel)
 			return nil
 		}
