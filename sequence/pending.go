@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nixos-via/nixos-via/internal/phase"
+	"github.com/nixos-via/nixos-via/kexec"
 	"github.com/nixos-via/nixos-via/reboot"
 )
 
@@ -13,13 +14,14 @@ import (
 // next to the kexec tarball cache ($XDG_CACHE_HOME/nixos-via/reboots, or
 // else HOME/.cache/nixos-via/reboots); "" (no cache, no home) keeps none.
 func (p *Plan) notesDir() string {
-	switch {
-	case p.Kexec.CacheDir != "":
-		return filepath.Join(filepath.Dir(p.Kexec.CacheDir), "reboots")
-	case p.Home != "":
-		return filepath.Join(p.Home, ".cache", "nixos-via", "reboots")
+	cache := p.Kexec.CacheDir
+	if cache == "" {
+		if p.Home == "" {
+			return ""
+		}
+		cache = kexec.UserCacheDir("", p.Home)
 	}
-	return ""
+	return filepath.Join(filepath.Dir(cache), "reboots")
 }
 
 // confirmPending is the recovery of a run stopped while it rebooted the
